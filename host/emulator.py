@@ -1,0 +1,131 @@
+"""The emulator: the executable definition of flipq's integer datapath (numpy only).
+
+``Emulator(intmodel).run(q)`` takes already-quantized integer inputs (NHWC) and returns
+integer output accumulators; ``forward`` takes floats in the model's own layout, quantizes
+them exactly as the model's input quantizer does, and returns real-valued outputs.
+
+Fast path: a float matmul of integer operands is exact while every partial sum stays below
+2**24 (float32) or 2**53 (float64), so each MAC layer picks the narrowest float type its
+bit widths and fan-in allow and rides BLAS; beyond that it falls back to int64. The obvious
+int64 implementation (``reference=True``) is kept and tested equal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
+
+_F32_EXACT = 2**24
+_F64_EXACT = 2**53
+
+
+def quantize(x: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """Round-half-to-even onto the grid ``q * 2**exp`` and saturate: QONNX Quant(ROUND)."""
+    scaled = np.asarray(x, dtype=np.float64) * (2.0 ** -spec.exp)
+    return np.clip(np.round(scaled), spec.qmin, spec.qmax).astype(np.int64)
+
+
+def shift_round(q: np.ndarray, shift: int) -> np.ndarray:
+    """``round_half_even(q * 2**shift)`` for integer ``q``, exactly, in integers."""
+    q = q.astype(np.int64, copy=False)
+    if shift >= 0:
+        return q << shift
+    s = -shift
+    floor = q >> s
+    rem = q - (floor << s)
+    half = 1 << (s - 1)
+    return floor + (rem > half) + ((rem == half) & ((floor & 1) == 1))
+
+
+def requantize(acc: np.ndarray, acc_exp: int, spec: QuantSpec, relu: bool) -> np.ndarray:
+    if relu:
+        acc = np.maximum(acc, 0)
+    return np.clip(shift_round(acc, acc_exp - spec.exp), spec.qmin, spec.qmax)
+
+
+def _exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Integer ``a @ w`` computed exactly, on BLAS where the bound allows."""
+    bound = int(np.abs(a).max(initial=0)) * int(np.abs(w).max(initial=0)) * a.shape[-1]
+    if bound < _F32_EXACT:
+        return (a.astype(np.float32) @ w.astype(np.float32)).astype(np.int64)
+    if bound < _F64_EXACT:
+        return (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ w.astype(np.int64)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], pads) -> np.ndarray:
+    """NHWC -> (N, Ho, Wo, kh*kw*C) patches, ordered (kh, kw, C) to match HWIO weights."""
+    top, left, bottom, right = pads
+    if any(pads):
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    win = sliding_window_view(x, (kh, kw), axis=(1, 2))  # N, H', W', C, kh, kw
+    win = win[:, :: stride[0], :: stride[1]]
+    n, ho, wo, c = win.shape[:4]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n, ho, wo, kh * kw * c)
+
+
+class Emulator:
+    """Bit-exact integer reference of an :class:`IntModel`.
+
+    >>> emu = Emulator(IntModel.load("build/demo/hls"))       # doctest: +SKIP
+    >>> y = emu.forward(x_test)                               # doctest: +SKIP
+    """
+
+    def __init__(self, model: IntModel, reference: bool = False):
+        self.model = model
+        self.reference = reference
+
+    # -- public ---------------------------------------------------------------------------
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Floats in the model's own layout -> integer NHWC inputs."""
+        x = np.asarray(x)
+        if self.model.input_layout == "NCHW" and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        return quantize(x, self.model.input_quant)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Floats in, real-valued outputs (``acc * 2**output_exp``) out."""
+        return self.run(self.quantize_input(x)).astype(np.float64) * 2.0**self.model.output_exp
+
+    def run(self, q: np.ndarray) -> np.ndarray:
+        """Integer NHWC inputs in, integer output accumulators out."""
+        q = np.asarray(q, dtype=np.int64)
+        exp = self.model.input_quant.exp
+        for layer in self.model.layers:
+            q, exp = self._layer(layer, q, exp)
+        return q
+
+    # -- layers ---------------------------------------------------------------------------
+    def _layer(self, layer: IntLayer, q: np.ndarray, exp: int):
+        a = layer.attrs
+        if layer.op == "dense":
+            acc = self._mac(q.reshape(q.shape[0], -1), layer.weight)
+            return self._bias(acc, layer), exp + a["w_exp"]
+        if layer.op == "conv":
+            kh, kw = layer.weight.shape[:2]
+            cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
+            n, ho, wo, k = cols.shape
+            acc = self._mac(cols.reshape(-1, k), layer.weight.reshape(k, -1))
+            return self._bias(acc.reshape(n, ho, wo, -1), layer), exp + a["w_exp"]
+        if layer.op == "requant":
+            return requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
+        if layer.op == "relu":
+            return np.maximum(q, 0), exp
+        if layer.op == "maxpool":
+            k, s = a["kernel"], a["stride"]
+            win = sliding_window_view(q, tuple(k), axis=(1, 2))[:, :: s[0], :: s[1]]
+            return win.max(axis=(-2, -1)), exp
+        if layer.op == "flatten":
+            return q.reshape(q.shape[0], -1), exp
+        raise ValueError(f"layer '{layer.name}': unknown integer op '{layer.op}'")
+
+    def _mac(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if self.reference:
+            return np.einsum("nk,km->nm", a.astype(np.int64), w.astype(np.int64))
+        return _exact_matmul(a, w)
+
+    @staticmethod
+    def _bias(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
+        return acc + layer.bias.astype(np.int64) if layer.bias is not None else acc
