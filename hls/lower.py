@@ -133,6 +133,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 if op == "Gemm" and attrs.get("transB", 0):
                     w = w.T.copy()
                 layer = IntLayer("dense", node.name, dict(base, w_exp=wspec.exp), weight=w, bias=bias)
+            layer.attrs.update(weight_bits=wspec.bits, act_bits=act_bits)
             layers.append(layer)
             macs.append((layer, wspec, act_bits))
             exp += wspec.exp
@@ -194,4 +195,5 @@ def _apply_plan(plan: BitPlan, macs) -> None:
             raise BitPlanError(f"layer '{lb.name}': plan says act_bits={lb.act_bits}, "
                                f"the model feeds it {in_bits}-bit activations")
         layer.name = lb.name
-        layer.attrs.update(weight_bits=wspec.bits, act_bits=in_bits)
+        if lb.group_bits is not None:
+            layer.attrs.update(group_size=lb.group_size, group_bits=list(lb.group_bits))

@@ -55,6 +55,22 @@ def _exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     return a.astype(np.int64) @ w.astype(np.int64)
 
 
+def truncate_planes(w: np.ndarray, bits: int, planes: int | None) -> np.ndarray:
+    """Keep the ``planes`` most significant of a weight's ``bits`` two's-complement planes.
+
+    Accumulating planes ``bits-1 .. bits-planes`` (the top one with negative weight) equals
+    multiplying by ``w`` with its low ``bits-planes`` bits cleared, i.e.
+    ``floor(w / 2**d) * 2**d`` with ``d = bits - planes``: truncation toward minus infinity.
+    ``planes`` of None or >= ``bits`` keeps ``w`` whole.
+    """
+    if planes is None or planes >= bits:
+        return w
+    if planes < 1:
+        raise ValueError(f"planes must be >= 1, got {planes}")
+    drop = bits - planes
+    return (w >> drop) << drop
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], pads) -> np.ndarray:
     """NHWC -> (N, Ho, Wo, kh*kw*C) patches, ordered (kh, kw, C) to match HWIO weights."""
     top, left, bottom, right = pads
@@ -73,9 +89,16 @@ class Emulator:
     >>> y = emu.forward(x_test)                               # doctest: +SKIP
     """
 
-    def __init__(self, model: IntModel, reference: bool = False):
+    def __init__(self, model: IntModel, reference: bool = False, planes: int | None = None):
         self.model = model
         self.reference = reference
+        self.planes = planes
+
+    def set_planes(self, planes: int | None) -> None:
+        """Accumulate only the ``planes`` most significant weight planes of every layer."""
+        if planes is not None and not 1 <= int(planes) <= 8:
+            raise ValueError(f"planes must be in 1..8 (or None for all), got {planes}")
+        self.planes = None if planes is None else int(planes)
 
     # -- public ---------------------------------------------------------------------------
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
@@ -100,14 +123,16 @@ class Emulator:
     # -- layers ---------------------------------------------------------------------------
     def _layer(self, layer: IntLayer, q: np.ndarray, exp: int):
         a = layer.attrs
+        if layer.is_mac:
+            w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self.planes)
         if layer.op == "dense":
-            acc = self._mac(q.reshape(q.shape[0], -1), layer.weight)
+            acc = self._mac(q.reshape(q.shape[0], -1), w)
             return self._bias(acc, layer), exp + a["w_exp"]
         if layer.op == "conv":
-            kh, kw = layer.weight.shape[:2]
+            kh, kw = w.shape[:2]
             cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
             n, ho, wo, k = cols.shape
-            acc = self._mac(cols.reshape(-1, k), layer.weight.reshape(k, -1))
+            acc = self._mac(cols.reshape(-1, k), w.reshape(k, -1))
             return self._bias(acc.reshape(n, ho, wo, -1), layer), exp + a["w_exp"]
         if layer.op == "requant":
             return requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp

@@ -1,0 +1,5 @@
+import sys
+
+from flipq.cli import main
+
+sys.exit(main())

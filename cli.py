@@ -1,0 +1,120 @@
+"""The ``flipq`` command line: the demo and one command per build stage.
+
+    flipq demo --out build/demo          # every stage on scikit-learn's digits
+    flipq train --out DIR [--plan plan.toml --epochs N ...]
+    flipq export --out DIR
+    flipq hls [MODEL.onnx] --out DIR
+    flipq emulate --out DIR
+    flipq report --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+
+def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
+    p.add_argument("--out", required=True, help="build folder (artifacts of every stage)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if training:
+        p.add_argument("--dataset", default=None, choices=["digits", "fashion-mnist", "cifar10"])
+        p.add_argument("--data-path", default=None, help="folder of the data set (CIFAR-10: required)")
+        p.add_argument("--arch", default=None, help="network: digits-cnn, mlp, vgg9, vgg9-small")
+        p.add_argument("--plan", default=None, help="BitPlan TOML to train with")
+        p.add_argument("--epochs", type=int, default=None)
+        p.add_argument("--batch-size", type=int, default=None)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--fresh", action="store_true",
+                       help="discard a checkpoint already in --out instead of resuming it")
+    p.add_argument("--io-type", default=None, choices=["io_parallel", "io_stream"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flipq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_build_options(sub.add_parser("demo", help="train, export, hls, emulate, report on digits"), True)
+    _add_build_options(sub.add_parser("train", help="train a mixed-precision network (Brevitas)"), True)
+    _add_build_options(sub.add_parser("export", help="export QONNX and check it against torch"), False)
+    p = sub.add_parser("hls", help="lower QONNX to the integer model, hls4ml C-sim")
+    p.add_argument("model", nargs="?", default=None, help="QONNX file (default: OUT/model.onnx)")
+    _add_build_options(p, False)
+    _add_build_options(sub.add_parser("emulate", help="run the integer emulator on the test split"), False)
+    _add_build_options(sub.add_parser("report", help="write report.json and print the summary"), False)
+    return parser
+
+
+def _config(args, fresh: bool):
+    from flipq.pipeline import BuildConfig
+
+    overrides = {k: getattr(args, k, None) for k in
+                 ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type")}
+    overrides["progress"] = False if args.no_progress else None
+    if fresh:
+        return replace(BuildConfig(out=args.out), **{k: v for k, v in overrides.items() if v is not None})
+    return BuildConfig.load(args.out, **overrides)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from flipq.host.bitplan import BitPlanError
+
+    from flipq.pipeline import StaleBuildError
+
+    errors: list[type[BaseException]] = [FileNotFoundError, BitPlanError, StaleBuildError]
+    try:
+        from flipq.hls.lower import UnsupportedNodeError
+        from flipq.hls.prepare import ModelFileError
+        from flipq.quant.data import DatasetError
+        errors += [UnsupportedNodeError, ModelFileError, DatasetError]
+    except ImportError:  # a board-side install without the dev stack
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+    from flipq import pipeline
+
+    try:
+        if args.command in ("demo", "train"):
+            cfg = _config(args, fresh=True)
+            if args.fresh:
+                for stale in ("checkpoint.pt", "config.json"):
+                    (cfg.folder / stale).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            stop = "report" if args.command == "demo" else "train"
+            report = pipeline.run(cfg, "train", stop)
+            if args.command == "demo":
+                print(pipeline.format_report(report))
+                print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; artifacts in {cfg.out}/")
+            return 0
+        cfg = _config(args, fresh=False) if args.command != "hls" or args.model is None else None
+        if args.command == "hls":
+            if cfg is None:
+                from flipq.pipeline import BuildConfig
+                try:
+                    cfg = BuildConfig.load(args.out)
+                except FileNotFoundError:
+                    cfg = BuildConfig(out=args.out)
+            pipeline.stage_hls(cfg, args.model)
+            print(f"hls: integer model and C-sim in {cfg.out}/hls/")
+        elif args.command == "report":
+            print(pipeline.format_report(pipeline.stage_report(cfg)))
+        else:
+            pipeline.STAGES[args.command](cfg)
+            print(f"{args.command}: done, artifacts in {cfg.out}/")
+        return 0
+    except _user_errors() as e:
+        print(f"flipq: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The build: one frozen config, five stages, one folder.
+
+``STAGES`` lists the stages in order; each is a plain function ``stage(cfg)`` that reads the
+artifacts earlier stages left in ``cfg.out`` and writes its own, so any stage can be rerun
+alone and ``run(cfg, start=..., stop=...)`` resumes a build.
+
+Folder layout::
+
+    config.json  plan.toml  checkpoint.pt  train.json  data.npz
+    model.onnx   export.json
+    hls/         (hls4ml project, intmodel.json/.npz, hls.json)
+    outputs/     torch.npy qonnx.npy csim.npy emulator.npy
+    report.json  layers.png
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from flipq.host.bitplan import BitPlan
+
+STAGE_NAMES = ("train", "export", "hls", "emulate", "report")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    out: str
+    dataset: str = "digits"
+    data_path: str | None = None
+    arch: str = "digits-cnn"
+    plan: str | None = None  # a plan.toml to train with; default: the architecture's plan
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    io_type: str = "io_parallel"
+    progress: bool = True
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "config.json").write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, out: str | Path, **overrides) -> "BuildConfig":
+        path = Path(out) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"build config not found: {path} (run `flipq train --out {out}` first)")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: corrupt build config ({e})") from e
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        return replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _need(path: Path, stage: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first")
+    return path
+
+
+def _record(cfg: BuildConfig, name: str, info: dict) -> None:
+    (cfg.folder / f"{name}.json").write_text(json.dumps(info, indent=1))
+
+
+def _outputs(cfg: BuildConfig) -> Path:
+    p = cfg.folder / "outputs"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def load_test_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(_need(cfg.folder / "data.npz", "train")) as d:
+        return d["x_test"], d["y_test"]
+
+
+# -- stages --------------------------------------------------------------------------------
+def stage_train(cfg: BuildConfig) -> None:
+    from flipq.quant.data import load_dataset
+    from flipq.quant.models import build_model, default_plan
+    from flipq.quant.train import TrainConfig, train
+
+    t0 = time.perf_counter()
+    _check_resumable(cfg)
+    cfg.save()
+    ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
+    plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
+    model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input)
+    plan.save(cfg.folder / "plan.toml")
+    np.savez(cfg.folder / "data.npz", x_test=ds.x_test, y_test=ds.y_test)
+    history = train(model, ds, TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                           seed=cfg.seed, progress=cfg.progress),
+                    checkpoint=cfg.folder / "checkpoint.pt")
+    _record(cfg, "train", {"seconds": time.perf_counter() - t0, "history": history,
+                           "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+                           "signed_input": ds.signed_input})
+
+
+# Fields that change what a checkpoint means; the others (progress, io_type) do not.
+_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed")
+
+
+class StaleBuildError(ValueError):
+    """The build folder holds a checkpoint trained with a different configuration."""
+
+
+def _check_resumable(cfg: BuildConfig) -> None:
+    ckpt = cfg.folder / "checkpoint.pt"
+    saved = cfg.folder / "config.json"
+    if not ckpt.is_file() or not saved.is_file():
+        return
+    old = json.loads(saved.read_text())
+    diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _TRAINING_FIELDS
+            if old.get(k) != getattr(cfg, k)]
+    if diff:
+        raise StaleBuildError(
+            f"{ckpt} was trained with another configuration ({'; '.join(diff)}); "
+            "use a new --out folder or --fresh to discard it")
+
+
+def _trained_model(cfg: BuildConfig):
+    from flipq.quant.models import build_model
+    from flipq.quant.train import load_checkpoint
+
+    info = json.loads(_need(cfg.folder / "train.json", "train").read_text())
+    plan = BitPlan.load(_need(cfg.folder / "plan.toml", "train"))
+    model = build_model(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
+                        info["signed_input"])
+    model.load_state_dict(load_checkpoint(_need(cfg.folder / "checkpoint.pt", "train"))["model"])
+    model.eval()
+    return model, plan, info
+
+
+def stage_export(cfg: BuildConfig) -> None:
+    from flipq.hls.prepare import load_qonnx, prepare_qonnx
+    from flipq.quant.export import execute_qonnx, export_model
+    from flipq.quant.train import evaluate
+
+    t0 = time.perf_counter()
+    model, plan, info = _trained_model(cfg)
+    x, _ = load_test_split(cfg)
+    path = export_model(model, tuple(info["input_shape"]), cfg.folder / "model.onnx", plan)
+    out_torch, _ = evaluate(model, x)
+    prepared = prepare_qonnx(load_qonnx(path))
+    out_qonnx = execute_qonnx(prepared, _channels_last(x), progress=cfg.progress)
+    np.save(_outputs(cfg) / "torch.npy", out_torch)
+    np.save(_outputs(cfg) / "qonnx.npy", out_qonnx)
+    _record(cfg, "export", {"seconds": time.perf_counter() - t0})
+
+
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+
+
+def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> None:
+    """Lower QONNX to the integer model, convert with hls4ml, compile and run the C-sim."""
+    from flipq.hls.lower import lower_qonnx
+    from flipq.hls.prepare import load_qonnx, prepare_qonnx
+    from flipq.hls.stock import build_stock, predict_stock
+    from flipq.host.emulator import Emulator
+    from flipq.quant.export import plan_from_onnx
+
+    t0 = time.perf_counter()
+    src = Path(model_path) if model_path else cfg.folder / "model.onnx"
+    raw = load_qonnx(src)
+    plan_file = cfg.folder / "plan.toml"
+    plan = BitPlan.load(plan_file) if plan_file.is_file() else plan_from_onnx(raw)
+    prepared = prepare_qonnx(raw)
+    intmodel = lower_qonnx(prepared, plan)
+    hls_dir = cfg.folder / "hls"
+    intmodel.save(hls_dir)
+    prepared.save(str(hls_dir / "model_prepared.onnx"))
+    build = build_stock(prepared, intmodel, hls_dir / "stock", io_type=cfg.io_type)
+    info = {"seconds_compile": build.seconds_compile, "kernel": "stock", "io_type": cfg.io_type,
+            "model_hash": intmodel.digest()}
+    data = cfg.folder / "data.npz"
+    if data.is_file():
+        x, _ = load_test_split(cfg)
+        q = Emulator(intmodel).quantize_input(x)
+        np.save(_outputs(cfg) / "csim.npy", predict_stock(build, intmodel, q))
+    info["seconds"] = time.perf_counter() - t0
+    (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
+
+
+def stage_emulate(cfg: BuildConfig) -> None:
+    from flipq.host.emulator import Emulator
+    from flipq.host.intmodel import IntModel
+
+    t0 = time.perf_counter()
+    emu = Emulator(IntModel.load(_need(cfg.folder / "hls" / "intmodel.json", "hls").parent))
+    x, _ = load_test_split(cfg)
+    np.save(_outputs(cfg) / "emulator.npy", emu.forward(x))
+    _record(cfg, "emulate", {"seconds": time.perf_counter() - t0})
+
+
+PAIRS = (("torch", "qonnx"), ("qonnx", "csim"), ("csim", "emulator"))
+
+
+def stage_report(cfg: BuildConfig) -> dict:
+    from flipq.host.intmodel import IntModel
+
+    _, y = load_test_split(cfg)
+    outs = {}
+    for name in ("torch", "qonnx", "csim", "emulator"):
+        f = cfg.folder / "outputs" / f"{name}.npy"
+        if f.is_file():
+            outs[name] = np.load(f).reshape(len(y), -1)
+    report: dict = {
+        "dataset": cfg.dataset, "arch": cfg.arch, "test_rows": int(len(y)),
+        "accuracy": {k: float((v.argmax(1) == y).mean()) for k, v in outs.items()},
+        "agreement": {},
+    }
+    for a, b in PAIRS:
+        if a in outs and b in outs:
+            equal = int(np.all(outs[a] == outs[b], axis=1).sum())
+            report["agreement"][f"{a}~{b}"] = {"equal": equal, "total": int(len(y))}
+    intmodel = IntModel.load(cfg.folder / "hls") if (cfg.folder / "hls" / "intmodel.json").is_file() else None
+    if intmodel is not None:
+        report["layers"] = [
+            {"name": layer.name, "type": layer.op, "weight_bits": layer.attrs["weight_bits"],
+             "act_bits": layer.attrs["act_bits"], "params": int(layer.weight.size)}
+            for layer in intmodel.mac_layers]
+        report["model_hash"] = intmodel.digest()
+    timings = {}
+    for stage, f in (("train", "train.json"), ("export", "export.json"), ("hls", "hls/hls.json"),
+                     ("emulate", "emulate.json")):
+        p = cfg.folder / f
+        if p.is_file():
+            timings[stage] = round(json.loads(p.read_text())["seconds"], 3)
+    report["timings"] = timings
+    (cfg.folder / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+STAGES = {"train": stage_train, "export": stage_export, "hls": stage_hls,
+          "emulate": stage_emulate, "report": stage_report}
+
+
+def run(cfg: BuildConfig, start: str = "train", stop: str = "report") -> dict | None:
+    """Run stages ``start..stop`` in order (both inclusive)."""
+    for name in (start, stop):
+        if name not in STAGES:
+            raise ValueError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+    names = STAGE_NAMES[STAGE_NAMES.index(start): STAGE_NAMES.index(stop) + 1]
+    result = None
+    for name in names:
+        result = STAGES[name](cfg)
+    return result
+
+
+def format_report(report: dict) -> str:
+    """The summary table `flipq demo` prints."""
+    lines = [f"flipq build: {report['arch']} on {report['dataset']} ({report['test_rows']} test rows)", ""]
+    if "layers" in report:
+        lines.append(f"{'layer':<10}{'type':<8}{'W bits':>7}{'A bits':>7}{'params':>9}")
+        for layer in report["layers"]:
+            lines.append(f"{layer['name']:<10}{layer['type']:<8}{layer['weight_bits']:>7}"
+                         f"{layer['act_bits']:>7}{layer['params']:>9}")
+        lines.append("")
+    lines.append(f"{'stage':<10}{'accuracy':>9}{'seconds':>9}")
+    for stage in ("torch", "qonnx", "csim", "emulator"):
+        if stage in report["accuracy"]:
+            t = {"torch": "train", "qonnx": "export", "csim": "hls", "emulator": "emulate"}[stage]
+            sec = report["timings"].get(t)
+            lines.append(f"{stage:<10}{report['accuracy'][stage]:>9.4f}{'' if sec is None else f'{sec:9.1f}'}")
+    lines.append("")
+    lines.append(f"{'agreement':<18}{'equal rows':>12}")
+    for pair, v in report["agreement"].items():
+        mark = "ok" if v["equal"] == v["total"] else "MISMATCH"
+        lines.append(f"{pair:<18}{v['equal']:>6}/{v['total']:<5} {mark}")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Quantized network families built from a layer list and a BitPlan.
+
+Every quantizer has a power-of-two scale (Brevitas ``*FixedPoint``), so the exported QONNX
+graph, the hls4ml C simulation and the integer emulator can all agree bit for bit.
+
+An architecture is a tuple of layer tokens: ``("conv", out_channels, kernel, padding)``,
+``("pool", k)``, ``("fc", units)``. MAC layers are named ``conv1, conv2, ..., fc1, fc2, ...``
+in order; those names key the BitPlan.
+
+>>> arch = ARCHS["digits-cnn"]
+>>> plan = default_plan("digits-cnn")
+>>> net = QuantNet(arch, (1, 8, 8), plan, num_classes=10)
+>>> net.layer_names == plan.names
+True
+"""
+
+from __future__ import annotations
+
+import brevitas.nn as qnn
+import torch
+import torch.nn as nn
+from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint,
+                            Uint8ActPerTensorFixedPoint)
+
+from flipq.host.bitplan import BitPlan, LayerBits
+
+Arch = tuple[tuple, ...]
+
+ARCHS: dict[str, Arch] = {
+    # The demo network: one conv, two dense, sized so hls4ml's C-sim compiles in seconds.
+    "digits-cnn": (("conv", 16, 3, 0), ("pool", 2), ("fc", 32), ("fc", None)),
+    "mlp": (("fc", 256), ("fc", 128), ("fc", None)),
+    # VGG-9-like: 6 conv (3 blocks of 2) + 3 dense, for 28x28x1 and 32x32x3 inputs.
+    "vgg9": (("conv", 32, 3, 1), ("conv", 32, 3, 1), ("pool", 2),
+             ("conv", 64, 3, 1), ("conv", 64, 3, 1), ("pool", 2),
+             ("conv", 128, 3, 1), ("conv", 128, 3, 1), ("pool", 2),
+             ("fc", 256), ("fc", 256), ("fc", None)),
+    "vgg9-small": (("conv", 16, 3, 1), ("conv", 16, 3, 1), ("pool", 2),
+                   ("conv", 32, 3, 1), ("conv", 32, 3, 1), ("pool", 2),
+                   ("conv", 64, 3, 1), ("conv", 64, 3, 1), ("pool", 2),
+                   ("fc", 128), ("fc", 128), ("fc", None)),
+}
+
+# Demo default: mixed precision with at least three distinct widths.
+DEFAULT_PLANS: dict[str, dict[str, tuple[int, int]]] = {
+    "digits-cnn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
+}
+
+
+def mac_names(arch: Arch) -> list[str]:
+    names, counts = [], {"conv": 0, "fc": 0}
+    for tok in arch:
+        if tok[0] in counts:
+            counts[tok[0]] += 1
+            names.append(f"{tok[0]}{counts[tok[0]]}")
+    return names
+
+
+def default_plan(arch_name: str, weight_bits: int = 4, act_bits: int = 4) -> BitPlan:
+    arch = get_arch(arch_name)
+    chosen = DEFAULT_PLANS.get(arch_name, {})
+    return BitPlan(tuple(LayerBits(n, *chosen.get(n, (weight_bits, act_bits))) for n in mac_names(arch)))
+
+
+def get_arch(name: str) -> Arch:
+    if name not in ARCHS:
+        raise KeyError(f"unknown architecture '{name}' (known: {', '.join(ARCHS)})")
+    return ARCHS[name]
+
+
+class QuantNet(nn.Module):
+    """A feed-forward Brevitas network: input quantizer, MAC layers with QuantReLU between.
+
+    The quantizer feeding MAC layer L has ``plan[L].act_bits``; its weights ``plan[L].weight_bits``.
+    """
+
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], plan: BitPlan, num_classes: int,
+                 signed_input: bool = False):
+        super().__init__()
+        self.arch = arch
+        self.input_shape = tuple(input_shape)
+        self.layer_names = mac_names(arch)
+        plan.check_names(self.layer_names)
+        self.plan = plan
+        first = plan[self.layer_names[0]]
+        in_quant = Int8ActPerTensorFixedPoint if signed_input else Uint8ActPerTensorFixedPoint
+        self.input_quant = qnn.QuantIdentity(act_quant=in_quant, bit_width=first.act_bits,
+                                             return_quant_tensor=True)
+        body: list[tuple[str, nn.Module]] = []
+        channels, spatial = input_shape[0], tuple(input_shape[1:])
+        flat = None
+        names = iter(self.layer_names)
+        macs = [t for t in arch if t[0] in ("conv", "fc")]
+        mac_index = 0
+        for tok in arch:
+            if tok[0] == "conv":
+                name = next(names)
+                _, out_ch, k, pad = tok
+                body.append((name, qnn.QuantConv2d(channels, out_ch, k, padding=pad, bias=False,
+                                                   weight_quant=Int8WeightPerTensorFixedPoint,
+                                                   weight_bit_width=plan[name].weight_bits)))
+                channels = out_ch
+                spatial = tuple(s + 2 * pad - k + 1 for s in spatial)
+            elif tok[0] == "pool":
+                body.append((f"pool{len(body)}", nn.MaxPool2d(tok[1])))
+                spatial = tuple(s // tok[1] for s in spatial)
+                continue
+            elif tok[0] == "fc":
+                name = next(names)
+                if flat is None:
+                    flat = channels * (int(torch.tensor(spatial).prod()) if spatial else 1)
+                    body.append(("flatten", nn.Flatten()))
+                    channels = flat
+                units = tok[1] if tok[1] is not None else num_classes
+                body.append((name, qnn.QuantLinear(channels, units, bias=False,
+                                                   weight_quant=Int8WeightPerTensorFixedPoint,
+                                                   weight_bit_width=plan[name].weight_bits)))
+                channels = units
+            else:
+                raise ValueError(f"unknown layer token {tok!r}")
+            mac_index += 1
+            if mac_index < len(macs):
+                nxt = self.layer_names[mac_index]
+                body.append((f"act{mac_index}", qnn.QuantReLU(
+                    act_quant=Uint8ActPerTensorFixedPoint, bit_width=plan[nxt].act_bits,
+                    return_quant_tensor=True)))
+        self.body = nn.Sequential()
+        for name, module in body:
+            self.body.add_module(name, module)
+
+    def mac_layers(self) -> dict[str, nn.Module]:
+        return {n: getattr(self.body, n) for n in self.layer_names}
+
+    def forward(self, x):
+        return self.body(self.input_quant(x))
+
+
+def build_model(arch_name: str, input_shape, plan: BitPlan, num_classes: int,
+                signed_input: bool = False) -> QuantNet:
+    return QuantNet(get_arch(arch_name), input_shape, plan, num_classes, signed_input)
+
+
+def as_tensor(y) -> torch.Tensor:
+    """A Brevitas output (QuantTensor or Tensor) as a plain tensor."""
+    return y.value if hasattr(y, "value") else y

@@ -1,0 +1,136 @@
+"""Quantization-aware training with per-epoch checkpoints and resume.
+
+Training hooks (used by flip-based allocation) are objects with any of
+``after_backward(model)``, ``after_step(model, step)``, ``on_epoch_end(model, epoch)`` and
+``state_dict()`` / ``load_state_dict(d)`` so an interrupted run resumes with their state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from flipq.quant.models import as_tensor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 2
+    progress: bool = True
+
+
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray | None = None,
+             batch_size: int = 512) -> tuple[np.ndarray, float | None]:
+    """Model outputs (float64) on ``x`` and, with labels, top-1 accuracy."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            outs.append(as_tensor(model(torch.from_numpy(x[i:i + batch_size]))).double().numpy())
+    out = np.concatenate(outs)
+    acc = float((out.argmax(1) == y).mean()) if y is not None else None
+    return out, acc
+
+
+def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path | None = None,
+          hooks: tuple = ()) -> dict:
+    """Train ``model`` on ``ds``; checkpoint after every epoch; resume if ``checkpoint`` exists.
+
+    Returns a history dict (per-epoch loss and test accuracy, seconds).
+    """
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    history = {"epoch": [], "loss": [], "test_accuracy": [], "seconds": 0.0}
+    start_epoch = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+        for hook, hs in zip(hooks, state.get("hooks", [])):
+            if hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(hs)
+    x_tr = torch.from_numpy(ds.x_train)
+    y_tr = torch.from_numpy(ds.y_train)
+    n = len(x_tr)
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train", unit="epoch",
+               disable=not cfg.progress, leave=False)
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        perm = torch.randperm(n)
+        total = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            opt.zero_grad()
+            loss = F.cross_entropy(as_tensor(model(x_tr[idx])), y_tr[idx])
+            loss.backward()
+            for hook in hooks:
+                if hasattr(hook, "after_backward"):
+                    hook.after_backward(model)
+            opt.step()
+            for hook in hooks:
+                if hasattr(hook, "after_step"):
+                    hook.after_step(model, epoch * steps_per_epoch + b)
+            total += float(loss) * len(idx)
+        sched.step()
+        for hook in hooks:
+            if hasattr(hook, "on_epoch_end"):
+                hook.on_epoch_end(model, epoch)
+        _, acc = evaluate(model, ds.x_test, ds.y_test)
+        history["epoch"].append(epoch)
+        history["loss"].append(total / n)
+        history["test_accuracy"].append(acc)
+        history["seconds"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bar.set_postfix(loss=f"{total / n:.3f}", acc=f"{acc:.3f}")
+        bar.update(1)
+        if ckpt is not None:
+            save_checkpoint(ckpt, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
+                "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
+                "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in hooks],
+            })
+    bar.close()
+    return history
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a run killed mid-save keeps the previous epoch's checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1))
