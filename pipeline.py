@@ -164,7 +164,7 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
 
 def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> None:
     """Lower QONNX to the integer model, convert with hls4ml, compile and run the C-sim."""
-    from flipq.hls.lower import lower_qonnx
+    from flipq.hls.lower import check_mappable, lower_qonnx
     from flipq.hls.prepare import load_qonnx, prepare_qonnx
     from flipq.hls.stock import build_stock, predict_stock
     from flipq.host.emulator import Emulator
@@ -173,6 +173,7 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> None:
     t0 = time.perf_counter()
     src = Path(model_path) if model_path else cfg.folder / "model.onnx"
     raw = load_qonnx(src)
+    check_mappable(raw)
     plan_file = cfg.folder / "plan.toml"
     plan = BitPlan.load(plan_file) if plan_file.is_file() else plan_from_onnx(raw)
     prepared = prepare_qonnx(raw)

@@ -13,11 +13,27 @@ from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from flipq.host.bitplan import BitPlan, BitPlanError
+from flipq.host.groups import as_matrix, min_group_bits
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 
 
 class UnsupportedNodeError(ValueError):
     """An ONNX node the stack cannot map; the message names the node and its op type."""
+
+
+MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Relu", "MaxPool", "Flatten", "Reshape")
+# Shape plumbing that preparation (cleanup, channels-last) folds away.
+FOLDED_OPS = ("Transpose", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat")
+
+
+def check_mappable(model: ModelWrapper) -> None:
+    """Refuse, before any rewriting renames nodes, an op the integer datapath cannot map;
+    the error carries the node's name as the user's file has it."""
+    for node in model.graph.node:
+        if node.op_type not in MAPPED_OPS + FOLDED_OPS:
+            raise UnsupportedNodeError(
+                f"node '{node.name}' (op type {node.op_type}) cannot be mapped to flipq's integer "
+                f"datapath (supported: {', '.join(MAPPED_OPS)})")
 
 
 def _attrs(node) -> dict:
@@ -42,7 +58,7 @@ def _pow2_exp(value, node, what: str) -> int:
     e = math.log2(v)
     if e != round(e):
         raise UnsupportedNodeError(
-            f"node '{node.name}' (op type {node.op_type}): {what} {v} is not a power of two; "
+            f"node '{node.name}' (op type {node.op_type}): {what} {v:g} is not a power of two; "
             "flipq needs power-of-two scales (Brevitas *FixedPoint quantizers) to stay bit-exact")
     return int(round(e))
 
@@ -159,7 +175,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
         else:
             raise UnsupportedNodeError(
                 f"node '{node.name}' (op type {op}) cannot be mapped to flipq's integer datapath "
-                "(supported: Quant, Conv, MatMul, Gemm, Relu, MaxPool, Flatten/Reshape)")
+                f"(supported: {', '.join(MAPPED_OPS)})")
     if not macs:
         raise UnsupportedNodeError("the graph has no Conv/MatMul layer with quantized weights")
 
@@ -195,5 +211,25 @@ def _apply_plan(plan: BitPlan, macs) -> None:
             raise BitPlanError(f"layer '{lb.name}': plan says act_bits={lb.act_bits}, "
                                f"the model feeds it {in_bits}-bit activations")
         layer.name = lb.name
+        if lb.group_size:
+            layer.attrs["group_size"] = lb.group_size
         if lb.group_bits is not None:
-            layer.attrs.update(group_size=lb.group_size, group_bits=list(lb.group_bits))
+            _check_group_bits(lb, layer.weight, wspec.bits)
+            layer.attrs["group_bits"] = list(lb.group_bits)
+
+
+def _check_group_bits(lb, weight: np.ndarray, bits: int) -> None:
+    """Each group's declared width must hold its weights (low planes zero below it)."""
+    matrix = as_matrix(weight)
+    need = min_group_bits(matrix, bits, lb.group_size)
+    if len(lb.group_bits) != need.size:
+        raise BitPlanError(
+            f"layer '{lb.name}': group_bits has {len(lb.group_bits)} entries, the layer has "
+            f"{need.shape[0]} outputs x {need.shape[1]} groups of {lb.group_size or matrix.shape[0]} = {need.size}")
+    declared = np.asarray(lb.group_bits).reshape(need.shape)
+    bad = np.argwhere(declared < need)
+    if bad.size:
+        n, g = bad[0]
+        raise BitPlanError(
+            f"layer '{lb.name}': group (output {n}, group {g}) is declared {declared[n, g]} bits "
+            f"but its weights need {need[n, g]}")

@@ -1,0 +1,94 @@
+"""The command line end to end: the demo, stage reruns, and user mistakes."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FLIPQ = [sys.executable, "-m", "flipq"]
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([*FLIPQ, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    r = _run("demo", "--out", str(out), "--no-progress", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_demo_is_exact_and_accurate(demo_dir):
+    out, stdout = demo_dir
+    report = json.loads((out / "report.json").read_text())
+    assert report["test_rows"] >= 300
+    assert set(report["accuracy"]) == {"torch", "qonnx", "csim", "emulator"}
+    assert all(acc >= 0.90 for acc in report["accuracy"].values()), report["accuracy"]
+    for pair in ("torch~qonnx", "qonnx~csim", "csim~emulator"):
+        assert report["agreement"][pair] == {"equal": report["test_rows"], "total": report["test_rows"]}
+    widths = {b for layer in report["layers"] for b in (layer["weight_bits"], layer["act_bits"])}
+    assert len(widths) >= 3
+    assert [layer["type"] for layer in report["layers"]].count("dense") >= 2
+    assert "conv" in [layer["type"] for layer in report["layers"]]
+    assert set(report["timings"]) == {"train", "export", "hls", "emulate"}
+    assert "csim~emulator" in stdout and "MISMATCH" not in stdout
+    for artifact in ("plan.toml", "checkpoint.pt", "model.onnx", "hls/intmodel.json", "hls/stock"):
+        assert (out / artifact).exists(), artifact
+
+
+def test_stages_rerun_alone(demo_dir, tmp_path):
+    out, _ = demo_dir
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    (copy / "outputs" / "emulator.npy").unlink()
+    (copy / "report.json").unlink()
+    assert _run("emulate", "--out", str(copy)).returncode == 0
+    r = _run("report", "--out", str(copy))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((copy / "report.json").read_text())
+    assert report["agreement"]["csim~emulator"]["equal"] == report["test_rows"]
+
+
+def test_training_resumes_and_refuses_a_stale_checkpoint(demo_dir, tmp_path):
+    out, _ = demo_dir
+    copy = tmp_path / "c"
+    shutil.copytree(out, copy)
+    r = _run("train", "--out", str(copy), "--no-progress")
+    assert r.returncode == 0, r.stderr  # all epochs done: resumes and finishes at once
+    r = _run("train", "--out", str(copy), "--lr", "0.5", "--no-progress")
+    assert r.returncode == 2 and "trained with another configuration" in r.stderr and "lr" in r.stderr
+
+
+def test_missing_model_file_is_named(tmp_path):
+    r = _run("hls", str(tmp_path / "nothere.onnx"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "nothere.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_model_file_is_named(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    r = _run("hls", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "broken.onnx" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unmappable_node_is_named(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_lower import _graph_with
+
+    path = tmp_path / "odd.onnx"
+    _graph_with("Sigmoid").save(str(path))
+    r = _run("hls", str(path), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "node 'Odd_0' (op type Sigmoid)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stage_before_its_inputs_says_what_to_run(tmp_path):
+    r = _run("export", "--out", str(tmp_path / "empty"))
+    assert r.returncode == 2 and "config.json" in r.stderr
