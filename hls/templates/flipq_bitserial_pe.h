@@ -1,0 +1,100 @@
+// flipq bit-serial processing element: weights as two's-complement bit-planes, one plane
+// per step, activations bit-parallel. The executable definition of the arithmetic is
+// flipq.host.emulator; docs/datapath.md states it in words and docs/cost_model.md the timing.
+#ifndef FLIPQ_BITSERIAL_PE_H_
+#define FLIPQ_BITSERIAL_PE_H_
+
+#include "ap_fixed.h"
+#include "ap_int.h"
+#include <stdint.h>
+
+namespace flipq {
+
+// Plane storage, per layer: planes[((n * n_groups + g) * n_planes + p) * n_words + w] holds
+// bit i of plane p for fan-in index g * group_size + 64 * w + i of output column n;
+// mask[n * n_groups + g] has bit p set where that plane is not all zero in the group.
+struct bitserial_config {
+    static const unsigned n_in = 1;       // K, the fan-in (kh * kw * cin for a conv)
+    static const unsigned n_out = 1;      // N, output columns
+    static const unsigned group_size = 1; // consecutive fan-in rows per weight group
+    static const unsigned n_groups = 1;
+    static const unsigned n_words = 1;    // 64-bit words per group and plane
+    static const unsigned n_planes = 2;   // B, the layer's stored weight bits
+    static const unsigned sign_plane = 1; // the plane with weight -2**sign_plane (B - 1)
+    static const unsigned n_pe = 1;       // output columns computed side by side
+};
+
+// First plane to accumulate for the run-time precision: planes B-1 .. B-k (docs/datapath.md).
+template <class CONFIG_T> inline unsigned lowest_plane(unsigned planes) {
+    return planes >= CONFIG_T::n_planes ? 0 : CONFIG_T::n_planes - planes;
+}
+
+// The raw two's-complement bits of a fixed-point value: its integer on the value's own grid.
+template <class raw_T, class fixed_T> inline raw_T raw_bits(const fixed_T &x) {
+    raw_T r = x.range(fixed_T::width - 1, 0);
+    return r;
+}
+
+template <class res_T, class acc_T> inline res_T from_raw_bits(const acc_T &acc) {
+    res_T y;
+    y.range(res_T::width - 1, 0) = acc;
+    return y;
+}
+
+// One output column: for every group, every stored plane the mask keeps and `planes`
+// allows, add the activations whose weight bit is set and shift the sum into place; the
+// sign plane is subtracted. Planes that are all zero in a group cost no step.
+template <class CONFIG_T>
+typename CONFIG_T::accum_t bitserial_column(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
+                                            const uint64_t *col_planes, const uint8_t *col_mask,
+                                            typename CONFIG_T::accum_t bias, unsigned lowest) {
+    typedef typename CONFIG_T::accum_t accum_t;
+    typedef typename CONFIG_T::psum_t psum_t;
+    accum_t acc = bias;
+GroupLoop:
+    for (unsigned g = 0; g < CONFIG_T::n_groups; g++) {
+        const uint8_t mask = col_mask[g];
+    PlaneLoop:
+        for (int p = CONFIG_T::n_planes - 1; p >= 0; p--) {
+#pragma HLS PIPELINE II = 1
+            if ((unsigned)p < lowest || !((mask >> p) & 1))
+                continue;
+            psum_t psum = 0;
+        WordLoop:
+            for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
+                const uint64_t bits = col_planes[(g * CONFIG_T::n_planes + p) * CONFIG_T::n_words + w];
+            LaneLoop:
+                for (unsigned i = 0; i < 64; i++) {
+#pragma HLS UNROLL
+                    const unsigned k = g * CONFIG_T::group_size + 64 * w + i;
+                    if (k < CONFIG_T::n_in && ((bits >> i) & 1))
+                        psum += act[k];
+                }
+            }
+            const accum_t shifted = accum_t(psum) << p;
+            if ((unsigned)p == CONFIG_T::sign_plane)
+                acc -= shifted;
+            else
+                acc += shifted;
+        }
+    }
+    return acc;
+}
+
+// A K-vector of activations against all N columns, CONFIG_T::n_pe columns at a time.
+template <class CONFIG_T>
+void bitserial_matvec(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
+                      typename CONFIG_T::accum_t acc[CONFIG_T::n_out], const uint64_t *planes_data,
+                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned lowest) {
+    static const unsigned column_words = CONFIG_T::n_groups * CONFIG_T::n_planes * CONFIG_T::n_words;
+ColumnLoop:
+    for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
+#pragma HLS UNROLL factor = CONFIG_T::n_pe
+        acc[n] = bitserial_column<CONFIG_T>(act, planes_data + n * column_words, mask_data + n * CONFIG_T::n_groups,
+                                            bias[n], lowest);
+    }
+}
+
+} // namespace flipq
+
+#endif
