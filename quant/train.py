@@ -92,7 +92,7 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
             for hook in hooks:
                 if hasattr(hook, "after_step"):
                     hook.after_step(model, epoch * steps_per_epoch + b)
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         sched.step()
         for hook in hooks:
             if hasattr(hook, "on_epoch_end"):
