@@ -87,12 +87,17 @@ class Emulator:
 
     >>> emu = Emulator(IntModel.load("build/demo/hls"))       # doctest: +SKIP
     >>> y = emu.forward(x_test)                               # doctest: +SKIP
+
+    ``reference=True`` runs the obvious int64 implementation; the default fast path keeps
+    activations as exact integers in float32/float64 (chosen per layer from the largest
+    possible partial sum) so matmuls and requantization ride BLAS and vector floats.
     """
 
     def __init__(self, model: IntModel, reference: bool = False, planes: int | None = None):
         self.model = model
         self.reference = reference
         self.planes = planes
+        self._weights: dict[tuple[int, int | None], tuple[np.ndarray, int]] = {}
 
     def set_planes(self, planes: int | None) -> None:
         """Accumulate only the ``planes`` most significant weight planes of every layer."""
@@ -115,42 +120,99 @@ class Emulator:
     def run(self, q: np.ndarray) -> np.ndarray:
         """Integer NHWC inputs in, integer output accumulators out."""
         q = np.asarray(q, dtype=np.int64)
+        if self.reference:
+            return self._run_reference(q)
+        return self._run_fast(q)
+
+    # -- the obvious definition -------------------------------------------------------------
+    def _run_reference(self, q: np.ndarray) -> np.ndarray:
         exp = self.model.input_quant.exp
         for layer in self.model.layers:
-            q, exp = self._layer(layer, q, exp)
+            a = layer.attrs
+            if layer.is_mac:
+                w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self.planes)
+                if layer.op == "conv":
+                    kh, kw = w.shape[:2]
+                    cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
+                    q = np.einsum("nhwk,km->nhwm", cols, w.reshape(-1, w.shape[-1]))
+                else:
+                    q = np.einsum("nk,km->nm", q.reshape(q.shape[0], -1), w)
+                if layer.bias is not None:
+                    q = q + layer.bias.astype(np.int64)
+                exp += a["w_exp"]
+            elif layer.op == "requant":
+                q, exp = requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
+            else:
+                q = self._shape_op(layer, q)
         return q
 
-    # -- layers ---------------------------------------------------------------------------
-    def _layer(self, layer: IntLayer, q: np.ndarray, exp: int):
+    @staticmethod
+    def _shape_op(layer: IntLayer, q: np.ndarray) -> np.ndarray:
         a = layer.attrs
-        if layer.is_mac:
-            w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self.planes)
-        if layer.op == "dense":
-            acc = self._mac(q.reshape(q.shape[0], -1), w)
-            return self._bias(acc, layer), exp + a["w_exp"]
-        if layer.op == "conv":
-            kh, kw = w.shape[:2]
-            cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
-            n, ho, wo, k = cols.shape
-            acc = self._mac(cols.reshape(-1, k), w.reshape(k, -1))
-            return self._bias(acc.reshape(n, ho, wo, -1), layer), exp + a["w_exp"]
-        if layer.op == "requant":
-            return requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
         if layer.op == "relu":
-            return np.maximum(q, 0), exp
+            return np.maximum(q, 0)
         if layer.op == "maxpool":
-            k, s = a["kernel"], a["stride"]
-            win = sliding_window_view(q, tuple(k), axis=(1, 2))[:, :: s[0], :: s[1]]
-            return win.max(axis=(-2, -1)), exp
+            (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+            n, h, w, c = q.shape
+            if (kh, kw) == (sh, sw):  # non-overlapping windows: a reshape, no window copies
+                ho, wo = h // kh, w // kw
+                return q[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, c).max(axis=(2, 4))
+            return sliding_window_view(q, (kh, kw), axis=(1, 2))[:, ::sh, ::sw].max(axis=(-2, -1))
         if layer.op == "flatten":
-            return q.reshape(q.shape[0], -1), exp
+            return q.reshape(q.shape[0], -1)
         raise ValueError(f"layer '{layer.name}': unknown integer op '{layer.op}'")
 
-    def _mac(self, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-        if self.reference:
-            return np.einsum("nk,km->nm", a.astype(np.int64), w.astype(np.int64))
-        return _exact_matmul(a, w)
+    # -- the fast path ----------------------------------------------------------------------
+    def _matrix(self, index: int, layer: IntLayer) -> tuple[np.ndarray, int]:
+        """Truncated ``(K, N)`` weights and the largest column |sum| bound factor, cached per planes."""
+        key = (index, self.planes)
+        if key not in self._weights:
+            w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self.planes)
+            m = w.reshape(-1, w.shape[-1])
+            self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
+        return self._weights[key]
 
-    @staticmethod
-    def _bias(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
-        return acc + layer.bias.astype(np.int64) if layer.bias is not None else acc
+    def _run_fast(self, q: np.ndarray) -> np.ndarray:
+        spec = self.model.input_quant
+        bound = max(abs(spec.qmin), abs(spec.qmax))  # largest |value| the current tensor can hold
+        x = q.astype(np.float32)
+        exp = spec.exp
+        for index, layer in enumerate(self.model.layers):
+            a = layer.attrs
+            if layer.is_mac:
+                m, colsum = self._matrix(index, layer)
+                bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
+                bound = bound * colsum + bias
+                if bound < _F32_EXACT:
+                    dtype = np.float32
+                elif bound < _F64_EXACT:
+                    dtype = np.float64
+                else:  # beyond float exactness: integers
+                    dtype = np.int64
+                x = x.astype(dtype, copy=False)
+                if layer.op == "conv":
+                    kh, kw = layer.weight.shape[:2]
+                    cols = im2col(x, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
+                    n, ho, wo, k = cols.shape
+                    x = (cols.reshape(-1, k) @ m.astype(dtype)).reshape(n, ho, wo, -1)
+                else:
+                    x = x.reshape(x.shape[0], -1) @ m.astype(dtype)
+                if layer.bias is not None:
+                    x = x + layer.bias.astype(dtype)
+                exp += a["w_exp"]
+            elif layer.op == "requant":
+                rq = layer.requant
+                if x.dtype == np.int64:
+                    x = requantize(x, exp, rq, a.get("relu", False)).astype(np.float32)
+                else:
+                    if a.get("relu", False):
+                        x = np.maximum(x, 0)
+                    # Scaling an exact integer by a power of two is exact in binary floating
+                    # point, and np.round is round-half-to-even: QONNX Quant(ROUND) exactly.
+                    x = np.clip(np.round(x * x.dtype.type(2.0 ** (exp - rq.exp))), rq.qmin, rq.qmax)
+                    x = x.astype(np.float32, copy=False)
+                exp = rq.exp
+                bound = max(abs(rq.qmin), abs(rq.qmax))
+            else:
+                x = self._shape_op(layer, x)
+        return x.astype(np.int64)

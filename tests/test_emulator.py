@@ -95,3 +95,50 @@ def test_wide_accumulators_fall_back_exactly():
     a = rng.integers(-2**20, 2**20, size=(5, 300))
     w = rng.integers(-2**20, 2**20, size=(300, 4))
     assert np.array_equal(_exact_matmul(a, w), a.astype(object).dot(w.astype(object)).astype(np.int64))
+
+
+def random_intmodel(seed: int, wide: bool = False):
+    """A random conv -> requant -> pool -> flatten -> dense -> requant -> dense integer model."""
+    from flipq.host.intmodel import IntLayer, IntModel
+
+    rng = np.random.default_rng(seed)
+    h = int(rng.integers(4, 9))
+    cin, cout, hidden, nout = (int(v) for v in rng.integers(1, 6, size=4))
+    wb = [int(b) for b in rng.integers(2, 9, size=3)]
+    ab = [int(b) for b in rng.integers(2, 9, size=3)]
+    if wide:  # accumulators beyond float exactness force the int64 path
+        wb, ab = [8, 8, 8], [8, 8, 8]
+
+    def w(shape, bits):
+        return rng.integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=shape)
+
+    def rq(bits, relu):
+        return IntLayer("requant", "rq", {"quant": QuantSpec(bits, False, False, int(rng.integers(-4, 3))).to_dict(),
+                                          "relu": relu})
+
+    pad = int(rng.integers(0, 2))
+    conv = IntLayer("conv", "conv1", {"stride": [1, 1], "pads": [pad] * 4, "w_exp": -2, "weight_bits": wb[0]},
+                    weight=w((3, 3, cin, cout), wb[0]),
+                    bias=rng.integers(-50, 50, size=cout) if rng.random() < 0.5 else None)
+    ho = h + 2 * pad - 2
+    flat = (ho // 2) ** 2 * cout
+    scale_up = 2**20 if wide else 1
+    layers = [conv, rq(ab[1], True), IntLayer("maxpool", "p", {"kernel": [2, 2], "stride": [2, 2]}),
+              IntLayer("flatten", "f", {}),
+              IntLayer("dense", "fc1", {"w_exp": -3, "weight_bits": wb[1]}, weight=w((flat, hidden), wb[1])),
+              rq(ab[2], True),
+              IntLayer("dense", "fc2", {"w_exp": -1, "weight_bits": wb[2]},
+                       weight=w((hidden, nout), wb[2]) * scale_up)]
+    return IntModel((h, h, cin), QuantSpec(ab[0], True, bool(rng.integers(0, 2)), -3), layers, output_exp=-6)
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([None, 1, 2, 3, 5, 8]), st.booleans())
+def test_fast_path_equals_reference_on_random_models(seed, planes, wide):
+    model = random_intmodel(seed, wide)
+    rng = np.random.default_rng(seed + 1)
+    spec = model.input_quant
+    q = rng.integers(spec.qmin, spec.qmax + 1, size=(7, *model.input_shape))
+    fast = Emulator(model, planes=planes).run(q)
+    ref = Emulator(model, reference=True, planes=planes).run(q)
+    assert np.array_equal(fast, ref)
