@@ -455,7 +455,8 @@ def _ap_include() -> Path:
     return Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
 
 
-def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-O2") -> Path:
+def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-O2",
+                    lib_name: str | None = None) -> Path:
     """g++ the firmware and the C-ABI bridge into ``firmware/lib<project>_flipq.so``.
 
     Our own command rather than hls4ml's build_lib.sh: no weights directory is baked in, the
@@ -465,7 +466,9 @@ def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-
     gxx = shutil.which(os.environ.get("CXX", "g++"))
     if gxx is None:
         raise BitSerialError("no C++ compiler: g++ (or $CXX) is not on PATH")
-    flags = [opt, "-fPIC", "-std=c++17", f"-I{_ap_include()}", f"-I{project_dir / 'firmware'}",
+    # -fno-gnu-unique: template statics would otherwise pin the library in memory past dlclose,
+    # and a rebuilt library at the same path would silently keep running the old code
+    flags = [opt, "-fPIC", "-fno-gnu-unique", "-std=c++17", f"-I{_ap_include()}", f"-I{project_dir / 'firmware'}",
              "-Wno-unused-label", "-Wno-unknown-pragmas"]
     units = [project_dir / "firmware" / f"{project}.cpp", project_dir / "flipq_bridge.cpp"]
     objs = [project_dir / (u.stem + ".flipq.o") for u in units]
@@ -479,7 +482,7 @@ def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-
     for unit, res in zip(units, results):
         if res.returncode != 0:
             raise BitSerialError(f"g++ failed on {unit}:\n{res.stderr[-4000:]}")
-    lib = project_dir / "firmware" / f"lib{project}_flipq.so"
+    lib = project_dir / "firmware" / (lib_name or f"lib{project}_flipq.so")
     res = subprocess.run([gxx, "-shared", *map(str, objs), "-o", str(lib)], capture_output=True, text=True)
     if res.returncode != 0:
         raise BitSerialError(f"linking {lib} failed:\n{res.stderr[-4000:]}")

@@ -1,0 +1,100 @@
+"""The C-sim backend: the compiled bit-serial hls4ml project, called through its C ABI.
+
+Needs numpy and the standard library only (ctypes): the library was built by
+``flipq.hls.bitserial.build_bitserial`` and exports
+
+    int flipq_run(const int64_t *in_int, int64_t *out_acc, int n, int planes)
+
+taking integer inputs (NHWC flattened per sample, on the input quantizer's grid) and
+returning integer output accumulators; plus ``flipq_abi_version``, ``flipq_n_in``,
+``flipq_n_out`` and ``flipq_max_planes`` to check the library against ``meta``.
+
+>>> csim = CsimBackend(Path("build/demo/hls/hls4ml_prj/firmware/libmyproject_flipq.so"),
+...                    json.loads(Path("build/demo/hls/csim_meta.json").read_text()))  # doctest: +SKIP
+>>> acc = csim.run(q, planes=4)                                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json  # noqa: F401  (used in the docstring example)
+import time
+from pathlib import Path
+
+import numpy as np
+
+ABI_VERSION = 1
+
+
+class CsimError(RuntimeError):
+    """A C-sim library that is missing, mismatched, or refused a call; names the library."""
+
+
+class CsimBackend:
+    name = "csim"
+    measured = False  # C-sim timings are host timings, not the board's
+
+    def __init__(self, lib_path: Path, meta: dict):
+        self.lib_path = Path(lib_path)
+        if not self.lib_path.is_file():
+            raise CsimError(f"C-sim library not found: {self.lib_path}")
+        self.input_shape = tuple(int(d) for d in meta["input_shape"])
+        self.output_shape = tuple(int(d) for d in meta["output_shape"])
+        self.max_planes = int(meta.get("max_planes", 8))
+        try:
+            self._lib = ctypes.CDLL(str(self.lib_path))
+        except OSError as e:
+            raise CsimError(f"{self.lib_path}: cannot load the C-sim library ({e})") from e
+        lib = self._lib
+        for fn in ("flipq_abi_version", "flipq_n_in", "flipq_n_out", "flipq_max_planes"):
+            getattr(lib, fn).restype = ctypes.c_int
+            getattr(lib, fn).argtypes = []
+        lib.flipq_run.restype = ctypes.c_int
+        lib.flipq_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        abi = lib.flipq_abi_version()
+        if abi != ABI_VERSION:
+            raise CsimError(f"{self.lib_path}: C ABI version {abi}, this host speaks {ABI_VERSION}")
+        n_in, n_out = int(np.prod(self.input_shape)), int(np.prod(self.output_shape))
+        if (lib.flipq_n_in(), lib.flipq_n_out()) != (n_in, n_out):
+            raise CsimError(f"{self.lib_path}: library takes {lib.flipq_n_in()} inputs and gives "
+                            f"{lib.flipq_n_out()} outputs per sample; meta says {self.input_shape} -> "
+                            f"{self.output_shape} ({n_in} -> {n_out})")
+        self.last_timings: dict = {}
+
+    def run(self, q_in: np.ndarray, planes: int) -> np.ndarray:
+        """Integer NHWC inputs ``(n, *input_shape)`` -> integer accumulators ``(n, *output_shape)``."""
+        if self._lib is None:
+            raise CsimError(f"{self.lib_path}: backend is closed")
+        planes = int(planes)
+        if not 1 <= planes <= self.max_planes:
+            raise ValueError(f"planes must be in 1..{self.max_planes}, got {planes}")
+        t0 = time.perf_counter()
+        q = np.ascontiguousarray(q_in, dtype=np.int64)
+        if q.shape[1:] != self.input_shape:
+            raise ValueError(f"C-sim input shape {q.shape[1:]} does not match the model's {self.input_shape} "
+                             "(integer NHWC, batch first)")
+        n = q.shape[0]
+        out = np.empty((n,) + self.output_shape, dtype=np.int64)
+        t1 = time.perf_counter()
+        rc = self._lib.flipq_run(q.ctypes.data, out.ctypes.data, n, planes)
+        t2 = time.perf_counter()
+        if rc != 0:
+            raise CsimError(f"{self.lib_path}: flipq_run returned {rc} (n={n}, planes={planes})")
+        self.last_timings = {"pack": t1 - t0, "transfer": 0.0, "compute": t2 - t1,
+                             "unpack": time.perf_counter() - t2}
+        return out
+
+    def close(self) -> None:
+        """Drop the library handle (dlclose where the platform has it)."""
+        lib, self._lib = self._lib, None
+        if lib is not None:
+            dlclose = getattr(ctypes.CDLL(None), "dlclose", None)
+            if dlclose is not None:
+                dlclose.argtypes = [ctypes.c_void_p]
+                dlclose(lib._handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,295 @@
+"""Bit-serial hls4ml kernels: every test compiles real C++ and compares it row by row with
+the emulator (every ``planes``) and, at full precision, with QONNX execution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import Phase, example, given, settings
+from hypothesis import strategies as st
+
+from flipq.hls.bitserial import BitSerialError, build_bitserial, compile_project, plan_layers
+from flipq.hls.planes import PlaneError, active_planes, pack_layer, unpack_layer
+from flipq.host.csim import CsimBackend, CsimError
+from flipq.host.emulator import Emulator
+
+ROWS = 24  # C-sim rows per comparison; QONNX execution (slow) sees the first QONNX_ROWS
+QONNX_ROWS = 4
+
+
+# ---------------------------------------------------------------------------------------
+# Tiny random Brevitas models with chosen integer weights
+# ---------------------------------------------------------------------------------------
+@dataclass
+class RandomNet:
+    prepared: object
+    intmodel: object
+
+
+def _brevitas_net(arch: dict, seed: int):
+    import brevitas.nn as qnn
+    import torch
+    import torch.nn as nn
+    from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint
+
+    torch.manual_seed(seed)
+    mods = [qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint if arch["in_signed"] else
+                              Uint8ActPerTensorFixedPoint, bit_width=arch["in_bits"], return_quant_tensor=True)]
+    if not arch["conv"]:  # an MLP takes flat features (a 4-D input would flatten NCHW-ordered)
+        fan_in = arch["in_shape"][0]
+    else:
+        c, h, w = arch["in_shape"]
+        cout, k, stride, pad, wb, ab = arch["conv"]
+        mods += [qnn.QuantConv2d(c, cout, k, stride=stride, padding=pad, bias=False,
+                                 weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=wb),
+                 qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=ab, return_quant_tensor=True)]
+        h, w, c = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1, cout
+        if arch["pool"] and h >= 2 and w >= 2:
+            mods.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        mods.append(nn.Flatten())
+        fan_in = c * h * w
+    for i, (n, wb, ab) in enumerate(arch["dense"]):
+        mods.append(qnn.QuantLinear(fan_in, n, bias=False, weight_quant=Int8WeightPerTensorFixedPoint,
+                                    weight_bit_width=wb))
+        if i < len(arch["dense"]) - 1:
+            mods.append(qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=ab, return_quant_tensor=True))
+        fan_in = n
+    return nn.Sequential(*mods).eval()
+
+
+def _weight_init(prepared, layer):
+    node = next(n for n in prepared.graph.node if n.name == layer.attrs["onnx_node"])
+    quant = prepared.find_producer(node.input[1])
+    return quant, quant.input[0]
+
+
+def make_net(folder: Path, arch: dict, seed: int, group_size: int = 0) -> RandomNet:
+    """Export, prepare, then overwrite every layer's weights with random integers whose
+    groups (``group_size`` rows of the fan-in, per output) use random widths <= weight_bits."""
+    import torch
+    from brevitas.export import export_qonnx
+
+    from flipq.hls.lower import lower_qonnx
+    from flipq.hls.prepare import load_qonnx, prepare_qonnx
+
+    rng = np.random.default_rng(seed)
+    net = _brevitas_net(arch, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    with torch.no_grad():
+        export_qonnx(net, torch.randn(1, *arch["in_shape"]), export_path=str(path))
+    prepared = prepare_qonnx(load_qonnx(path))
+    intmodel = lower_qonnx(prepared)
+    wanted = {}
+    for layer in intmodel.mac_layers:
+        bits = layer.attrs["weight_bits"]
+        quant, init = _weight_init(prepared, layer)
+        scale = float(np.asarray(prepared.get_initializer(quant.input[1])).ravel()[0])
+        qmin, qmax = -(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1  # Brevitas weights are narrow-range
+        kn = layer.weight.reshape(-1, layer.weight.shape[-1])
+        k, n = kn.shape
+        g = k if group_size <= 0 or group_size > k else group_size
+        n_groups = -(-k // g)
+        group_bits = rng.integers(max(2, bits - 3), bits + 1, size=(n, n_groups))
+        w = np.zeros_like(kn)
+        for col in range(n):
+            for grp in range(n_groups):
+                d = bits - int(group_bits[col, grp])
+                lo, hi = -((-qmin) >> d), qmax >> d
+                w[grp * g:(grp + 1) * g, col] = rng.integers(lo, hi + 1, size=min(g, k - grp * g)) << d
+        w_full = w.reshape(layer.weight.shape)
+        onnx_w = w_full.transpose(3, 0, 1, 2) if layer.op == "conv" else w_full  # HWIO -> OHWI
+        prepared.set_initializer(init, (onnx_w * scale).astype(np.float32))
+        wanted[layer.name] = (w_full, g, group_bits)
+    intmodel = lower_qonnx(prepared)
+    for layer in intmodel.mac_layers:
+        w_full, g, group_bits = wanted[layer.name]
+        assert np.array_equal(layer.weight, w_full), layer.name
+        layer.attrs.update(group_size=g, group_bits=[int(b) for b in group_bits.ravel()])
+    return RandomNet(prepared, intmodel)
+
+
+def random_inputs(intmodel, rows: int, seed: int) -> np.ndarray:
+    q = intmodel.input_quant
+    return np.random.default_rng(seed).integers(q.qmin, q.qmax + 1, size=(rows, *intmodel.input_shape))
+
+
+def qonnx_accumulators(prepared, intmodel, q: np.ndarray) -> np.ndarray:
+    import qonnx.core.onnx_exec as oxe
+
+    iname, oname = prepared.graph.input[0].name, prepared.graph.output[0].name
+    x = (q * 2.0 ** intmodel.input_quant.exp).astype(np.float32)
+    out = np.concatenate([oxe.execute_onnx(prepared, {iname: x[i:i + 1]})[oname] for i in range(len(x))])
+    acc = out.astype(np.float64) * 2.0 ** -intmodel.output_exp
+    assert np.array_equal(acc, np.round(acc))
+    return acc.astype(np.int64)
+
+
+def check_build(build, net: RandomNet, seed: int = 0) -> None:
+    im = net.intmodel
+    q = random_inputs(im, ROWS, seed)
+    csim = CsimBackend(build.lib_path, build.meta)
+    try:
+        max_bits = max(layer.attrs["weight_bits"] for layer in im.mac_layers)
+        for k in range(1, max(max_bits, 2) + 1):
+            got = csim.run(q, planes=k)
+            want = Emulator(im, planes=k).run(q)
+            bad = np.flatnonzero(~(got.reshape(ROWS, -1) == want.reshape(ROWS, -1)).all(axis=1))
+            assert bad.size == 0, f"planes={k}: C-sim differs from the emulator on rows {bad.tolist()}"
+        full = csim.run(q[:QONNX_ROWS], planes=8)
+        assert np.array_equal(full, Emulator(im).run(q[:QONNX_ROWS]))
+        assert np.array_equal(full.reshape(QONNX_ROWS, -1),
+                              qonnx_accumulators(net.prepared, im, q[:QONNX_ROWS]).reshape(QONNX_ROWS, -1))
+    finally:
+        csim.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A small CNN, both io types, shared by several tests
+# ---------------------------------------------------------------------------------------
+CNN = {"in_shape": (2, 7, 7), "in_bits": 6, "in_signed": True, "conv": (4, 3, 1, 1, 5, 4), "pool": True,
+       "dense": [(12, 3, 3), (5, 6, None)]}
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    return make_net(tmp_path_factory.mktemp("cnn"), CNN, seed=1, group_size=5)
+
+
+@pytest.fixture(scope="module", params=["io_parallel", "io_stream"])
+def cnn_build(request, cnn, tmp_path_factory):
+    first = cnn.intmodel.mac_layers[0].name
+    pe = {first: 2}
+    return build_bitserial(cnn.intmodel, cnn.prepared, tmp_path_factory.mktemp(request.param),
+                           io_type=request.param, pe=pe)
+
+
+def test_cnn_csim_equals_emulator_and_qonnx(cnn, cnn_build):
+    check_build(cnn_build, cnn)
+    assert [lay.name for lay in cnn_build.layers] == [lay.name for lay in cnn.intmodel.mac_layers]
+    assert cnn_build.layers[0].n_pe == 2
+    assert all(lay.hls_name for lay in cnn_build.layers)
+
+
+def test_generated_code_is_bit_serial(cnn_build):
+    firmware = cnn_build.project_dir / "firmware"
+    top = (firmware / "myproject.cpp").read_text()
+    assert "ap_uint<4> planes" in top and "ap_uint<4> planes" in (firmware / "myproject.h").read_text()
+    assert top.count("flipq::bitserial_") == len(cnn_build.layers)
+    assert "nnet::dense" not in top and "nnet::conv_2d" not in top
+    params = (firmware / "parameters.h").read_text()
+    assert params.count("static const uint64_t fq_planes") == len(cnn_build.layers)
+    assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
+
+
+def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
+    """Make the kernel subtract plane 0 instead of the sign plane: C-sim must notice."""
+    params = cnn_build.project_dir / "firmware" / "parameters.h"
+    original = params.read_text()
+    bits = cnn_build.layers[0].weight_bits
+    needle = f"static const unsigned sign_plane = {bits - 1};"
+    assert needle in original
+    try:
+        params.write_text(original.replace(needle, "static const unsigned sign_plane = 0;", 1))
+        lib = compile_project(cnn_build.project_dir, lib_name="libbroken.so")
+    finally:
+        params.write_text(original)
+    q = random_inputs(cnn.intmodel, ROWS, 3)
+    with CsimBackend(lib, cnn_build.meta) as broken, CsimBackend(cnn_build.lib_path, cnn_build.meta) as good:
+        want = Emulator(cnn.intmodel).run(q)
+        assert np.array_equal(good.run(q, 8), want)
+        assert not np.array_equal(broken.run(q, 8), want)
+
+
+def test_csim_refuses_bad_calls(cnn, cnn_build):
+    with CsimBackend(cnn_build.lib_path, cnn_build.meta) as csim:
+        assert csim.name == "csim" and csim.measured is False
+        q = random_inputs(cnn.intmodel, 2, 0)
+        csim.run(q, 1)
+        assert set(csim.last_timings) == {"pack", "transfer", "compute", "unpack"}
+        with pytest.raises(ValueError, match="planes"):
+            csim.run(q, 0)
+        with pytest.raises(ValueError, match="shape"):
+            csim.run(q[:, :, :, :1], 3)
+    bad_meta = dict(cnn_build.meta, output_shape=[3])
+    with pytest.raises(CsimError, match="outputs per sample"):
+        CsimBackend(cnn_build.lib_path, bad_meta)
+
+
+# ---------------------------------------------------------------------------------------
+# Random models (property test, few examples: each one compiles)
+# ---------------------------------------------------------------------------------------
+@st.composite
+def archs(draw):
+    conv = None
+    if draw(st.booleans()):
+        k = draw(st.sampled_from([1, 2, 3]))
+        conv = (draw(st.integers(1, 5)), k, draw(st.sampled_from([1, 2])), draw(st.integers(0, k - 1)),
+                draw(st.integers(2, 8)), draw(st.integers(2, 8)))
+    dense = [(draw(st.integers(1, 9)), draw(st.integers(2, 8)), draw(st.integers(2, 8)))
+             for _ in range(draw(st.integers(1, 2)))]
+    shape = (draw(st.integers(1, 3)), draw(st.integers(3, 6)), draw(st.integers(3, 6)))
+    return {"in_shape": shape if conv else (int(np.prod(shape)),),
+            "in_bits": draw(st.integers(2, 8)), "in_signed": draw(st.booleans()), "conv": conv,
+            "pool": draw(st.booleans()), "dense": dense}
+
+
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+@settings(max_examples=3, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
+@example(arch={"in_shape": (2, 6, 5), "in_bits": 8, "in_signed": True, "conv": (3, 3, 2, 1, 8, 2), "pool": False,
+               "dense": [(4, 2, 8)]}, seed=5, group_size=3, pe=2)
+@example(arch={"in_shape": (3, 4, 4), "in_bits": 3, "in_signed": False, "conv": (2, 1, 1, 0, 2, 7), "pool": True,
+               "dense": [(9, 8, 2), (3, 7, 4)]}, seed=6, group_size=70, pe=3)
+@given(arch=archs(), seed=st.integers(0, 1000), group_size=st.sampled_from([0, 1, 3, 8, 70]),
+       pe=st.integers(1, 3))
+def test_random_models_csim_equals_emulator(tmp_path_factory, io_type, arch, seed, group_size, pe):
+    folder = tmp_path_factory.mktemp("rand")
+    net = make_net(folder, arch, seed, group_size)
+    pes = {lay.name: min(pe, lay.weight.shape[-1]) for lay in net.intmodel.mac_layers}
+    build = build_bitserial(net.intmodel, net.prepared, folder / "hls", io_type=io_type, pe=pes)
+    check_build(build, net, seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Packing and errors (no compiler)
+# ---------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(bits=st.integers(2, 8), k=st.integers(1, 150), n=st.integers(1, 4), g=st.integers(0, 80),
+       seed=st.integers(0, 2**16))
+def test_pack_round_trip(bits, k, n, g, seed):
+    w = np.random.default_rng(seed).integers(-(2 ** (bits - 1)), 2 ** (bits - 1), size=(k, n))
+    packed = pack_layer(w, bits, g)
+    assert np.array_equal(unpack_layer(packed), w)
+    # a plane's mask bit is set exactly where some weight of the group has that bit
+    assert packed.words.dtype == np.uint64 and packed.mask.shape == (n, packed.n_groups)
+
+
+def test_zero_low_planes_are_skipped():
+    w = np.array([[4, -8], [-4, 0], [4, -8]])  # 4-bit, low two planes all zero
+    packed = pack_layer(w, 4, 0)
+    assert packed.mask.tolist() == [[0b1100], [0b1000]]
+    assert active_planes(packed.mask, 4).tolist() == [[2], [1]]
+    assert active_planes(packed.mask, 4, planes=1).tolist() == [[1], [1]]
+
+
+def test_errors_name_layer_and_value(cnn):
+    with pytest.raises(PlaneError, match=r"layer 'fcx'.*weight 9"):
+        pack_layer(np.array([[9]]), 4, 0, "fcx")
+    first = cnn.intmodel.mac_layers[0].name
+    with pytest.raises(BitSerialError, match=rf"layer '{first}': pe=0"):
+        plan_layers(cnn.intmodel, {first: 0})
+    with pytest.raises(BitSerialError, match="nope"):
+        plan_layers(cnn.intmodel, {"nope": 1})
+    layer = cnn.intmodel.mac_layers[0]
+    saved = list(layer.attrs["group_bits"])
+    try:
+        layer.attrs["group_bits"] = [2] * len(saved)
+        if any(b > 2 for b in saved):
+            with pytest.raises(PlaneError, match=rf"layer '{first}': output \d+, group \d+ is declared 2 bits"):
+                plan_layers(cnn.intmodel)
+    finally:
+        layer.attrs["group_bits"] = saved
