@@ -1,0 +1,257 @@
+"""The overlay flow: generated Tcl, dry runs, resource checks, .hwh generation and checks."""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flipq.boards import load_board
+from flipq.host.accelmeta import AccelMeta
+from flipq.host.bitplan import BitPlan
+from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
+from flipq.overlays.cli import add_overlay_commands
+from flipq.overlays.flow import (OverlayCheckError, OverlayError, ResourceError, ToolNotFoundError,
+                                 build_overlay, check_overlay, render)
+from flipq.overlays.hwh import generate_hwh
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pynq-z2-base.hwh"
+if not FIXTURE.is_file():
+    FIXTURE = Path("/work/shared/fixtures/pynq-z2-base.hwh")
+
+
+def tiny_intmodel(seed: int = 0) -> IntModel:
+    rng = np.random.default_rng(seed)
+    layers = [
+        IntLayer("dense", "fc1", {"out_shape": [10], "w_exp": -3, "weight_bits": 4, "act_bits": 4},
+                 rng.integers(-8, 8, (12, 10))),
+        IntLayer("requant", "q1", {"out_shape": [10], "relu": True,
+                                   "quant": QuantSpec(4, False, False, -2).to_dict()}),
+        IntLayer("dense", "fc2", {"out_shape": [5], "w_exp": -3, "weight_bits": 4, "act_bits": 4},
+                 rng.integers(-8, 8, (10, 5))),
+    ]
+    return IntModel((12,), QuantSpec(4, True, False, -2), layers, output_exp=-5,
+                    plan=BitPlan.uniform(["fc1", "fc2"], 4, 4), input_layout="NC")
+
+
+def make_hls_dir(path: Path, totals=None) -> Path:
+    tiny_intmodel().save(path)
+    (path / "firmware").mkdir()
+    (path / "firmware" / "flipq_top.cpp").write_text("// kernel\n")
+    totals = totals or {"lut": 4000, "ff": 5000, "bram36": 6, "dsp": 4}
+    (path / "hls_report.json").write_text(json.dumps({"layers": {}, "totals": totals}))
+    return path
+
+
+@pytest.fixture
+def no_tools(monkeypatch):
+    monkeypatch.setattr("flipq.overlays.flow.find_tools", lambda: {"hls": None, "vivado": None})
+
+
+@pytest.fixture
+def dry(tmp_path, no_tools):
+    hls = make_hls_dir(tmp_path / "hls")
+    result = build_overlay(hls, "pynq-z2", tmp_path / "overlay", dry_run=True)
+    return tmp_path / "overlay", result
+
+
+def test_dry_run_writes_everything_and_says_what_is_missing(dry):
+    out, result = dry
+    assert result.returncode == 0 and not result.built
+    assert result.missing_tools == ("vitis_hls or vivado_hls", "vivado")
+    for name in ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json",
+                 "intmodel.json", "intmodel.npz"):
+        assert (out / name).is_file(), name
+    assert not (out / "flipq.bit").exists()
+    assert "not on PATH: vitis_hls or vivado_hls, vivado" in result.ran[0]
+    assert "vivado -mode batch -source block_design.tcl" in result.ran[0]
+    assert result.usage["lut"] == (7500.0, 53200)
+
+
+def test_block_design_golden_settings(dry):
+    out, _ = dry
+    meta = AccelMeta.load(out / "accel.json")
+    bd = (out / "block_design.tcl").read_text()
+    assert "create_project -force flipq " in bd and "-part xc7z020clg400-1" in bd
+    assert "set_property board_part tul.com.tw:pynq-z2:part0:1.0 [current_project]" in bd
+    assert "xilinx.com:ip:processing_system7:5.5 processing_system7_0" in bd
+    assert 'apply_board_preset "1"' in bd
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {100}" in bd
+    assert "CONFIG.PCW_USE_S_AXI_HP0 {1}" in bd
+    assert "xilinx.com:ip:axi_dma:7.1 axi_dma_0" in bd
+    assert "CONFIG.c_include_sg {0}" in bd
+    assert f"CONFIG.c_sg_length_width {{{meta.dma.length_width}}}" in bd
+    assert meta.dma.max_transfer_bytes >= meta.max_batch * max(meta.in_bytes_per_sample,
+                                                               meta.out_bytes_per_sample)
+    assert "CONFIG.c_m_axis_mm2s_tdata_width {32}" in bd
+    assert "create_bd_cell -type ip -vlnv flipq.org:hls:flipq_top:1.0 flipq_accel_0" in bd
+    assert "[get_bd_intf_pins axi_dma_0/M_AXIS_MM2S] [get_bd_intf_pins flipq_accel_0/in_r]" in bd
+    assert "[get_bd_intf_pins flipq_accel_0/out_r] [get_bd_intf_pins axi_dma_0/S_AXIS_S2MM]" in bd
+    assert "Slave {/flipq_accel_0/s_axi_control}" in bd
+    assert "Master {/axi_dma_0/M_AXI_S2MM} Slave {/processing_system7_0/S_AXI_HP0}" in bd
+    hls = (out / "hls_synth.tcl").read_text()
+    assert "set_part {xc7z020clg400-1}" in hls and "create_clock -period 10 " in hls
+    assert "set_top flipq_top" in hls and "-flow_target vivado" in hls
+    assert "-vendor flipq.org -library hls -ipname flipq_top -version 1.0" in hls
+    assert "s_axilite port=planes bundle=control      (offset 0x10)" in hls
+    assert "firmware/flipq_top.cpp" in hls
+    bit = (out / "bitstream.tcl").read_text()
+    assert "launch_runs impl_1 -to_step write_bitstream -jobs 2" in bit
+    assert "flipq.bit" in bit and "flipq.hwh" in bit
+    for text in (bd, hls, bit):
+        assert not __import__("re").search(r"@[a-z_]+@", text)
+
+
+def test_without_tools_and_not_dry_run_raises(tmp_path, no_tools):
+    hls = make_hls_dir(tmp_path / "hls")
+    with pytest.raises(ToolNotFoundError, match="not on PATH: vitis_hls or vivado_hls, vivado"):
+        build_overlay(hls, "pynq-z2", tmp_path / "overlay")
+    assert (tmp_path / "overlay" / "block_design.tcl").is_file()  # still prepared
+
+
+def test_refuses_design_that_cannot_fit(tmp_path, no_tools):
+    hls = make_hls_dir(tmp_path / "hls", {"lut": 60000, "ff": 1000, "bram36": 150, "dsp": 0})
+    with pytest.raises(ResourceError) as e:
+        build_overlay(hls, "pynq-z2", tmp_path / "overlay", dry_run=True)
+    msg = str(e.value)
+    assert "lut: needs 63500, pynq-z2 has 53200" in msg
+    assert "bram36: needs 152, pynq-z2 has 140" in msg
+    assert not (tmp_path / "overlay" / "accel.json").exists()
+    # ... and the same design fits a bigger board
+    build_overlay(hls, "zcu104", tmp_path / "zcu", dry_run=True)
+    assert "xczu7ev-ffvc1156-2-e" in (tmp_path / "zcu" / "block_design.tcl").read_text()
+    assert "zynq_ultra_ps_e" in (tmp_path / "zcu" / "block_design.tcl").read_text()
+
+
+def test_bad_hls_report_named(tmp_path, no_tools):
+    hls = make_hls_dir(tmp_path / "hls")
+    (hls / "hls_report.json").write_text(json.dumps({"totals": {"lut": 1, "ff": 1, "bram36": -1, "dsp": 0}}))
+    with pytest.raises(OverlayError, match=r"hls_report.json: field 'totals.bram36' = -1"):
+        build_overlay(hls, "pynq-z2", tmp_path / "o", dry_run=True)
+    (hls / "hls_report.json").unlink()
+    with pytest.raises(OverlayError, match="hls_report.json not found"):
+        build_overlay(hls, "pynq-z2", tmp_path / "o", dry_run=True)
+
+
+def test_render_refuses_missing_placeholder():
+    with pytest.raises(OverlayError, match="no value for placeholder"):
+        render("ps_zynq.tcl", {"ps": "x"})
+
+
+def test_generated_hwh_checks_clean(dry):
+    out, _ = dry
+    meta = AccelMeta.load(out / "accel.json")
+    (out / "flipq.hwh").write_text(generate_hwh(meta, load_board("pynq-z2")))
+    summary = check_overlay(out)
+    assert summary["fclk_mhz"] == pytest.approx(100.0)
+    assert summary["length_width"] == meta.dma.length_width
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda t: t.replace('"c_include_sg" VALUE="0"', '"c_include_sg" VALUE="1"'), "dma.c_include_sg"),
+    (lambda t: t.replace('"c_sg_length_width" VALUE="14"', '"c_sg_length_width" VALUE="10"'),
+     "dma.length_width"),
+    (lambda t: t.replace('PCW_FCLK0_PERIPHERAL_DIVISOR1" VALUE="2"',
+                         'PCW_FCLK0_PERIPHERAL_DIVISOR1" VALUE="4"')
+               .replace('PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ" VALUE="100.000000"',
+                        'PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ" VALUE="50.000000"'), "fclk_mhz"),
+    (lambda t: t.replace("flipq_accel_0", "other_accel_0"), "ip.name"),
+    (lambda t: t.replace('VALUE="0x10"', 'VALUE="0x20"'), "ip.planes_offset"),
+    (lambda t: t.replace('DEVICE="7z020"', 'DEVICE="7z010"'), "board"),
+])
+def test_check_names_the_mismatched_field(dry, edit, field):
+    out, _ = dry
+    meta = AccelMeta.load(out / "accel.json")
+    text = generate_hwh(meta, load_board("pynq-z2"))
+    edited = edit(text)
+    assert edited != text
+    (out / "flipq.hwh").write_text(edited)
+    with pytest.raises(OverlayCheckError) as e:
+        check_overlay(out)
+    assert any(p.startswith(field) for p in e.value.problems), e.value.problems
+
+
+def test_cli_wiring(tmp_path, no_tools, capsys):
+    hls = make_hls_dir(tmp_path / "hls")
+    parser = argparse.ArgumentParser(prog="flipq")
+    add_overlay_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run"])
+    assert args.func(args) == 0
+    args = parser.parse_args(["overlay", "build", str(hls), "--out", str(tmp_path / "ov2")])
+    assert args.func(args) == 1
+    assert "vivado" in capsys.readouterr().err
+    meta = AccelMeta.load(tmp_path / "ov" / "accel.json")
+    (tmp_path / "ov" / "flipq.hwh").write_text(generate_hwh(meta, load_board("pynq-z2")))
+    args = parser.parse_args(["overlay", "check", str(tmp_path / "ov")])
+    assert args.func(args) == 0
+
+
+# -- against the real Vivado .hwh of PYNQ's base overlay --------------------------------------
+@pytest.fixture(scope="module")
+def real():
+    if not FIXTURE.is_file():
+        pytest.skip(f"real PYNQ-Z2 .hwh fixture absent ({FIXTURE})")
+    from pynqmetadata.frontends import Metadata
+    from pynqmetadata.views.runtime import RuntimeMetadataParser
+    return RuntimeMetadataParser(Metadata(input=str(FIXTURE)))
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory):
+    from pynqmetadata.frontends import Metadata
+    from pynqmetadata.views.runtime import RuntimeMetadataParser
+    board = load_board("pynq-z2")
+    meta = AccelMeta.from_intmodel(tiny_intmodel(), board)
+    path = tmp_path_factory.mktemp("hwh") / "flipq.hwh"
+    path.write_text(generate_hwh(meta, board))
+    return RuntimeMetadataParser(Metadata(input=str(path))), meta
+
+
+def test_hwh_parses_like_the_real_one(real, ours):
+    parser, meta = ours
+    real_dma = real.ip_dict["trace_analyzer_pi/axi_dma_0"]
+    our_dma = parser.ip_dict[meta.dma.name]
+    assert our_dma["type"] == real_dma["type"] == "xilinx.com:ip:axi_dma:7.1"
+    # every parameter pynq's DMA driver reads exists in both, under the same name
+    driver_reads = ["c_include_sg", "c_sg_length_width", "c_micro_dma", "c_include_mm2s",
+                    "c_include_s2mm", "c_m_axi_mm2s_data_width", "c_m_axi_s2mm_data_width",
+                    "c_include_mm2s_dre", "c_include_s2mm_dre", "c_mm2s_burst_size", "c_s2mm_burst_size"]
+    for key in driver_reads:
+        assert key in real_dma["parameters"], key
+        assert key in our_dma["parameters"], key
+    assert set(our_dma["parameters"]) <= set(real_dma["parameters"]) | {"C_ADDR_WIDTH"}
+    for reg in ("MM2S_DMACR", "MM2S_DMASR", "MM2S_SA", "MM2S_LENGTH", "S2MM_DMACR", "S2MM_DMASR",
+                "S2MM_DA", "S2MM_LENGTH"):
+        assert our_dma["registers"][reg]["address_offset"] == real_dma["registers"][reg]["address_offset"]
+    assert our_dma["mem_id"] == real_dma["mem_id"] == "S_AXI_LITE"
+    # the PS and its clocks read the same way
+    assert parser.family_ps == real.family_ps == "processing_system7"
+    assert parser.clock_dict[0]["enable"] == real.clock_dict[0]["enable"] == 1
+    assert (parser.clock_dict[0]["divisor0"], parser.clock_dict[0]["divisor1"]) == \
+        (real.clock_dict[0]["divisor0"], real.clock_dict[0]["divisor1"]) == (5, 2)
+    ps_real = real.ip_dict[real.ps_name]["parameters"]
+    ps_ours = parser.ip_dict[parser.ps_name]["parameters"]
+    for key in ("PCW_FPGA0_PERIPHERAL_FREQMHZ", "PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ",
+                "PCW_FCLK0_PERIPHERAL_DIVISOR0", "PCW_FCLK0_PERIPHERAL_DIVISOR1",
+                "PCW_FPGA_FCLK0_ENABLE", "PCW_IOPLL_CTRL_FBDIV", "PCW_IO_IO_PLL_FREQMHZ",
+                "PCW_CRYSTAL_PERIPHERAL_FREQMHZ"):
+        assert ps_ours[key] == ps_real[key], key
+    # an HLS IP's control registers are listed the way Vivado lists them
+    real_hls = real.ip_dict["trace_analyzer_pi/trace_cntrl_64_0"]["registers"]
+    ours_hls = parser.ip_dict[meta.ip.name]["registers"]
+    for reg in ("CTRL", "GIER", "IP_IER", "IP_ISR"):
+        assert ours_hls[reg]["address_offset"] == real_hls[reg]["address_offset"]
+
+
+def test_check_overlay_on_the_real_hwh_names_fields(tmp_path):
+    if not FIXTURE.is_file():
+        pytest.skip("real PYNQ-Z2 .hwh fixture absent")
+    meta = AccelMeta.from_intmodel(tiny_intmodel(), load_board("pynq-z2"))
+    meta.save(tmp_path / "accel.json")
+    with pytest.raises(OverlayCheckError) as e:
+        check_overlay(tmp_path, hwh=FIXTURE)
+    fields = {p.split(":")[0] for p in e.value.problems}
+    assert {"dma.name", "ip.name"} <= fields
+    # the base overlay is a PYNQ-Z2 design with fclk0 at 100 MHz, as flipq's
+    assert "fclk_mhz" not in fields and "board" not in fields
