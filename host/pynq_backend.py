@@ -147,8 +147,10 @@ class PynqBackend:
                                    f"{self.meta.fclk_mhz:g} MHz: the loaded overlay is not this one")
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, q_in: np.ndarray, planes: int) -> np.ndarray:
-        """Integer NHWC inputs ``(n, *input.shape)`` -> int64 accumulators ``(n, *output.shape)``."""
+    def run(self, q_in: np.ndarray, planes: int | None) -> np.ndarray:
+        """Integer NHWC inputs ``(n, *input.shape)`` -> int64 accumulators ``(n, *output.shape)``.
+
+        ``planes`` of None accumulates every stored plane (``accel.json``'s ``max_planes``)."""
         if self._in_buf is None:
             raise PynqBackendError("the backend is closed")
         m = self.meta
@@ -158,6 +160,8 @@ class PynqBackend:
         if q_in.ndim != len(m.input.shape) + 1 or tuple(q_in.shape[1:]) != tuple(m.input.shape):
             raise ValueError(f"q_in has shape {tuple(q_in.shape)}, expected (n, "
                              f"{', '.join(map(str, m.input.shape))}) (channels-last, batch first)")
+        if planes is None:
+            planes = self.meta.max_planes
         if isinstance(planes, bool) or not isinstance(planes, (int, np.integer)) or not 1 <= planes <= 8:
             raise ValueError(f"planes must be an int in 1..8, got {planes!r}")
         if self._needs_reload:

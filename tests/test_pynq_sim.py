@@ -79,6 +79,7 @@ def test_equals_reference_through_pynq_dma(setup):
         got = backend.run(q, planes)
         assert got.dtype == np.int64 and got.shape == (10, 5)
         assert np.array_equal(got, reference(model)(q, planes))
+    assert np.array_equal(backend.run(q, None), reference(model)(q, None))
     assert set(backend.last_timings) == {"pack", "transfer", "compute", "unpack"}
     assert all(v >= 0 for v in backend.last_timings.values())
     assert backend.fclk_mhz == pytest.approx(100.0)
