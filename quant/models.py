@@ -68,6 +68,18 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
+def _weight_quant(lb: LayerBits) -> dict:
+    """Brevitas weight-quantizer keywords for one layer, stored at its widest group width.
+
+    A layer whose groups are wider than its base width (flip allocation) needs its base-width
+    weights to stay exact at the wider width. Int8WeightPerTensorFixedPoint guarantees it: its
+    scale is ``2**ceil(log2(absmax)) / 2**(bits-1)`` (PoT-restricted absmax over the power-of-two
+    integer threshold), so one more bit is exactly half the scale and a b-bit level ``q`` is the
+    even (b+1)-bit level ``2q``.
+    """
+    return {"weight_quant": Int8WeightPerTensorFixedPoint, "weight_bit_width": lb.max_weight_bits}
+
+
 class QuantNet(nn.Module):
     """A feed-forward Brevitas network: input quantizer, MAC layers with QuantReLU between.
 
@@ -97,8 +109,7 @@ class QuantNet(nn.Module):
                 name = next(names)
                 _, out_ch, k, pad = tok
                 body.append((name, qnn.QuantConv2d(channels, out_ch, k, padding=pad, bias=False,
-                                                   weight_quant=Int8WeightPerTensorFixedPoint,
-                                                   weight_bit_width=plan[name].weight_bits)))
+                                                   **_weight_quant(plan[name]))))
                 channels = out_ch
                 spatial = tuple(s + 2 * pad - k + 1 for s in spatial)
             elif tok[0] == "pool":
@@ -113,8 +124,7 @@ class QuantNet(nn.Module):
                     channels = flat
                 units = tok[1] if tok[1] is not None else num_classes
                 body.append((name, qnn.QuantLinear(channels, units, bias=False,
-                                                   weight_quant=Int8WeightPerTensorFixedPoint,
-                                                   weight_bit_width=plan[name].weight_bits)))
+                                                   **_weight_quant(plan[name]))))
                 channels = units
             else:
                 raise ValueError(f"unknown layer token {tok!r}")
@@ -143,3 +153,66 @@ def build_model(arch_name: str, input_shape, plan: BitPlan, num_classes: int,
 def as_tensor(y) -> torch.Tensor:
     """A Brevitas output (QuantTensor or Tensor) as a plain tensor."""
     return y.value if hasattr(y, "value") else y
+
+
+class FloatNet(nn.Module):
+    """The float twin of a QuantNet: same architecture and layer names (``body.<name>.weight``),
+    no quantizers. Its MAC weights load into a QuantNet with :func:`copy_mac_weights`.
+
+    >>> net = FloatNet(ARCHS["mlp"], (1, 8, 8), num_classes=10)
+    >>> net.layer_names
+    ['fc1', 'fc2', 'fc3']
+    """
+
+    def __init__(self, arch: Arch, input_shape: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.arch = arch
+        self.input_shape = tuple(input_shape)
+        self.layer_names = mac_names(arch)
+        names = iter(self.layer_names)
+        macs = sum(t[0] in ("conv", "fc") for t in arch)
+        channels, spatial, flat, seen = input_shape[0], tuple(input_shape[1:]), False, 0
+        self.body = nn.Sequential()
+        for tok in arch:
+            if tok[0] == "pool":
+                self.body.add_module(f"pool{len(self.body)}", nn.MaxPool2d(tok[1]))
+                spatial = tuple(s // tok[1] for s in spatial)
+                continue
+            name = next(names)
+            if tok[0] == "conv":
+                _, out_ch, k, pad = tok
+                self.body.add_module(name, nn.Conv2d(channels, out_ch, k, padding=pad, bias=False))
+                channels, spatial = out_ch, tuple(s + 2 * pad - k + 1 for s in spatial)
+            elif tok[0] == "fc":
+                if not flat:
+                    self.body.add_module("flatten", nn.Flatten())
+                    channels = channels * (int(torch.tensor(spatial).prod()) if spatial else 1)
+                    flat = True
+                units = tok[1] if tok[1] is not None else num_classes
+                self.body.add_module(name, nn.Linear(channels, units, bias=False))
+                channels = units
+            else:
+                raise ValueError(f"unknown layer token {tok!r}")
+            seen += 1
+            if seen < macs:
+                self.body.add_module(f"act{seen}", nn.ReLU())
+
+    def mac_layers(self) -> dict[str, nn.Module]:
+        return {n: getattr(self.body, n) for n in self.layer_names}
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def copy_mac_weights(src: nn.Module, dst: nn.Module) -> None:
+    """Copy every MAC layer's weight from ``src`` to ``dst`` (e.g. a trained FloatNet into a
+    QuantNet to start quantization-aware retraining); layer names and shapes must match."""
+    s, d = src.mac_layers(), dst.mac_layers()
+    if list(s) != list(d):
+        raise ValueError(f"layer names differ: {list(s)} vs {list(d)}")
+    with torch.no_grad():
+        for name in s:
+            if s[name].weight.shape != d[name].weight.shape:
+                raise ValueError(f"layer '{name}': weight shape {tuple(s[name].weight.shape)} vs "
+                                 f"{tuple(d[name].weight.shape)}")
+            d[name].weight.copy_(s[name].weight)

@@ -1,0 +1,525 @@
+"""Flip-based mixed-precision retraining (Kim et al., IEEE TNNLS 32(7), 2021).
+
+Retraining starts from a uniform low-bit plan (every MAC layer at ``b`` weight bits). While it
+runs, :class:`FlipCounter` tracks each weight's quantized level and counts how often it switches
+between two *adjacent* levels. At an allocation point, weights that switched at least
+``threshold`` times in the counting window get one extra bit: the level half-way between the two
+they oscillate over. :class:`ThresholdAwareLR` slows weights that sit close to a rounding
+threshold, which is where the oscillation comes from.
+
+How the extra bit is represented (what the hardware stores):
+
+- A layer with base width ``b`` that received extra bits is quantized at ``b + 1`` bits. Its
+  scale is then exactly ``s / 2``, ``s`` being the ``b``-bit scale: Brevitas'
+  Int8WeightPerTensorFixedPoint divides a power-of-two absmax by ``2**(bits-1)``
+  (:func:`coarse_scale`, checked against Brevitas in the tests).
+- Weights without the extra bit are kept on the coarse grid: their latent value lives in the
+  counter, and the parameter the network sees is the latent rounded to the ``b``-bit grid (a
+  straight-through projection after every optimizer step). At ``b + 1`` bits they are even
+  integers, so their LSB plane is zero.
+- The BitPlan records it per weight group (``flipq.host.groups`` layout): a group is ``b + 1`` bits
+  when one of its weights has the extra bit, else ``b``.
+
+Example (a short run on the digits data; see ``docs/mpq.md`` for the defaults' rationale)::
+
+    >>> from flipq.quant.data import load_dataset
+    >>> from flipq.quant.models import build_model, default_plan
+    >>> from flipq.quant.train import TrainConfig
+    >>> ds = load_dataset("digits", limit_train=256)
+    >>> model = build_model("mlp", ds.input_shape, default_plan("mlp", 2, 4), ds.num_classes)
+    >>> history, plan = train_flip(model, ds, TrainConfig(epochs=2, progress=False),
+    ...                            FlipConfig(allocate_epochs=(0,), window=1.0, threshold=2))
+    >>> plan["fc1"].weight_bits
+    2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from flipq.host.bitplan import BitPlan, LayerBits
+from flipq.host.groups import group_count
+from flipq.quant.train import TrainConfig, train
+
+LR_MODES = ("step", "grad", "off")
+PROMOTE_MODES = ("weight", "group")
+
+
+class FlipError(ValueError):
+    """A flip configuration or model state that cannot work; the message names layer and value."""
+
+
+# -- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlipConfig:
+    """Knobs of flip-based allocation. The paper does not publish them; the defaults were picked
+    by experiment on Fashion-MNIST (``docs/mpq.md``).
+
+    - ``group_size``: weights per group along the fan-in (the PE's weight group), the unit of
+      per-group widths in the BitPlan.
+    - ``window``: counting window before each allocation point, in epochs (fractions allowed).
+    - ``threshold``: a weight gets the extra bit when it switched between adjacent levels at
+      least this often in the window; below 1 it is a fraction of the window's steps.
+    - ``allocate_epochs``: allocate at the end of these epochs (0-based); empty means once,
+      at the end of the middle epoch. Each later allocation adds weights that are still on the
+      coarse grid.
+    - ``promote``: ``"weight"`` gives the extra level only to the flagged weights; ``"group"``
+      lets every weight of a group that pays for ``b + 1`` bits use it (same storage).
+    - ``lr_factor``, ``lr_band``, ``lr_mode``: weights with ``|frac(w/step) - 0.5| < lr_band``
+      (near a rounding threshold) learn ``lr_factor`` times slower; ``"step"`` scales the
+      optimizer's update (effective under Adam, whose normalisation cancels a constant gradient
+      scale), ``"grad"`` scales the gradient, ``"off"`` disables it.
+    - ``max_fraction``: optional cap on the fraction of a layer's weights flagged in one
+      allocation (the most frequent switchers win); ``None`` for no cap.
+    """
+
+    group_size: int = 16
+    window: float = 1.0
+    threshold: float = 0.05
+    allocate_epochs: tuple[int, ...] = ()
+    promote: str = "group"
+    lr_factor: float = 0.3
+    lr_band: float = 0.1
+    lr_mode: str = "step"
+    max_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.group_size, int) or self.group_size < 1:
+            raise FlipError(f"group_size={self.group_size!r} must be an int >= 1")
+        if not self.window > 0:
+            raise FlipError(f"window={self.window!r} must be > 0 epochs")
+        if not self.threshold > 0:
+            raise FlipError(f"threshold={self.threshold!r} must be > 0 (a count, or a fraction < 1)")
+        if any(not isinstance(e, int) or e < 0 for e in self.allocate_epochs):
+            raise FlipError(f"allocate_epochs={self.allocate_epochs!r} must be epoch numbers >= 0")
+        if self.promote not in PROMOTE_MODES:
+            raise FlipError(f"promote={self.promote!r} is not one of {PROMOTE_MODES}")
+        if self.lr_mode not in LR_MODES:
+            raise FlipError(f"lr_mode={self.lr_mode!r} is not one of {LR_MODES}")
+        if not 0 < self.lr_factor <= 1:
+            raise FlipError(f"lr_factor={self.lr_factor!r} must be in (0, 1]")
+        if not 0 <= self.lr_band < 0.5:
+            raise FlipError(f"lr_band={self.lr_band!r} must be in [0, 0.5)")
+        if self.max_fraction is not None and not 0 < self.max_fraction <= 1:
+            raise FlipError(f"max_fraction={self.max_fraction!r} must be in (0, 1]")
+
+    def allocation_epochs(self, epochs: int) -> tuple[int, ...]:
+        chosen = self.allocate_epochs or (max(epochs // 2 - 1, 0),)
+        late = [e for e in chosen if e >= epochs]
+        if late:
+            raise FlipError(f"allocation epoch {late[0]} is not inside the {epochs}-epoch run")
+        return tuple(sorted(set(chosen)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["allocate_epochs"] = list(self.allocate_epochs)
+        return d
+
+
+# -- the extra bit in the quantizer --------------------------------------------------------------
+def coarse_scale(weight: torch.Tensor, base_bits: int) -> torch.Tensor:
+    """The scale Brevitas' Int8WeightPerTensorFixedPoint gives ``weight`` at ``base_bits``:
+    ``2**ceil(log2(absmax)) / 2**(b-1)`` (absmax over the power-of-two integer threshold
+    ``2**(b-1)``, restricted to a power of two by ceil). At ``b + 1`` bits it is exactly half,
+    so a ``b``-bit level ``q`` is the even ``b + 1``-bit level ``2q`` (tested)."""
+    absmax = weight.detach().abs().max().clamp_min(1e-10)
+    return torch.exp2(torch.ceil(torch.log2(absmax)) - (base_bits - 1))
+
+
+def set_weight_bits(layer: nn.Module, bits: int) -> None:
+    """Requantize a Brevitas layer's weights at ``bits`` in place. The weight Parameter is
+    untouched, so the optimizer keeps tracking it and the state dict keeps its keys."""
+    proxy = layer.weight_quant
+    proxy.quant_injector = proxy.quant_injector.let(bit_width=bits)
+    proxy.init_tensor_quant()
+
+
+# -- weight layout (K, N) as in flipq.host.groups ----------------------------------------------
+def as_kn(weight: torch.Tensor) -> torch.Tensor:
+    """Torch weight -> the ``(K, N)`` matrix of ``flipq.host.groups``: Linear ``(N, K)`` is
+    transposed; Conv2d ``(N, cin, kh, kw)`` becomes HWIO flattened, K ordered ``(kh, kw, cin)``."""
+    if weight.dim() == 2:
+        return weight.t()
+    if weight.dim() == 4:
+        return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
+    raise FlipError(f"weights of shape {tuple(weight.shape)} are neither Linear nor Conv2d")
+
+
+def from_kn(matrix: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if len(shape) == 2:
+        return matrix.t().reshape(shape)
+    n, cin, kh, kw = shape
+    return matrix.reshape(kh, kw, cin, n).permute(3, 2, 0, 1).reshape(shape)
+
+
+def group_flags(flags: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Weight-shaped booleans -> ``(N, n_groups)``: does the group hold a flagged weight."""
+    m = as_kn(flags)
+    k, n = m.shape
+    ng = group_count(k, group_size)
+    padded = torch.zeros(ng * group_size, n, dtype=torch.bool)
+    padded[:k] = m
+    return padded.reshape(ng, group_size, n).any(1).t()
+
+
+def expand_groups(gflags: torch.Tensor, group_size: int, shape: torch.Size) -> torch.Tensor:
+    """``(N, n_groups)`` -> weight-shaped booleans, every weight of a flagged group set."""
+    k = as_kn(torch.empty(shape)).shape[0]
+    m = gflags.t().repeat_interleave(group_size, dim=0)[:k]
+    return from_kn(m, shape)
+
+
+# -- the hooks ----------------------------------------------------------------------------------
+def _switches(prev: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    return (level - prev).abs() == 1
+
+
+class FlipCounter:
+    """Training hook: counts adjacent-level switches per weight and allocates extra bits.
+
+    Steps are the global optimizer steps ``train()`` reports (``epoch * steps_per_epoch + b``).
+    The allocation at the end of epoch ``e`` uses the switches seen in the last
+    ``window * steps_per_epoch`` steps before it. ``state_dict()`` holds everything needed to
+    resume, and ``load_state_dict()`` puts the model's layers back on ``b + 1`` bits.
+    """
+
+    def __init__(self, model: nn.Module, cfg: FlipConfig, steps_per_epoch: int, epochs: int):
+        if not hasattr(model, "mac_layers") or not hasattr(model, "plan"):
+            raise FlipError("flip training needs a QuantNet (mac_layers() and a plan)")
+        self.model = model
+        self.cfg = cfg
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.window_steps = max(1, round(cfg.window * steps_per_epoch))
+        self.alloc_steps = [(e + 1) * steps_per_epoch - 1 for e in cfg.allocation_epochs(epochs)]
+        self.layers = model.mac_layers()
+        self.base_bits = {n: model.plan[n].weight_bits for n in self.layers}
+        for n, b in self.base_bits.items():
+            if b + 1 > 8:
+                raise FlipError(f"layer '{n}': base weight_bits={b} leaves no room for an extra bit")
+        self.counts = {n: torch.zeros(m.weight.shape, dtype=torch.int32) for n, m in self.layers.items()}
+        self.flags = {n: torch.zeros(m.weight.shape, dtype=torch.bool) for n, m in self.layers.items()}
+        self.latent: dict[str, torch.Tensor] = {}
+        self._written: dict[str, torch.Tensor] = {}
+        self.prev = {n: self.level(n) for n in self.layers}
+        self.allocations: list[dict] = []
+        self.last_step = -1
+
+    # weights as the counter sees them
+    def latent_weight(self, name: str) -> torch.Tensor:
+        return self.latent[name] if name in self.latent else self.layers[name].weight.detach()
+
+    def scale(self, name: str) -> torch.Tensor:
+        """The coarse (base-width) scale ``s`` the layer's quantizer uses now."""
+        return coarse_scale(self.layers[name].weight, self.base_bits[name])
+
+    def level(self, name: str) -> torch.Tensor:
+        """Each weight's level on the coarse ``b``-bit grid (the quantizer's integer)."""
+        top = 2 ** (self.base_bits[name] - 1) - 1
+        w = self.latent_weight(name)
+        return torch.clamp(torch.round(w / self.scale(name)), -top, top).to(torch.int8)
+
+    # hook entry points
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self._project()
+        pending = [a for a in self.alloc_steps[len(self.allocations):]]
+        target = pending[0] if pending else None
+        for name in self.layers:
+            lvl = self.level(name)
+            if target is not None and target - self.window_steps < step <= target:
+                self.counts[name] += _switches(self.prev[name], lvl).to(torch.int32)
+            self.prev[name] = lvl
+        self.last_step = step
+        if target is not None and step >= target:
+            self.allocate()
+
+    def threshold_count(self) -> float:
+        t = self.cfg.threshold
+        return t * self.window_steps if t < 1 else t
+
+    def allocate(self) -> dict:
+        """Give the extra bit to weights whose switch count reached the threshold."""
+        thr = self.threshold_count()
+        record = {"step": self.last_step, "threshold_count": thr, "layers": {}}
+        for name, layer in self.layers.items():
+            new = (self.counts[name] >= thr) & ~self.flags[name]
+            cap = self.cfg.max_fraction
+            if cap is not None and int(new.sum()) > cap * new.numel():
+                keep = int(cap * new.numel())
+                score = torch.where(new, self.counts[name].float(), torch.full_like(new, -1, dtype=torch.float))
+                idx = torch.argsort(score.flatten(), descending=True)[:keep]
+                new = torch.zeros(new.numel(), dtype=torch.bool)
+                new[idx] = True
+                new = new.reshape(self.flags[name].shape)
+            flagged_weights = int(new.sum())
+            if self.cfg.promote == "group":
+                new = expand_groups(group_flags(new | self.flags[name], self.cfg.group_size),
+                                    self.cfg.group_size, new.shape) & ~self.flags[name]
+            if new.any() and not self.flags[name].any():
+                self._switch(name)
+            self.flags[name] |= new
+            self.counts[name].zero_()
+            record["layers"][name] = {"switching": flagged_weights, "weights": new.numel()}
+        self._project()
+        self.allocations.append(record)
+        return record
+
+    def _switch(self, name: str) -> None:
+        layer = self.layers[name]
+        b = self.base_bits[name]
+        self.latent[name] = layer.weight.detach().clone()
+        self._written[name] = layer.weight.detach().clone()
+        set_weight_bits(layer, b + 1)
+
+    def _project(self) -> None:
+        """Carry the optimizer's update into the latent weights, then write the coarse-grid
+        projection of the unflagged ones into the Parameter (straight-through)."""
+        for name, latent in self.latent.items():
+            w = self.layers[name].weight
+            latent += w.detach() - self._written[name]
+            projected = self.project(name)
+            with torch.no_grad():
+                w.copy_(projected)
+            self._written[name] = projected
+
+    def project(self, name: str) -> torch.Tensor:
+        latent = self.latent_weight(name)
+        flags = self.flags[name]
+        top = 2 ** (self.base_bits[name] - 1) - 1
+        out = latent.clone()
+        s = coarse_scale(out, self.base_bits[name])
+        # The scale follows absmax, which the projection itself moves: iterate to the fixed point
+        # (a power of two moves by octaves, so this settles in a step or two).
+        for _ in range(8):
+            out = torch.where(flags, latent, torch.clamp(torch.round(latent / s), -top, top) * s)
+            s_new = coarse_scale(out, self.base_bits[name])
+            if torch.equal(s_new, s):
+                return out
+            s = s_new
+        raise FlipError(f"layer '{name}': the coarse-grid projection did not settle (scale {float(s)})")
+
+    # results
+    def fractions(self) -> dict[str, dict[str, float]]:
+        """Per layer: fraction of weights with the extra level, and of groups at ``b + 1`` bits."""
+        out = {}
+        for name, f in self.flags.items():
+            g = group_flags(f, self.cfg.group_size)
+            out[name] = {"weights": float(f.float().mean()), "groups": float(g.float().mean())}
+        return out
+
+    def plan(self) -> BitPlan:
+        """The BitPlan after allocation: per-group widths for layers that received extra bits."""
+        layers = []
+        for lb in self.model.plan:
+            f = self.flags[lb.name]
+            if not f.any():
+                layers.append(LayerBits(lb.name, lb.weight_bits, lb.act_bits))
+                continue
+            g = group_flags(f, self.cfg.group_size)
+            b = self.base_bits[lb.name]
+            bits = torch.where(g, b + 1, b).flatten().tolist()
+            layers.append(LayerBits(lb.name, b, lb.act_bits, self.cfg.group_size, tuple(int(x) for x in bits)))
+        meta = dict(self.model.plan.meta)
+        meta.update({"flip_group_size": self.cfg.group_size, "flip_allocations": len(self.allocations)})
+        return BitPlan(tuple(layers), meta)
+
+    # resume
+    def state_dict(self) -> dict:
+        return {"config": self.cfg.to_dict(), "counts": self.counts, "prev": self.prev,
+                "flags": self.flags, "latent": self.latent, "allocations": self.allocations,
+                "last_step": self.last_step}
+
+    def load_state_dict(self, d: dict) -> None:
+        if d["config"] != self.cfg.to_dict():
+            raise FlipError(f"the checkpoint's flip config {d['config']} differs from {self.cfg.to_dict()}")
+        self.counts, self.prev, self.flags = d["counts"], d["prev"], d["flags"]
+        self.allocations, self.last_step = d["allocations"], d["last_step"]
+        self.latent = {}
+        for name in d["latent"]:
+            self._switch(name)  # train() loaded the projected Parameter before the hooks
+            self.latent[name] = d["latent"][name].clone()
+
+
+class ThresholdAwareLR:
+    """Training hook: weights near a rounding threshold learn ``factor`` times slower.
+
+    A weight is in the band when ``|frac(w / step) - 0.5| < band`` and the threshold lies between
+    two representable levels; ``step`` is ``s`` on the coarse grid and ``s / 2`` for weights with
+    the extra bit. Register it *before* the :class:`FlipCounter` so its ``after_step`` sees the
+    optimizer's raw update.
+    """
+
+    def __init__(self, counter: FlipCounter, factor: float = 0.3, band: float = 0.1,
+                 mode: str = "step"):
+        if mode not in LR_MODES:
+            raise FlipError(f"mode={mode!r} is not one of {LR_MODES}")
+        self.counter, self.factor, self.band, self.mode = counter, factor, band, mode
+        self._before: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def in_band(self, name: str) -> torch.Tensor:
+        c = self.counter
+        b = c.base_bits[name]
+        fine = c.flags[name]
+        step = torch.where(fine, c.scale(name) / 2, c.scale(name))
+        top = torch.where(fine, torch.tensor(2.0 ** b - 1), torch.tensor(2.0 ** (b - 1) - 1))
+        u = c.latent_weight(name) / step
+        frac = u - torch.floor(u)
+        return ((frac - 0.5).abs() < self.band) & (u.abs() < top)
+
+    def after_backward(self, model: nn.Module) -> None:
+        if self.mode == "off":
+            return
+        for name, layer in self.counter.layers.items():
+            mask = self.in_band(name)
+            if self.mode == "grad":
+                if layer.weight.grad is not None:
+                    layer.weight.grad.mul_(torch.where(mask, self.factor, 1.0))
+            else:
+                self._before[name] = (mask, layer.weight.detach().clone())
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        if self.mode != "step":
+            return
+        for name, (mask, before) in self._before.items():
+            w = self.counter.layers[name].weight
+            with torch.no_grad():
+                w.copy_(torch.where(mask, before + self.factor * (w - before), w))
+        self._before = {}
+
+
+# -- the run ------------------------------------------------------------------------------------
+def train_flip(model: nn.Module, ds, train_cfg: TrainConfig, flip_cfg: FlipConfig,
+               checkpoint: str | Path | None = None) -> tuple[dict, BitPlan]:
+    """Retrain ``model`` (a QuantNet on its uniform base plan) with flip counting, threshold-aware
+    learning rate and extra-bit allocation. Checkpoints every epoch and resumes (hooks included).
+
+    Returns the training history (with a ``"flip"`` entry: allocations and per-layer fractions)
+    and the BitPlan with per-group widths; ``model.plan`` is set to it.
+    """
+    steps_per_epoch = math.ceil(len(ds.x_train) / train_cfg.batch_size)
+    counter = FlipCounter(model, flip_cfg, steps_per_epoch, train_cfg.epochs)
+    lr = ThresholdAwareLR(counter, flip_cfg.lr_factor, flip_cfg.lr_band, flip_cfg.lr_mode)
+    history = train(model, ds, train_cfg, checkpoint, hooks=(lr, counter))
+    plan = counter.plan()
+    model.plan = plan
+    history["flip"] = {"config": flip_cfg.to_dict(), "allocations": counter.allocations,
+                       "fractions": counter.fractions()}
+    return history, plan
+
+
+# -- storage ------------------------------------------------------------------------------------
+def _layer_shapes(model_or_intmodel) -> dict[str, tuple[int, int]]:
+    """``{layer: (K, N)}`` from a QuantNet or an IntModel."""
+    if hasattr(model_or_intmodel, "mac_layers") and callable(model_or_intmodel.mac_layers):
+        return {n: tuple(as_kn(m.weight.detach()).shape) for n, m in model_or_intmodel.mac_layers().items()}
+    shapes = {}
+    for layer in model_or_intmodel.mac_layers:
+        w = layer.weight
+        shapes[layer.name] = (int(np.prod(w.shape[:-1])), int(w.shape[-1]))
+    return shapes
+
+
+def weight_bits_breakdown(plan: BitPlan, model_or_intmodel) -> dict[str, dict[str, int]]:
+    """Per layer: payload bits (weights x their group width) and metadata bits (one width flag
+    per group where a layer mixes two widths; uniform layers need none). Partial last groups
+    are counted at their real length."""
+    shapes = _layer_shapes(model_or_intmodel)
+    out = {}
+    for lb in plan:
+        if lb.name not in shapes:
+            raise FlipError(f"plan layer '{lb.name}' is not in the model (has {', '.join(shapes)})")
+        k, n = shapes[lb.name]
+        if lb.group_bits is None:
+            out[lb.name] = {"payload": k * n * lb.weight_bits, "metadata": 0, "weights": k * n}
+            continue
+        g = lb.group_size or k
+        ng = group_count(k, lb.group_size)
+        if len(lb.group_bits) != n * ng:
+            raise FlipError(f"layer '{lb.name}': group_bits has {len(lb.group_bits)} entries, "
+                            f"expected {n} outputs x {ng} groups = {n * ng}")
+        lengths = np.array([min(g, k - i * g) for i in range(ng)])
+        bits = np.asarray(lb.group_bits).reshape(n, ng)
+        widths = len(set(lb.group_bits))
+        flag_bits = math.ceil(math.log2(widths)) if widths > 1 else 0
+        out[lb.name] = {"payload": int((bits * lengths).sum()), "metadata": n * ng * flag_bits,
+                        "weights": k * n}
+    return out
+
+
+def stored_weight_bits(plan: BitPlan, model_or_intmodel) -> int:
+    """Total bits to store the weights under ``plan``, group-width flags included.
+
+    >>> plan = BitPlan.uniform(["fc1"], 4, 4)
+    >>> class One:  # anything with mac_layers() of torch layers, or an IntModel
+    ...     def mac_layers(self): return {"fc1": nn.Linear(32, 10, bias=False)}
+    >>> stored_weight_bits(plan, One())
+    1280
+    """
+    return sum(v["payload"] + v["metadata"] for v in weight_bits_breakdown(plan, model_or_intmodel).values())
+
+
+# -- plot ---------------------------------------------------------------------------------------
+def plot_allocation(plan: BitPlan, path: str | Path, weight_fractions: dict[str, float] | None = None,
+                    title: str = "Where the extra bits went") -> Path:
+    """Bar chart per layer: fraction of groups at ``b + 1`` bits (from the plan) and, when given,
+    fraction of weights with the extra level."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = plan.names
+    groups = [np.mean([b > lb.weight_bits for b in lb.group_bits]) if lb.group_bits else 0.0 for lb in plan]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 3.5))
+    width = 0.4 if weight_fractions else 0.6
+    ax.bar(x - (width / 2 if weight_fractions else 0), groups, width, label="groups at b+1 bits")
+    if weight_fractions:
+        ax.bar(x + width / 2, [weight_fractions.get(n, 0.0) for n in names], width,
+               label="weights with the extra level")
+    ax.set_xticks(x, [f"{n}\n(b={lb.weight_bits})" for n, lb in zip(names, plan)], fontsize=8)
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- CLI glue for the lead ----------------------------------------------------------------------
+def add_flip_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options for ``flipq train --flip ...``; read them back with :func:`flip_config_from_args`."""
+    d = FlipConfig()
+    g = parser.add_argument_group("flip-based mixed precision")
+    g.add_argument("--flip", action="store_true", help="retrain with flip counting and extra-bit allocation")
+    g.add_argument("--flip-group-size", type=int, default=d.group_size, help="weights per group along the fan-in")
+    g.add_argument("--flip-window", type=float, default=d.window, help="counting window in epochs")
+    g.add_argument("--flip-threshold", type=float, default=d.threshold,
+                   help="switches needed for the extra bit: a count, or a fraction of the window's steps if < 1")
+    g.add_argument("--flip-allocate-epochs", type=int, nargs="*", default=list(d.allocate_epochs),
+                   help="allocate at the end of these epochs (default: the middle one)")
+    g.add_argument("--flip-promote", choices=PROMOTE_MODES, default=d.promote,
+                   help="extra level for the flagged weights only, or for their whole group")
+    g.add_argument("--flip-lr-factor", type=float, default=d.lr_factor, help="learning-rate factor near thresholds")
+    g.add_argument("--flip-lr-band", type=float, default=d.lr_band, help="half-width of the band around a threshold")
+    g.add_argument("--flip-lr-mode", choices=LR_MODES, default=d.lr_mode)
+    g.add_argument("--flip-max-fraction", type=float, default=None,
+                   help="cap on the fraction of a layer's weights flagged per allocation")
+
+
+def flip_config_from_args(args: argparse.Namespace) -> FlipConfig | None:
+    """The FlipConfig the options describe, or ``None`` without ``--flip``."""
+    if not getattr(args, "flip", False):
+        return None
+    return FlipConfig(group_size=args.flip_group_size, window=args.flip_window,
+                      threshold=args.flip_threshold, allocate_epochs=tuple(args.flip_allocate_epochs),
+                      promote=args.flip_promote, lr_factor=args.flip_lr_factor, lr_band=args.flip_lr_band,
+                      lr_mode=args.flip_lr_mode, max_fraction=args.flip_max_fraction)
