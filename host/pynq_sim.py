@@ -423,6 +423,11 @@ def activate() -> SimDevice:
     return sim_device()
 
 
+def deactivate() -> None:
+    """Drop pynq's cached devices (e.g. after a test), so the next use probes again."""
+    _forget_devices()
+
+
 def _forget_devices() -> None:
     from pynq.ps import Clocks
 

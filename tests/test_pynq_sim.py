@@ -54,7 +54,8 @@ def write_overlay(folder, model, max_batch=16):
 @pytest.fixture
 def sim(monkeypatch):
     monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
-    return pynq_sim.activate()
+    yield pynq_sim.activate()
+    pynq_sim.deactivate()
 
 
 @pytest.fixture
