@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from flipq.host.intmodel import IntModel
-from flipq.hls.planes import PackedLayer, check_group_bits, pack_layer
+from flipq.hls.planes import PackedLayer, check_group_bits, input_ranges, pack_layer
 
 TEMPLATES = Path(__file__).parent / "templates"
 KERNEL_HEADERS = ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h")
@@ -87,28 +87,6 @@ class BitSerialBuild:
     convert_seconds: float
 
 
-def _input_ranges(intmodel: IntModel) -> dict[str, tuple[int, int]]:
-    """Exponent and largest |integer| of every MAC layer's input, walking the integer model."""
-    spec = intmodel.input_quant
-    exp, lo, hi = spec.exp, spec.qmin, spec.qmax
-    out = {}
-    for layer in intmodel.layers:
-        a = layer.attrs
-        if layer.is_mac:
-            amax = max(abs(lo), abs(hi))
-            out[layer.name] = (exp, amax)
-            k = int(np.prod(layer.weight.shape[:-1]))
-            bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
-            bound = k * amax * 2 ** (a["weight_bits"] - 1) + bias
-            exp, lo, hi = exp + a["w_exp"], -bound, bound
-        elif layer.op == "requant":
-            q = layer.requant
-            lo, hi, exp = q.qmin, q.qmax, q.exp
-        elif layer.op == "relu":
-            lo, hi = max(lo, 0), max(hi, 0)
-    return out
-
-
 def plan_layers(intmodel: IntModel, pe: dict | None = None, group_size: int = 0) -> list[BitSerialLayer]:
     """Pack every MAC layer's weights; group size from the BitPlan where it gives one."""
     pe = dict(pe or {})
@@ -117,7 +95,7 @@ def plan_layers(intmodel: IntModel, pe: dict | None = None, group_size: int = 0)
     if unknown:
         raise BitSerialError(f"pe names layer '{unknown[0]}', which the model does not have "
                              f"(layers: {', '.join(names)})")
-    ranges = _input_ranges(intmodel)
+    ranges = input_ranges(intmodel)
     layers = []
     for layer in intmodel.mac_layers:
         a = layer.attrs
@@ -132,7 +110,8 @@ def plan_layers(intmodel: IntModel, pe: dict | None = None, group_size: int = 0)
         if not isinstance(n_pe, int) or isinstance(n_pe, bool) or not 1 <= n_pe <= packed.n_out:
             raise BitSerialError(f"layer '{layer.name}': pe={n_pe!r} must be an int in 1..{packed.n_out} "
                                  "(output columns)")
-        exp_in, amax = ranges[layer.name]
+        exp_in, lo, hi = ranges[layer.name]
+        amax = max(abs(lo), abs(hi))
         layers.append(BitSerialLayer(
             name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op,
             fan_in=packed.fan_in, n_out=packed.n_out, weight_bits=bits, group_size=packed.group_size,
