@@ -45,7 +45,82 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_options(p, False)
     _add_build_options(sub.add_parser("emulate", help="run the integer emulator on the test split"), False)
     _add_build_options(sub.add_parser("report", help="write report.json and print the summary"), False)
+    for name, text in (("run", "run inference on a backend and save the outputs"),
+                       ("bench", "benchmark a backend: per-stage times, latency, throughput")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--overlay", required=True,
+                       help="overlay folder (accel.json, flipq.bit) or a build / hls folder")
+        p.add_argument("--backend", default="auto", choices=["auto", "emulator", "csim", "pynq"])
+        p.add_argument("--input", default=None,
+                       help="inputs as .npy (floats in the model's layout, or quantized ints)"
+                       + ("" if name == "run" else "; default: random inputs in the input range"))
+        p.add_argument("--planes", type=int, default=None, help="weight planes to accumulate (1..8)")
+        if name == "run":
+            p.add_argument("--output", default=None, help="write outputs here (.npy)")
+            p.add_argument("--verify", action="store_true", help="also compare with the emulator")
+        else:
+            p.add_argument("--batch", type=int, default=256)
+            p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    from flipq.overlays.cli import add_overlay_commands
+
+    add_overlay_commands(sub)
     return parser
+
+
+def _load_inputs(path: str):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file not found: {path}") from None
+    except (ValueError, OSError) as e:
+        raise InputFileError(f"{path}: not a readable .npy array ({e})") from e
+
+
+class InputFileError(ValueError):
+    """An input file that exists but cannot be read as an array."""
+
+
+def _run_or_bench(args) -> int:
+    import json
+
+    import numpy as np
+
+    from flipq.host.accelerator import Accelerator
+
+    with Accelerator.load(args.overlay, backend=args.backend) as acc:
+        acc.set_planes(args.planes)
+        if args.command == "run":
+            x = _load_inputs(args.input) if args.input else None
+            if x is None:
+                raise InputFileError("flipq run needs --input FILE.npy")
+            y = acc.predict(x)
+            if args.output:
+                np.save(args.output, y)
+            print(f"{acc.backend.name}: {len(y)} rows, outputs {y.shape[1:]}"
+                  + (f" -> {args.output}" if args.output else ""))
+            print("argmax of the first rows:", " ".join(map(str, y.argmax(1)[:16])))
+            if args.verify:
+                v = acc.verify(x)
+                print(f"verify against the emulator: {v['equal']}/{v['total']} rows equal")
+                return 0 if v["equal"] == v["total"] else 1
+            return 0
+        if args.input:
+            x = _load_inputs(args.input)
+        else:
+            spec = acc.model.input_quant
+            x = np.random.default_rng(0).integers(spec.qmin, spec.qmax + 1, size=(args.batch, *acc.input_shape))
+        b = acc.benchmark(x)
+    print(f"backend {b['backend']} ({b['label']}), batch {b['batch']}, planes {b['planes'] or 'all'}")
+    for stage, sec in b["stage_seconds_per_batch"].items():
+        print(f"  {stage:<9}{sec * 1e3:10.3f} ms per batch")
+    print(f"  latency  p50 {b['latency_s']['p50'] * 1e6:.1f} us, p99 {b['latency_s']['p99'] * 1e6:.1f} us (batch 1)")
+    print(f"  throughput {b['throughput_per_s']:,.0f} samples/s" + (f", fclk {b['fclk_mhz']:g} MHz" if b["fclk_mhz"] else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(b, f, indent=1)
+    return 0
 
 
 def _config(args, fresh: bool):
@@ -64,7 +139,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from flipq.pipeline import StaleBuildError
 
-    errors: list[type[BaseException]] = [FileNotFoundError, BitPlanError, StaleBuildError]
+    from flipq.host.accelerator import AcceleratorInputError
+
+    errors: list[type[BaseException]] = [FileNotFoundError, BitPlanError, StaleBuildError,
+                                         AcceleratorInputError, InputFileError]
     try:
         from flipq.hls.lower import UnsupportedNodeError
         from flipq.hls.prepare import ModelFileError
@@ -82,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     from flipq import pipeline
 
+    if args.command == "overlay":
+        return args.func(args)
     try:
+        if args.command in ("run", "bench"):
+            return _run_or_bench(args)
         if args.command in ("demo", "train"):
             cfg = _config(args, fresh=True)
             if args.fresh:

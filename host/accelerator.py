@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +74,19 @@ def _find_csim_library(folder: Path) -> Path:
                             "run `flipq hls` first")
 
 
-@dataclass
-class _Chunk:
-    seconds: float
-    rows: int
+def _simulate_pl(intmodel: IntModel, meta) -> None:
+    """Under ``FLIPQ_PYNQ_SIM=1`` the simulated device's programmable logic is the emulator:
+    the real pynq DMA code moves the packed words, the emulator computes on them."""
+    from flipq.host import pynq_sim
+
+    device = pynq_sim.activate()
+    emulator = Emulator(intmodel)
+
+    def datapath(q: np.ndarray, planes: int | None) -> np.ndarray:
+        emulator.set_planes(planes)
+        return emulator.run(q)
+
+    device.compute = pynq_sim.compute_from_int(datapath, meta)
 
 
 class Accelerator:
@@ -121,10 +129,12 @@ class Accelerator:
             meta_path = folder / "accel.json"
             if not meta_path.is_file():
                 raise FileNotFoundError(f"accel.json not found in overlay folder {folder}")
-            meta = AccelMeta.from_json(meta_path)
+            meta = AccelMeta.load(meta_path)
             if meta.model_hash != intmodel.digest():
                 raise ValueError(f"{meta_path}: model_hash {meta.model_hash[:16]}... does not match the "
                                  f"integer model beside it ({intmodel.digest()[:16]}...); refusing to run")
+            if os.environ.get("FLIPQ_PYNQ_SIM") == "1":
+                _simulate_pl(intmodel, meta)
             impl = PynqBackend(folder, meta, **options)
         return cls(intmodel, impl, folder)
 
