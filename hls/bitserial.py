@@ -30,7 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hls4ml
 import numpy as np
+from hls4ml.backends import get_backend
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
+from hls4ml.model import layers as hl
+from hls4ml.model.flow import get_flow, update_flow
+from hls4ml.model.optimizer.optimizer import ModelOptimizerPass, OptimizerPass, optimizer_map
+from hls4ml.model.types import FixedPrecisionType
 
 from flipq.host.intmodel import IntModel
 from flipq.hls.planes import PackedLayer, check_group_bits, input_ranges, pack_layer
@@ -123,17 +130,6 @@ def plan_layers(intmodel: IntModel, pe: dict | None = None, group_size: int = 0)
 # ---------------------------------------------------------------------------------------
 # hls4ml side: layer classes, the replacing pass, templates, the writer pass
 # ---------------------------------------------------------------------------------------
-def _hls4ml():
-    import hls4ml  # noqa: F401  (heavy; only the build needs it)
-    from hls4ml.backends import get_backend
-    from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
-    from hls4ml.model import layers as hl
-    from hls4ml.model.optimizer import optimizer as ho
-    from hls4ml.model.types import FixedPrecisionType, IntegerPrecisionType
-
-    return get_backend, FunctionCallTemplate, LayerConfigTemplate, hl, ho, FixedPrecisionType, IntegerPrecisionType
-
-
 def _spec_of(model) -> dict | None:
     hls_config = model.config.config.get("HLSConfig", {}) or {}
     entry = (hls_config.get("Model") or {}).get(SPEC_KEY)
@@ -154,155 +150,155 @@ def _signed_width(bound: int) -> int:
     return max(int(bound).bit_length() + 1, 2)
 
 
-_CLASSES: dict = {}
+_CONV_GEOMETRY = ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "stride_height",
+                  "stride_width", "pad_top", "pad_left", "out_height", "out_width")
 
 
-def _layer_classes():
-    """The two hls4ml layer classes, made once per process (hls4ml's layer registry is global)."""
-    if _CLASSES:
-        return _CLASSES
-    _, _, _, hl, _, FixedPrecisionType, _ = _hls4ml()
+class BitSerialDense(hl.Layer):
+    """A Dense whose weights live as bit-planes in its config (no hls4ml weight variables)."""
 
-    class BitSerialDense(hl.Layer):
-        """A Dense whose weights live as bit-planes in its config (no hls4ml weight variables)."""
+    _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
 
-        _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
-
-        def initialize(self):
-            self.add_output_variable([self.attributes["n_out"]], precision=self.attributes["flipq_result_precision"])
-
-    class BitSerialConv2D(hl.Layer):
-        _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
-
-        def initialize(self):
-            a = self.attributes
-            self.add_output_variable([a["out_height"], a["out_width"], a["n_out"]],
-                                     precision=a["flipq_result_precision"])
-
-    _CLASSES.update(BitSerialDense=BitSerialDense, BitSerialConv2D=BitSerialConv2D)
-    return _CLASSES
+    def initialize(self):
+        self.add_output_variable([self.attributes["n_out"]], precision=self.attributes["flipq_result_precision"])
 
 
-def _replace_pass_class():
-    _, _, _, hl, ho, FixedPrecisionType, _ = _hls4ml()
-    classes = _layer_classes()
+class BitSerialConv2D(hl.Layer):
+    """A channels-last Conv2D on bit-planes; geometry copied from the hls4ml Conv2D it replaces."""
 
-    class ReplaceWithBitSerial(ho.OptimizerPass):
-        """Dense/Conv2D of a flipq build -> BitSerialDense/BitSerialConv2D with packed planes."""
+    _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
 
-        def match(self, node):
-            if not isinstance(node, (hl.Dense, hl.Conv2D)):
-                return False
-            spec = _spec_of(node.model)
-            return spec is not None and _match_spec(spec, node.name) is not None
+    def initialize(self):
+        a = self.attributes
+        self.add_output_variable([a["out_height"], a["out_width"], a["n_out"]],
+                                 precision=a["flipq_result_precision"])
 
-        def transform(self, model, node):
-            spec = _spec_of(model)
-            entry = _match_spec(spec, node.name)
-            arrays = np.load(spec["arrays"])
+
+class ReplaceWithBitSerial(OptimizerPass):
+    """Dense/Conv2D of a flipq build -> BitSerialDense/BitSerialConv2D with packed planes.
+
+    Runs after ``infer_precision_types``: the layers around keep hls4ml's types, ours get an
+    exact accumulator type on the grid of the input type hls4ml chose.
+    """
+
+    def match(self, node):
+        if not isinstance(node, (hl.Dense, hl.Conv2D)):
+            return False
+        spec = _spec_of(node.model)
+        return spec is not None and _match_spec(spec, node.name) is not None
+
+    def transform(self, model, node):
+        spec = _spec_of(model)
+        entry = _match_spec(spec, node.name)
+        with np.load(spec["arrays"]) as arrays:
             words, mask = arrays[entry["name"] + "/words"], arrays[entry["name"] + "/mask"]
             bias = arrays[entry["name"] + "/bias"]
-            in_prec = node.get_input_variable().type.precision
-            frac_in = in_prec.width - in_prec.integer
-            shift = entry["exp_in"] + frac_in
-            if shift < 0:
-                raise BitSerialError(
-                    f"layer '{entry['name']}': hls4ml feeds it {in_prec} (2^-{frac_in} grid), coarser than "
-                    f"its input's 2^{entry['exp_in']} grid; the chain would not be exact")
-            raw_max = entry["act_max"] << shift
-            bias_raw = [int(b) << shift for b in bias]
-            k, bits = entry["fan_in"], entry["weight_bits"]
-            acc_bound = k * raw_max * 2 ** (bits - 1) + max((abs(b) for b in bias_raw), default=0)
-            acc_w = _signed_width(acc_bound)
-            frac_out = frac_in - entry["w_exp"]
-            result = FixedPrecisionType(acc_w, acc_w - frac_out, signed=True)
-            lanes = min(entry["group_size"], k)
-            attrs = {
-                "n_in": k, "n_out": entry["n_out"], "flipq_result_precision": result,
-                "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
-                              psum_width=in_prec.width + 1 + int(lanes).bit_length()),
-                "flipq_words": words, "flipq_mask": mask, "flipq_bias": bias_raw,
-            }
-            if isinstance(node, hl.Conv2D):
-                kh, kw = node.get_attr("filt_height"), node.get_attr("filt_width")
-                cin = node.get_attr("n_chan")
-                if kh * kw * cin != k:
-                    raise BitSerialError(f"layer '{entry['name']}': hls4ml sees a {kh}x{kw}x{cin} kernel, "
-                                         f"the integer model a fan-in of {k}")
-                for key in ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "stride_height",
-                            "stride_width", "pad_top", "pad_left", "out_height", "out_width"):
-                    attrs[key] = node.get_attr(key)
-                cls = classes["BitSerialConv2D"]
-            else:
-                if node.get_attr("n_in") != k:
-                    raise BitSerialError(f"layer '{entry['name']}': hls4ml sees n_in={node.get_attr('n_in')}, "
-                                         f"the integer model {k}")
-                cls = classes["BitSerialDense"]
-            new = model.make_node(cls, node.name, attrs, list(node.inputs), list(node.outputs))
-            model.replace_node(node, new)
-            return True
-
-    return ReplaceWithBitSerial
+        in_prec = node.get_input_variable().type.precision
+        frac_in = in_prec.width - in_prec.integer
+        shift = entry["exp_in"] + frac_in  # raw input integer = q * 2**shift
+        if shift < 0:
+            raise BitSerialError(
+                f"layer '{entry['name']}': hls4ml feeds it {in_prec} (2^-{frac_in} grid), coarser than "
+                f"its input's 2^{entry['exp_in']} grid; the chain would not be exact")
+        raw_max = entry["act_max"] << shift
+        bias_raw = [int(b) << shift for b in bias]
+        k, bits = entry["fan_in"], entry["weight_bits"]
+        acc_bound = k * raw_max * 2 ** (bits - 1) + max((abs(b) for b in bias_raw), default=0)
+        acc_w = _signed_width(acc_bound)
+        frac_out = frac_in - entry["w_exp"]
+        lanes = min(entry["group_size"], k)
+        attrs = {
+            "n_in": k, "n_out": entry["n_out"],
+            "flipq_result_precision": FixedPrecisionType(acc_w, acc_w - frac_out, signed=True),
+            "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
+                          psum_width=in_prec.width + 1 + int(lanes).bit_length()),
+            "flipq_words": words, "flipq_mask": mask, "flipq_bias": bias_raw,
+        }
+        if isinstance(node, hl.Conv2D):
+            kh, kw, cin = node.get_attr("filt_height"), node.get_attr("filt_width"), node.get_attr("n_chan")
+            if kh * kw * cin != k:
+                raise BitSerialError(f"layer '{entry['name']}': hls4ml sees a {kh}x{kw}x{cin} kernel, "
+                                     f"the integer model a fan-in of {k}")
+            attrs.update({key: node.get_attr(key) for key in _CONV_GEOMETRY})
+            cls = BitSerialConv2D
+        else:
+            if node.get_attr("n_in") != k:
+                raise BitSerialError(f"layer '{entry['name']}': hls4ml sees n_in={node.get_attr('n_in')}, "
+                                     f"the integer model {k}")
+            cls = BitSerialDense
+        new = model.make_node(cls, node.name, attrs, list(node.inputs), list(node.outputs))
+        model.replace_node(node, new)
+        return True
 
 
 def _c_words(words: np.ndarray) -> str:
-    flat = words.reshape(-1)
-    return ",".join(f"0x{int(v):x}ULL" for v in flat)
+    return ",".join(f"0x{int(v):x}ULL" for v in words.reshape(-1))
 
 
-def _templates():
-    _, FunctionCallTemplate, LayerConfigTemplate, _, _, _, _ = _hls4ml()
-    classes = _layer_classes()
-    config_text = string.Template((TEMPLATES / "flipq_bitserial_config.tpl").read_text())
+def _config_params(node) -> dict:
+    f = node.get_attr("flipq")
+    words, mask = node.get_attr("flipq_words"), node.get_attr("flipq_mask")
+    params = {
+        "index": node.index, "layer": f["name"], "n_in": f["fan_in"], "n_out": f["n_out"],
+        "group_size": f["group_size"], "n_groups": words.shape[1], "n_words": words.shape[3],
+        "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1, "n_pe": f["n_pe"],
+        "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
+        "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
+        "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,
+        "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
+        "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
+        "base": "flipq::bitserial_config", "geometry": "",
+    }
+    if node.class_name == "BitSerialConv2D":
+        params["base"] = "flipq::bitserial_conv2d_config"
+        params["geometry"] = "\n".join(f"    static const unsigned {key} = {node.get_attr(key)};"
+                                       for key in _CONV_GEOMETRY)
+    return params
 
-    def config_params(node) -> dict:
-        f = node.get_attr("flipq")
-        words, mask = node.get_attr("flipq_words"), node.get_attr("flipq_mask")
-        act_t = f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>"
-        params = {
-            "index": node.index, "layer": f["name"], "n_in": f["fan_in"], "n_out": f["n_out"],
-            "group_size": f["group_size"], "n_groups": words.shape[1], "n_words": words.shape[3],
-            "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1, "n_pe": f["n_pe"],
-            "act_raw_t": act_t, "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
-            "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,
-            "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
-            "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
-            "base": "flipq::bitserial_config", "geometry": "",
-        }
-        if node.class_name == "BitSerialConv2D":
-            params["base"] = "flipq::bitserial_conv2d_config"
-            params["geometry"] = "\n".join(
-                f"    static const unsigned {key} = {node.get_attr(key)};"
-                for key in ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "stride_height",
-                            "stride_width", "pad_top", "pad_left", "out_height", "out_width"))
-        return params
 
-    def make(cls_name: str, function: str, header: str):
-        layer_cls = classes[cls_name]
+class _BitSerialConfig(LayerConfigTemplate):
+    def format(self, node):
+        text = string.Template((TEMPLATES / "flipq_bitserial_config.tpl").read_text())
+        return text.substitute(_config_params(node))
 
-        class Config(LayerConfigTemplate):
-            def __init__(self):
-                super().__init__(layer_cls)
 
-            def format(self, node):
-                return config_text.substitute(config_params(node))
+class _BitSerialCall(FunctionCallTemplate):
+    function = ""
 
-        class Function(FunctionCallTemplate):
-            def __init__(self):
-                super().__init__(layer_cls, include_header=[f"nnet_utils/{header}"])
+    def format(self, node):
+        p = self._default_function_params(node)
+        return (f"flipq::{self.function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
+                f"({p['input']}, {p['output']}, fq_planes{node.index}, fq_mask{node.index}, "
+                f"fq_bias{node.index}, {PLANES_ARG});")
 
-            def format(self, node):
-                p = self._default_function_params(node)
-                return (f"flipq::{function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
-                        f"({p['input']}, {p['output']}, fq_planes{node.index}, fq_mask{node.index}, "
-                        f"fq_bias{node.index}, {PLANES_ARG});")
 
-        Config.__name__ = f"{cls_name}ConfigTemplate"
-        Function.__name__ = f"{cls_name}FunctionTemplate"
-        return Config, Function
+class BitSerialDenseConfigTemplate(_BitSerialConfig):
+    def __init__(self):
+        super().__init__(BitSerialDense)
 
-    return (*make("BitSerialDense", "bitserial_dense", "flipq_bitserial_dense.h"),
-            *make("BitSerialConv2D", "bitserial_conv2d", "flipq_bitserial_conv2d.h"))
+
+class BitSerialConv2DConfigTemplate(_BitSerialConfig):
+    def __init__(self):
+        super().__init__(BitSerialConv2D)
+
+
+class BitSerialDenseFunctionTemplate(_BitSerialCall):
+    function = "bitserial_dense"
+
+    def __init__(self):
+        super().__init__(BitSerialDense, include_header=["nnet_utils/flipq_bitserial_dense.h"])
+
+
+class BitSerialConv2DFunctionTemplate(_BitSerialCall):
+    function = "bitserial_conv2d"
+
+    def __init__(self):
+        super().__init__(BitSerialConv2D, include_header=["nnet_utils/flipq_bitserial_conv2d.h"])
+
+
+TEMPLATE_CLASSES = (BitSerialDenseConfigTemplate, BitSerialConv2DConfigTemplate, BitSerialDenseFunctionTemplate,
+                    BitSerialConv2DFunctionTemplate)
+LAYER_CLASSES = {"BitSerialDense": BitSerialDense, "BitSerialConv2D": BitSerialConv2D}
 
 
 def _write_pass(model) -> bool:
@@ -393,44 +389,29 @@ def register_bitserial() -> None:
     Idempotent: hls4ml's registries are process-global and refuse duplicates, so every
     item is checked before it is added.
     """
-    get_backend, _, _, hl, ho, _, _ = _hls4ml()
-    from hls4ml.model.flow import get_flow, update_flow
-
-    for name, cls in _layer_classes().items():
+    for name, cls in LAYER_CLASSES.items():
         if hl.layer_map.get(name) is not cls:
             hl.register_layer(name, cls)
     backend = get_backend("Vitis")
-    if f"vitis:{PASS_NAME}" not in ho.optimizer_map:
-        backend.register_pass(PASS_NAME, _replace_pass_class())
-    # after infer_precision_types: the layers it feeds get their types from hls4ml, ours are exact
+    if f"vitis:{PASS_NAME}" not in optimizer_map:
+        backend.register_pass(PASS_NAME, ReplaceWithBitSerial)
     if f"vitis:{PASS_NAME}" not in get_flow("vivado:optimize").optimizers:
         update_flow("vivado:optimize", add_optimizers=[f"vitis:{PASS_NAME}"])
-    for template in _templates_once():
-        if f"vitis:{template().get_name()}" not in ho.optimizer_map:
+    for template in TEMPLATE_CLASSES:
+        if f"vitis:{template().get_name()}" not in optimizer_map:
             backend.register_template(template)
-    if f"vitis:{WRITE_PASS_NAME}" not in ho.optimizer_map:
-        backend.register_pass(WRITE_PASS_NAME, ho.ModelOptimizerPass(WRITE_PASS_NAME, _write_pass))
+    if f"vitis:{WRITE_PASS_NAME}" not in optimizer_map:
+        backend.register_pass(WRITE_PASS_NAME, ModelOptimizerPass(WRITE_PASS_NAME, _write_pass))
     if f"vitis:{WRITE_PASS_NAME}" not in get_flow("vitis:write").optimizers:
         update_flow("vitis:write", add_optimizers=[f"vitis:{WRITE_PASS_NAME}"])
     for header in KERNEL_HEADERS:
         backend.register_source(TEMPLATES / header)
 
 
-_TEMPLATE_CLASSES: list = []
-
-
-def _templates_once():
-    if not _TEMPLATE_CLASSES:
-        _TEMPLATE_CLASSES.extend(_templates())
-    return _TEMPLATE_CLASSES
-
-
 # ---------------------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------------------
 def _ap_include() -> Path:
-    import hls4ml
-
     return Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
 
 
@@ -497,7 +478,6 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
     """
     if io_type not in ("io_parallel", "io_stream"):
         raise BitSerialError(f"io_type={io_type!r}: expected 'io_parallel' or 'io_stream'")
-    import hls4ml
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
