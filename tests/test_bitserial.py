@@ -293,3 +293,20 @@ def test_errors_name_layer_and_value(cnn):
                 plan_layers(cnn.intmodel)
     finally:
         layer.attrs["group_bits"] = saved
+
+
+def test_registration_is_idempotent_and_leaves_stock_conversions_alone(cnn, tmp_path):
+    import hls4ml
+    from hls4ml.model.flow import get_flow
+
+    from flipq.hls.bitserial import PASS_NAME, WRITE_PASS_NAME, register_bitserial
+
+    register_bitserial()
+    register_bitserial()
+    assert get_flow("vivado:optimize").optimizers.count(f"vitis:{PASS_NAME}") == 1
+    assert get_flow("vitis:write").optimizers.count(f"vitis:{WRITE_PASS_NAME}") == 1
+    cfg = hls4ml.utils.config.config_from_onnx_model(cnn.prepared, granularity="name", backend="Vitis")
+    stock = hls4ml.converters.convert_from_onnx_model(cnn.prepared, output_dir=str(tmp_path / "stock"),
+                                                      io_type="io_parallel", backend="Vitis", hls_config=cfg)
+    kinds = {layer.class_name for layer in stock.get_layers()}
+    assert {"Conv2D", "Dense"} <= kinds and not any(k.startswith("BitSerial") for k in kinds)
