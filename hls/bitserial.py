@@ -492,6 +492,8 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
     # the C-ABI feeds integers on the input quantizer's own grid; the input type must hold them exactly
     cfg["LayerName"].setdefault(in_name, {}).setdefault("Precision", {})["result"] = \
         intmodel.input_quant.fixed_type()
+    # a top-level PIPELINE (hls4ml's io_parallel default) would unroll the plane loops in synthesis
+    cfg["Model"]["PipelineStyle"] = "dataflow"
     # hls4ml copies only known top-level keys, but keeps the Model section whole
     cfg["Model"][SPEC_KEY] = {"spec": str(spec_path.resolve())}
     project_dir = out_dir / "hls4ml_prj"
