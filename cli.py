@@ -31,6 +31,10 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--fresh", action="store_true",
                        help="discard a checkpoint already in --out instead of resuming it")
     p.add_argument("--io-type", default=None, choices=["io_parallel", "io_stream"])
+    p.add_argument("--kernel", default=None, choices=["bitserial", "stock"],
+                   help="MAC kernels in hls4ml (default: bitserial)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="weight-group size for layers whose plan gives none (0: whole fan-in)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +131,8 @@ def _config(args, fresh: bool):
     from flipq.pipeline import BuildConfig
 
     overrides = {k: getattr(args, k, None) for k in
-                 ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type")}
+                 ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
+                  "kernel", "group_size")}
     overrides["progress"] = False if args.no_progress else None
     if fresh:
         return replace(BuildConfig(out=args.out), **{k: v for k, v in overrides.items() if v is not None})
@@ -185,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = BuildConfig.load(args.out)
                 except FileNotFoundError:
                     cfg = BuildConfig(out=args.out)
-            pipeline.stage_hls(cfg, args.model)
-            print(f"hls: integer model and C-sim in {cfg.out}/hls/")
+            report = pipeline.stage_hls(cfg, args.model)
+            print(pipeline.format_hls_report(report))
+            print(f"hls: integer model, hls4ml project and C-sim in {cfg.out}/hls/ (hls_report.json)")
         elif args.command == "report":
             print(pipeline.format_report(pipeline.stage_report(cfg)))
         else:

@@ -39,6 +39,8 @@ class BuildConfig:
     lr: float = 3e-3
     seed: int = 0
     io_type: str = "io_parallel"
+    kernel: str = "bitserial"  # or "stock": hls4ml's own bit-parallel kernels
+    group_size: int = 0  # weight-group size for layers whose plan gives none (0: whole fan-in)
     progress: bool = True
 
     @property
@@ -162,35 +164,81 @@ def _channels_last(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
 
 
-def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> None:
-    """Lower QONNX to the integer model, convert with hls4ml, compile and run the C-sim."""
+def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
+    """Lower QONNX to the integer model, convert with hls4ml (bit-serial kernels by default),
+    compile the C simulation, run it on the test split, write ``hls/hls_report.json``."""
+    import contextlib
+    import io
+
+    from flipq.hls.cost import hls_report
     from flipq.hls.lower import check_mappable, lower_qonnx
     from flipq.hls.prepare import load_qonnx, prepare_qonnx
-    from flipq.hls.stock import build_stock, predict_stock
-    from flipq.host.emulator import Emulator
     from flipq.quant.export import plan_from_onnx
 
+    if cfg.kernel not in ("bitserial", "stock"):
+        raise ValueError(f"kernel '{cfg.kernel}' is unknown (bitserial or stock)")
     t0 = time.perf_counter()
     src = Path(model_path) if model_path else cfg.folder / "model.onnx"
     raw = load_qonnx(src)
     check_mappable(raw)
     plan_file = cfg.folder / "plan.toml"
-    plan = BitPlan.load(plan_file) if plan_file.is_file() else plan_from_onnx(raw)
+    plan = BitPlan.load(plan_file) if plan_file.is_file() and model_path is None else plan_from_onnx(raw)
     prepared = prepare_qonnx(raw)
     intmodel = lower_qonnx(prepared, plan)
     hls_dir = cfg.folder / "hls"
     intmodel.save(hls_dir)
     prepared.save(str(hls_dir / "model_prepared.onnx"))
-    build = build_stock(prepared, intmodel, hls_dir / "stock", io_type=cfg.io_type)
-    info = {"seconds_compile": build.seconds_compile, "kernel": "stock", "io_type": cfg.io_type,
-            "model_hash": intmodel.digest()}
-    data = cfg.folder / "data.npz"
-    if data.is_file():
-        x, _ = load_test_split(cfg)
-        q = Emulator(intmodel).quantize_input(x)
-        np.save(_outputs(cfg) / "csim.npy", predict_stock(build, intmodel, q))
-    info["seconds"] = time.perf_counter() - t0
+    q = None
+    if (cfg.folder / "data.npz").is_file():
+        from flipq.host.emulator import Emulator
+
+        q = Emulator(intmodel).quantize_input(load_test_split(cfg)[0])
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # hls4ml narrates its topology walk; keep it in a log
+        if cfg.kernel == "bitserial":
+            outputs, info = _csim_bitserial(cfg, intmodel, prepared, hls_dir, q)
+        else:
+            outputs, info = _csim_stock(cfg, intmodel, prepared, hls_dir, q)
+    (hls_dir / "hls4ml.log").write_text(log.getvalue())
+    if outputs is not None:
+        np.save(_outputs(cfg) / "csim.npy", outputs)
+    report = hls_report(intmodel, group_size=cfg.group_size, io_type=cfg.io_type)
+    report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=intmodel.digest(),
+                  sources=info.pop("sources"))
+    (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
+    info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type,
+                model_hash=intmodel.digest())
     (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
+    return report
+
+
+def _firmware_sources(project_dir: Path, hls_dir: Path) -> list[str]:
+    return [str(p.relative_to(hls_dir)) for p in sorted((project_dir / "firmware").glob("*.cpp"))]
+
+
+def _csim_bitserial(cfg, intmodel, prepared, hls_dir: Path, q):
+    from flipq.hls.bitserial import build_bitserial
+    from flipq.host.csim import CsimBackend
+
+    build = build_bitserial(intmodel, prepared, hls_dir / "bitserial", io_type=cfg.io_type,
+                            group_size=cfg.group_size)
+    (hls_dir / "csim.json").write_text(json.dumps(
+        {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta}, indent=1))
+    outputs = None
+    if q is not None:
+        with CsimBackend(build.lib_path, build.meta) as backend:
+            outputs = backend.run(q, None).reshape(len(q), -1).astype(np.float64) * 2.0 ** intmodel.output_exp
+    return outputs, {"seconds_compile": build.compile_seconds,
+                     "sources": _firmware_sources(build.project_dir, hls_dir)}
+
+
+def _csim_stock(cfg, intmodel, prepared, hls_dir: Path, q):
+    from flipq.hls.stock import build_stock, predict_stock
+
+    build = build_stock(prepared, intmodel, hls_dir / "stock", io_type=cfg.io_type)
+    outputs = predict_stock(build, intmodel, q) if q is not None else None
+    return outputs, {"seconds_compile": build.seconds_compile,
+                     "sources": _firmware_sources(build.project_dir, hls_dir)}
 
 
 def stage_emulate(cfg: BuildConfig) -> None:
@@ -279,4 +327,15 @@ def format_report(report: dict) -> str:
     for pair, v in report["agreement"].items():
         mark = "ok" if v["equal"] == v["total"] else "MISMATCH"
         lines.append(f"{pair:<18}{v['equal']:>6}/{v['total']:<5} {mark}")
+    return "\n".join(lines)
+
+
+def format_hls_report(report: dict) -> str:
+    """Per-layer modeled cycles and resources of ``hls_report.json``."""
+    lines = [f"{'layer':<10}{'kernel':<20}{'W':>3}{'A':>3}{'cycles':>10}{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
+    for layer in report["layers"]:
+        lines.append(f"{layer['name']:<10}{layer['kernel']:<20}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
+                     f"{layer['cycles']:>10}{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")
+    t = report["totals"]
+    lines.append(f"{'total':<36}{t['cycles']:>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}{t['dsp']:>5}")
     return "\n".join(lines)

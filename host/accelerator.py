@@ -62,15 +62,20 @@ def _find_intmodel(folder: Path) -> Path:
         "its hls/ folder or an overlay folder")
 
 
-def _find_csim_library(folder: Path) -> Path:
+def _find_csim_library(folder: Path) -> tuple[Path, dict]:
+    """The bit-serial C-sim library and its metadata, from ``csim.json`` (written by `flipq hls`)."""
     for base in (folder, folder / "hls"):
-        meta = base / "csim.json"
-        if meta.is_file():
-            lib = base / json.loads(meta.read_text())["library"]
+        path = base / "csim.json"
+        if path.is_file():
+            try:
+                entry = json.loads(path.read_text())
+                lib, meta = base / entry["library"], entry["meta"]
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{path}: corrupt C-sim description ({e})") from e
             if lib.is_file():
-                return lib
-            raise FileNotFoundError(f"C-sim library named in {meta} not found: {lib}")
-    raise FileNotFoundError(f"no C-sim build (csim.json) in {folder} or {folder / 'hls'}: "
+                return lib, meta
+            raise FileNotFoundError(f"C-sim library named in {path} not found: {lib}")
+    raise FileNotFoundError(f"no bit-serial C-sim build (csim.json) in {folder} or {folder / 'hls'}: "
                             "run `flipq hls` first")
 
 
@@ -120,8 +125,8 @@ class Accelerator:
         elif backend == "csim":
             from flipq.host.csim import CsimBackend
 
-            lib = _find_csim_library(folder)
-            impl = CsimBackend(lib, json.loads((lib.parent / "csim.json").read_text()), **options)
+            lib, meta = _find_csim_library(folder)
+            impl = CsimBackend(lib, meta, **options)
         else:
             from flipq.host.accelmeta import AccelMeta
             from flipq.host.pynq_backend import PynqBackend

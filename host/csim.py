@@ -61,11 +61,12 @@ class CsimBackend:
                             f"{self.output_shape} ({n_in} -> {n_out})")
         self.last_timings: dict = {}
 
-    def run(self, q_in: np.ndarray, planes: int) -> np.ndarray:
-        """Integer NHWC inputs ``(n, *input_shape)`` -> integer accumulators ``(n, *output_shape)``."""
+    def run(self, q_in: np.ndarray, planes: int | None) -> np.ndarray:
+        """Integer NHWC inputs ``(n, *input_shape)`` -> integer accumulators ``(n, *output_shape)``;
+        ``planes=None`` accumulates every plane."""
         if self._lib is None:
             raise CsimError(f"{self.lib_path}: backend is closed")
-        planes = int(planes)
+        planes = self.max_planes if planes is None else int(planes)
         if not 1 <= planes <= self.max_planes:
             raise ValueError(f"planes must be in 1..{self.max_planes}, got {planes}")
         t0 = time.perf_counter()

@@ -37,7 +37,8 @@ def test_demo_is_exact_and_accurate(demo_dir):
     assert "conv" in [layer["type"] for layer in report["layers"]]
     assert set(report["timings"]) == {"train", "export", "hls", "emulate"}
     assert "csim~emulator" in stdout and "MISMATCH" not in stdout
-    for artifact in ("plan.toml", "checkpoint.pt", "model.onnx", "hls/intmodel.json", "hls/stock"):
+    for artifact in ("plan.toml", "checkpoint.pt", "model.onnx", "hls/intmodel.json", "hls/hls_report.json",
+                     "hls/csim.json", "hls/bitserial"):
         assert (out / artifact).exists(), artifact
 
 
@@ -92,3 +93,28 @@ def test_unmappable_node_is_named(tmp_path):
 def test_stage_before_its_inputs_says_what_to_run(tmp_path):
     r = _run("export", "--out", str(tmp_path / "empty"))
     assert r.returncode == 2 and "config.json" in r.stderr
+
+
+def test_csim_backend_equals_emulator_at_every_planes(demo_dir):
+    import numpy as np
+
+    from flipq.host import Accelerator
+
+    out, _ = demo_dir
+    x = np.load(out / "data.npz")["x_test"][:64]
+    with Accelerator.load(out, backend="csim") as acc:
+        assert acc.backend.name == "csim"
+        for planes in (None, *range(1, 9)):
+            acc.set_planes(planes)
+            assert acc.verify(x)["equal"] == len(x), planes
+    assert Accelerator.load(out).backend.name == "csim"  # auto picks the built C-sim
+
+
+def test_hls_command_writes_report(demo_dir):
+    out, _ = demo_dir
+    report = json.loads((out / "hls" / "hls_report.json").read_text())
+    assert [layer["name"] for layer in report["layers"]] == ["conv1", "fc1", "fc2"]
+    assert report["kernel"] == "bitserial"
+    for layer in report["layers"]:
+        assert {"cycles", "lut", "ff", "bram36", "dsp", "weight_bits", "act_bits"} <= set(layer)
+    assert report["totals"]["cycles"] == sum(layer["cycles"] for layer in report["layers"])
