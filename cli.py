@@ -35,6 +35,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
                    help="MAC kernels in hls4ml (default: bitserial)")
     p.add_argument("--group-size", type=int, default=None,
                    help="weight-group size for layers whose plan gives none (0: whole fan-in)")
+    p.add_argument("--pe", default=None, help="PEs per layer, e.g. conv1=4,fc1=2 (default 1 each)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +133,7 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size")}
+                  "kernel", "group_size", "pe")}
     overrides["progress"] = False if args.no_progress else None
     if fresh:
         return replace(BuildConfig(out=args.out), **{k: v for k, v in overrides.items() if v is not None})
@@ -140,19 +141,16 @@ def _config(args, fresh: bool):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from flipq.host.bitplan import BitPlanError
+    """Errors that are the user's to fix: printed as one line, no traceback. Every flipq
+    error for bad input is a ValueError (or one of the runtime errors below) naming the
+    file, layer or value."""
+    from flipq.host.csim import CsimError
+    from flipq.host.pynq_backend import PynqBackendError
 
-    from flipq.pipeline import StaleBuildError
-
-    from flipq.host.accelerator import AcceleratorInputError
-
-    errors: list[type[BaseException]] = [FileNotFoundError, BitPlanError, StaleBuildError,
-                                         AcceleratorInputError, InputFileError]
+    errors: list[type[BaseException]] = [FileNotFoundError, ValueError, CsimError, PynqBackendError]
     try:
-        from flipq.hls.lower import UnsupportedNodeError
-        from flipq.hls.prepare import ModelFileError
         from flipq.quant.data import DatasetError
-        errors += [UnsupportedNodeError, ModelFileError, DatasetError]
+        errors.append(DatasetError)
     except ImportError:  # a board-side install without the dev stack
         pass
     return tuple(errors)

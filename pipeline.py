@@ -41,7 +41,18 @@ class BuildConfig:
     io_type: str = "io_parallel"
     kernel: str = "bitserial"  # or "stock": hls4ml's own bit-parallel kernels
     group_size: int = 0  # weight-group size for layers whose plan gives none (0: whole fan-in)
+    pe: str = ""  # PEs per layer, "conv1=4,fc1=2" (default 1 each)
     progress: bool = True
+
+    def pe_map(self) -> dict[str, int]:
+        """``pe`` parsed: layer name -> number of PEs."""
+        out = {}
+        for item in filter(None, (s.strip() for s in self.pe.split(","))):
+            name, _, count = item.partition("=")
+            if not count.strip().isdigit() or int(count) < 1:
+                raise ValueError(f"--pe entry '{item}': expected LAYER=N with N >= 1")
+            out[name.strip()] = int(count)
+        return out
 
     @property
     def folder(self) -> Path:
@@ -177,6 +188,7 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
 
     if cfg.kernel not in ("bitserial", "stock"):
         raise ValueError(f"kernel '{cfg.kernel}' is unknown (bitserial or stock)")
+    cfg.pe_map()  # a malformed --pe fails before minutes of work
     t0 = time.perf_counter()
     src = Path(model_path) if model_path else cfg.folder / "model.onnx"
     raw = load_qonnx(src)
@@ -202,7 +214,7 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
     (hls_dir / "hls4ml.log").write_text(log.getvalue())
     if outputs is not None:
         np.save(_outputs(cfg) / "csim.npy", outputs)
-    report = hls_report(intmodel, group_size=cfg.group_size, io_type=cfg.io_type)
+    report = hls_report(intmodel, pe=cfg.pe_map(), group_size=cfg.group_size, io_type=cfg.io_type)
     report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=intmodel.digest(),
                   sources=info.pop("sources"))
     (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
@@ -221,7 +233,7 @@ def _csim_bitserial(cfg, intmodel, prepared, hls_dir: Path, q):
     from flipq.host.csim import CsimBackend
 
     build = build_bitserial(intmodel, prepared, hls_dir / "bitserial", io_type=cfg.io_type,
-                            group_size=cfg.group_size)
+                            pe=cfg.pe_map(), group_size=cfg.group_size)
     (hls_dir / "csim.json").write_text(json.dumps(
         {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta}, indent=1))
     outputs = None

@@ -118,3 +118,30 @@ def test_hls_command_writes_report(demo_dir):
     for layer in report["layers"]:
         assert {"cycles", "lut", "ff", "bram36", "dsp", "weight_bits", "act_bits"} <= set(layer)
     assert report["totals"]["cycles"] == sum(layer["cycles"] for layer in report["layers"])
+
+
+def test_bad_pe_option_is_named(demo_dir, tmp_path):
+    out, _ = demo_dir
+    r = _run("hls", "--out", str(out), "--pe", "conv9=2")
+    assert r.returncode == 2 and "pe names layer 'conv9'" in r.stderr and "Traceback" not in r.stderr
+    r = _run("hls", "--out", str(out), "--pe", "conv1=zero")
+    assert r.returncode == 2 and "--pe entry 'conv1=zero'" in r.stderr
+
+
+def test_run_and_bench_commands(demo_dir, tmp_path):
+    import numpy as np
+
+    out, _ = demo_dir
+    x = np.load(out / "data.npz")["x_test"][:16]
+    np.save(tmp_path / "x.npy", x)
+    r = _run("run", "--overlay", str(out), "--backend", "csim", "--input", str(tmp_path / "x.npy"),
+             "--output", str(tmp_path / "y.npy"), "--verify", "--planes", "3")
+    assert r.returncode == 0, r.stderr
+    assert "16/16 rows equal" in r.stdout and np.load(tmp_path / "y.npy").shape == (16, 10)
+    r = _run("bench", "--overlay", str(out), "--backend", "emulator", "--batch", "32",
+             "--json", str(tmp_path / "b.json"))
+    assert r.returncode == 0, r.stderr
+    assert "(emulated)" in r.stdout and json.loads((tmp_path / "b.json").read_text())["label"] == "emulated"
+    (tmp_path / "bad.npy").write_bytes(b"definitely not numpy")
+    r = _run("run", "--overlay", str(out), "--input", str(tmp_path / "bad.npy"))
+    assert r.returncode == 2 and "bad.npy" in r.stderr
