@@ -82,6 +82,7 @@ class BuildState:
     missing_tools: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     tools: dict = field(default_factory=dict)
+    wrapper: Path | None = None  # generated flipq_top.cpp; None when the sources define the top
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def step_write_metadata(cfg: OverlayConfig, st: BuildState) -> None:
     st.files.append(out / "overlay_config.json")
 
 
-def _hls_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
+def _model_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
     hls = Path(cfg.hls_dir).resolve()
     listed = st.report.get("sources")
     if listed:
@@ -175,14 +176,52 @@ def _hls_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
     return sorted((hls / "firmware").glob("*.cpp"))
 
 
+def _hls_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
+    """What Vitis HLS compiles: the generated wrapper (when there is one), then the model."""
+    return ([st.wrapper.resolve()] if st.wrapper else []) + _model_sources(cfg, st)
+
+
+def _hls4ml_project(src: Path) -> Path | None:
+    """The hls4ml project folder of a top source ``<prj>/firmware/<project>.cpp``, if it is one."""
+    if src.parent.name == "firmware" and src.with_suffix(".h").is_file() \
+            and (src.parent / "defines.h").is_file():
+        return src.parent.parent
+    return None
+
+
+def step_write_wrapper(cfg: OverlayConfig, st: BuildState) -> None:
+    """Generate ``flipq_top`` (DMA streams <-> the hls4ml top) unless the sources bring their own."""
+    from flipq.overlays.wrapper import HEADER, TOP, generate_wrapper
+
+    sources = _model_sources(cfg, st)
+    if any(src.name == f"{cfg.top}.cpp" for src in sources):
+        return  # a hand-written (or previously generated) top is used as it is
+    if cfg.top != TOP:
+        raise OverlayError(f"top = {cfg.top!r}: the generated wrapper defines {TOP}; name it so, or "
+                           f"list your own {cfg.top}.cpp in {HLS_REPORT}'s 'sources'")
+    projects = sorted({p for p in map(_hls4ml_project, sources) if p is not None})
+    if len(projects) != 1:
+        where = Path(cfg.hls_dir) / HLS_REPORT
+        raise OverlayError(
+            f"{where}: field 'sources' = {[str(s) for s in sources]} names "
+            f"{len(projects)} hls4ml projects (firmware/<project>.cpp with its .h and defines.h); "
+            f"the {cfg.top} wrapper needs exactly one, or a {cfg.top}.cpp among the sources")
+    st.wrapper = generate_wrapper(st.meta, projects[0], Path(cfg.out_dir))
+    st.files += [st.wrapper.parent / HEADER, st.wrapper]
+
+
 def tcl_values(cfg: OverlayConfig, st: BuildState, hls_tool: str = "vitis_hls") -> dict:
     b, m = st.board, st.meta
     out = Path(cfg.out_dir).resolve()
     hls = Path(cfg.hls_dir).resolve()
     vendor, library, ipname, version = m.ip.vlnv.split(":")
-    incs = " ".join(f"-I{p}" for p in (hls / "firmware", hls / "firmware" / "ap_types") if p.is_dir())
+    sources = _hls_sources(cfg, st)
+    # the model's firmware folders (the wrapper includes <project>.h) and the wrapper's own header;
+    # not hls4ml's ap_types copy: synthesis needs the tool's ap_int.h and ap_axi_sdata.h
+    dirs = [src.parent for src in sources] + ([hls / "firmware"] if not sources else [])
+    incs = " ".join(f"-I{p}" for p in dict.fromkeys(dirs) if p.is_dir())
     add = "\n".join(f"add_files {{{src}}} -cflags {{-std=c++14 {incs}}}".rstrip()
-                    for src in _hls_sources(cfg, st)) or f"# no C++ sources found under {hls}/firmware"
+                    for src in sources) or f"# no C++ sources found under {hls}/firmware"
     ultra = b.family == "zynq_ultra"
     values = {
         "top": cfg.top, "part": b.part, "board": b.name, "board_part": b.board_part,
@@ -269,7 +308,8 @@ def run_commands(cfg: OverlayConfig, st: BuildState) -> list[str]:
 
 
 STEPS: tuple[Callable[[OverlayConfig, BuildState], None], ...] = (
-    step_load, step_check_resources, step_write_metadata, step_write_tcl, step_run_tools,
+    step_load, step_check_resources, step_write_metadata, step_write_wrapper, step_write_tcl,
+    step_run_tools,
 )
 
 
