@@ -371,22 +371,22 @@ def _load(lib_path: Path) -> ctypes.CDLL:
     return lib
 
 
-def simulate_wrapper(lib_path: Path, meta: AccelMeta, q_in: np.ndarray, planes: int,
-                     spare_words: int = 64) -> tuple[np.ndarray, int]:
-    """Pack ``q_in`` (n, *input.shape) as the host does, run the compiled ``flipq_top`` once on
-    the whole batch, return (every output word it wrote as uint32, index of the TLAST word or -1).
-
-    The output buffer has ``spare_words`` beyond what accel.json expects, so a wrapper that writes
-    too much shows up as extra words rather than an overrun."""
+def run_words(lib_path: Path, meta: AccelMeta, words: np.ndarray, planes: int,
+              spare_words: int = 64) -> tuple[np.ndarray, int]:
+    """Run the compiled ``flipq_top`` once on packed input ``words`` (flat, whole samples), as the
+    MM2S channel delivers them; returns (every word it wrote as uint32, index of the TLAST word
+    or -1). The output buffer has ``spare_words`` beyond what accel.json expects, so a wrapper
+    that writes too much shows up as extra words rather than an overrun."""
     lib = _load(lib_path)
     in_wps = meta.input.packing.words_per_sample(meta.input.n_elems)
     out_wps = meta.output.packing.words_per_sample(meta.output.n_elems)
     if (lib.flipq_top_in_words(), lib.flipq_top_out_words()) != (in_wps, out_wps):
         raise WrapperError(f"{lib_path}: {lib.flipq_top_in_words()}/{lib.flipq_top_out_words()} words "
                            f"per sample in/out, accel.json's packing gives {in_wps}/{out_wps}")
-    q_in = np.asarray(q_in)
-    n = q_in.shape[0]
-    words = np.ascontiguousarray(pack(q_in, meta.input.packing).reshape(-1), dtype=np.uint32)
+    words = np.ascontiguousarray(np.asarray(words).reshape(-1), dtype=np.uint32)
+    if words.size % in_wps:
+        raise WrapperError(f"{words.size} input words are not whole samples of {in_wps} words")
+    n = words.size // in_wps
     out = np.zeros(n * out_wps + spare_words, dtype=np.uint32)
     last = ctypes.c_int(-1)
     u32p = ctypes.POINTER(ctypes.c_uint32)
@@ -397,5 +397,27 @@ def simulate_wrapper(lib_path: Path, meta: AccelMeta, q_in: np.ndarray, planes: 
     return out[:got].copy(), int(last.value)
 
 
+def simulate_wrapper(lib_path: Path, meta: AccelMeta, q_in: np.ndarray, planes: int) -> tuple[np.ndarray, int]:
+    """Pack ``q_in`` (n, *input.shape) as the host does and run the compiled ``flipq_top`` on the
+    whole batch: (output words as uint32, index of the TLAST word or -1)."""
+    return run_words(lib_path, meta, pack(np.asarray(q_in), meta.input.packing), planes)
+
+
+def pl_from_wrapper(lib_path: Path, meta: AccelMeta):
+    """The compiled wrapper as :mod:`flipq.host.pynq_sim`'s PL: ``compute(words, planes) -> words``.
+
+    The simulated S2MM ends on its length register, a real one on TLAST, so a batch whose TLAST
+    is not on its last word is an error here rather than a silently good transfer."""
+
+    def compute(words: np.ndarray, planes: int) -> np.ndarray:
+        out, last = run_words(lib_path, meta, words, planes)
+        if out.size and last != out.size - 1:
+            raise WrapperError(f"{lib_path}: TLAST on word {last} of {out.size}; the S2MM transfer "
+                               "would end elsewhere")
+        return out
+
+    return compute
+
+
 __all__ = ["FixedType", "HlsPort", "HlsTop", "WrapperError", "compile_wrapper", "generate_wrapper",
-           "read_hls_top", "simulate_wrapper", "wrapper_values", "REGISTER_ORDER"]
+           "pl_from_wrapper", "read_hls_top", "run_words", "simulate_wrapper", "wrapper_values", "REGISTER_ORDER"]

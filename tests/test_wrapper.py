@@ -261,3 +261,31 @@ def test_stock_project_is_named(tmp_path):
     (prj / "firmware" / "defines.h").write_text(TOY_DEFINES)
     with pytest.raises(WrapperError, match=r"myproject.h: myproject\(\) takes 2 arguments"):
         generate_wrapper(toy_meta(), prj, tmp_path / "w")
+
+
+# -- the host driver end to end: PynqBackend -> pynq's DMA code -> the compiled wrapper --------
+def test_pynq_backend_over_the_wrapper(real, tiny_chain, tmp_path, monkeypatch):
+    pytest.importorskip("pynq")
+    from flipq.host.pynq_backend import PynqBackend
+    from flipq.overlays.hwh import generate_hwh
+    from flipq.overlays.wrapper import pl_from_wrapper
+
+    meta, lib, _, _ = real
+    meta = replace(meta, max_batch=8)  # 20 rows: three DMA transfers, the last one short
+    board = load_board(meta.board)
+    folder = tmp_path / "overlay"
+    folder.mkdir()
+    (folder / "flipq.hwh").write_text(generate_hwh(meta, board))
+    (folder / "flipq.bit").write_bytes(b"simulated: content not read")
+    meta.save(folder / "accel.json")
+    monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
+    device = pynq_sim.activate()
+    try:
+        device.compute = pl_from_wrapper(lib, meta)
+        q = _inputs(tiny_chain, meta, 20)
+        with PynqBackend(folder, meta, timeout_s=5) as backend:
+            for planes in (1, meta.max_planes):
+                assert np.array_equal(backend.run(q, planes), Emulator(tiny_chain.intmodel, planes=planes).run(q))
+        assert device.compute_calls == 6
+    finally:
+        pynq_sim.deactivate()
