@@ -11,17 +11,17 @@
 // 8 bytes in argument order, so planes sits at 0x10 and n_samples at 0x18, as accel.json says
 // (ip.planes_offset = @planes_offset@, ip.control.n_samples = @n_samples_offset@).
 //
-// Inputs enter the model as raw input_t bits: q * 2^@in_shift@ is q * 2^(@input_exp@) on the
-// 2^-@in_frac@ grid of @in_type@, exactly. Outputs leave as raw result_t bits >> @out_shift@:
-// the kernels accumulate on the 2^(@output_exp@) grid, so the shift drops zeros only.
+// Inputs enter the model as raw input_t bits q << @in_shift@: the value q * 2^(@input_exp@) on the
+// 2^-@in_frac@ grid of @in_type@, exactly. Outputs leave as raw result_t bits >> @out_shift@: the
+// kernels accumulate on the 2^(@output_exp@) grid, so the shift drops zeros only.
 #include "flipq_top.h"
 #include "@project@.h"
 
-typedef @in_q_t@ flipq_in_q_t;      // one packed input element
-typedef @in_raw_t@ flipq_in_raw_t;  // input_t's raw bits
+typedef @in_q_t@ flipq_in_q_t;    // one packed input element
+typedef @in_raw_t@ flipq_in_raw_t;  // the model's input scalar, as raw bits
 typedef @in_elem_t@ flipq_in_elem_t;
-typedef @out_raw_t@ flipq_out_raw_t;  // result_t's raw bits
-typedef @out_q_t@ flipq_out_q_t;      // one packed output element
+typedef @out_raw_t@ flipq_out_raw_t;  // the model's output scalar, as raw bits
+typedef @out_q_t@ flipq_out_q_t;    // one packed output element
 typedef @out_elem_t@ flipq_out_elem_t;
 
 static void flipq_read_sample(hls::stream<word_t> &in_r, flipq_in_elem_t x[FLIPQ_N_IN]) {
