@@ -9,10 +9,10 @@ threshold, which is where the oscillation comes from.
 
 How the extra bit is represented (what the hardware stores):
 
-- A layer with base width ``b`` that received extra bits is quantized at ``b + 1`` bits. Its
-  scale is then exactly ``s / 2``, ``s`` being the ``b``-bit scale: Brevitas'
-  Int8WeightPerTensorFixedPoint divides a power-of-two absmax by ``2**(bits-1)``
-  (:func:`coarse_scale`, checked against Brevitas in the tests).
+- A layer with base width ``b`` that received extra bits is quantized at ``b + 1`` bits with a
+  frozen scale ``s / 2``, ``s`` being the ``b``-bit scale Brevitas used at the allocation
+  (``flipq.quant.extrabit``: Brevitas' statistics would halve the scale again on a 2-bit layer
+  whose weights already sit on the grid).
 - Weights without the extra bit are kept on the coarse grid: their latent value lives in the
   counter, and the parameter the network sees is the latent rounded to the ``b``-bit grid (a
   straight-through projection after every optimizer step). At ``b + 1`` bits they are even
@@ -46,7 +46,8 @@ import torch.nn as nn
 
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.host.groups import group_count
-from flipq.quant.train import TrainConfig, train
+from flipq.quant.extrabit import set_weight_bits
+from flipq.quant.train import TrainConfig, load_checkpoint, train
 
 LR_MODES = ("step", "grad", "off")
 PROMOTE_MODES = ("weight", "group")
@@ -82,12 +83,12 @@ class FlipConfig:
 
     group_size: int = 16
     window: float = 1.0
-    threshold: float = 0.05
+    threshold: float = 2
     allocate_epochs: tuple[int, ...] = ()
     promote: str = "group"
-    lr_factor: float = 0.3
+    lr_factor: float = 0.5
     lr_band: float = 0.1
-    lr_mode: str = "step"
+    lr_mode: str = "grad"
     max_fraction: float | None = None
 
     def __post_init__(self) -> None:
@@ -127,18 +128,9 @@ class FlipConfig:
 def coarse_scale(weight: torch.Tensor, base_bits: int) -> torch.Tensor:
     """The scale Brevitas' Int8WeightPerTensorFixedPoint gives ``weight`` at ``base_bits``:
     ``2**ceil(log2(absmax)) / 2**(b-1)`` (absmax over the power-of-two integer threshold
-    ``2**(b-1)``, restricted to a power of two by ceil). At ``b + 1`` bits it is exactly half,
-    so a ``b``-bit level ``q`` is the even ``b + 1``-bit level ``2q`` (tested)."""
+    ``2**(b-1)``, restricted to a power of two by ceil)."""
     absmax = weight.detach().abs().max().clamp_min(1e-10)
     return torch.exp2(torch.ceil(torch.log2(absmax)) - (base_bits - 1))
-
-
-def set_weight_bits(layer: nn.Module, bits: int) -> None:
-    """Requantize a Brevitas layer's weights at ``bits`` in place. The weight Parameter is
-    untouched, so the optimizer keeps tracking it and the state dict keeps its keys."""
-    proxy = layer.weight_quant
-    proxy.quant_injector = proxy.quant_injector.let(bit_width=bits)
-    proxy.init_tensor_quant()
 
 
 # -- weight layout (K, N) as in flipq.host.groups ----------------------------------------------
@@ -216,7 +208,10 @@ class FlipCounter:
         return self.latent[name] if name in self.latent else self.layers[name].weight.detach()
 
     def scale(self, name: str) -> torch.Tensor:
-        """The coarse (base-width) scale ``s`` the layer's quantizer uses now."""
+        """The coarse (base-width) scale ``s``: Brevitas' statistics on the ``b``-bit layer,
+        twice the frozen scale once the layer is at ``b + 1`` bits."""
+        if name in self.latent:
+            return 2 * self.layers[name].weight_quant.tensor_quant.scaling_impl.scale.detach()
         return coarse_scale(self.layers[name].weight, self.base_bits[name])
 
     def level(self, name: str) -> torch.Tensor:
@@ -272,10 +267,10 @@ class FlipCounter:
 
     def _switch(self, name: str) -> None:
         layer = self.layers[name]
-        b = self.base_bits[name]
+        s = coarse_scale(layer.weight, self.base_bits[name])  # what the b-bit quantizer uses now
+        set_weight_bits(layer, self.base_bits[name] + 1, float(s) / 2)
         self.latent[name] = layer.weight.detach().clone()
         self._written[name] = layer.weight.detach().clone()
-        set_weight_bits(layer, b + 1)
 
     def _project(self) -> None:
         """Carry the optimizer's update into the latent weights, then write the coarse-grid
@@ -289,20 +284,11 @@ class FlipCounter:
             self._written[name] = projected
 
     def project(self, name: str) -> torch.Tensor:
+        """Latent weights with the un-flagged ones rounded (and clipped) to the coarse grid."""
         latent = self.latent_weight(name)
-        flags = self.flags[name]
         top = 2 ** (self.base_bits[name] - 1) - 1
-        out = latent.clone()
-        s = coarse_scale(out, self.base_bits[name])
-        # The scale follows absmax, which the projection itself moves: iterate to the fixed point
-        # (a power of two moves by octaves, so this settles in a step or two).
-        for _ in range(8):
-            out = torch.where(flags, latent, torch.clamp(torch.round(latent / s), -top, top) * s)
-            s_new = coarse_scale(out, self.base_bits[name])
-            if torch.equal(s_new, s):
-                return out
-            s = s_new
-        raise FlipError(f"layer '{name}': the coarse-grid projection did not settle (scale {float(s)})")
+        s = self.scale(name)
+        return torch.where(self.flags[name], latent, torch.clamp(torch.round(latent / s), -top, top) * s)
 
     # results
     def fractions(self) -> dict[str, dict[str, float]]:
@@ -335,15 +321,23 @@ class FlipCounter:
                 "flags": self.flags, "latent": self.latent, "allocations": self.allocations,
                 "last_step": self.last_step}
 
+    def restore_layers(self, d: dict) -> None:
+        """Put the layers that had extra bits back at ``b + 1`` bits, before the model's state
+        dict (which holds their frozen scales) is loaded."""
+        for name in d["latent"]:
+            if name not in self.latent:
+                set_weight_bits(self.layers[name], self.base_bits[name] + 1, 1.0)
+                self.latent[name] = d["latent"][name].clone()
+
     def load_state_dict(self, d: dict) -> None:
         if d["config"] != self.cfg.to_dict():
             raise FlipError(f"the checkpoint's flip config {d['config']} differs from {self.cfg.to_dict()}")
+        self.restore_layers(d)
         self.counts, self.prev, self.flags = d["counts"], d["prev"], d["flags"]
         self.allocations, self.last_step = d["allocations"], d["last_step"]
-        self.latent = {}
-        for name in d["latent"]:
-            self._switch(name)  # train() loaded the projected Parameter before the hooks
-            self.latent[name] = d["latent"][name].clone()
+        self.latent = {name: t.clone() for name, t in d["latent"].items()}
+        # train() loads the model before its hooks: the Parameter holds the last projection
+        self._written = {name: self.layers[name].weight.detach().clone() for name in self.latent}
 
 
 class ThresholdAwareLR:
@@ -405,6 +399,14 @@ def train_flip(model: nn.Module, ds, train_cfg: TrainConfig, flip_cfg: FlipConfi
     steps_per_epoch = math.ceil(len(ds.x_train) / train_cfg.batch_size)
     counter = FlipCounter(model, flip_cfg, steps_per_epoch, train_cfg.epochs)
     lr = ThresholdAwareLR(counter, flip_cfg.lr_factor, flip_cfg.lr_band, flip_cfg.lr_mode)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        # Layers that got extra bits carry a frozen scale in the state dict: rebuild them first.
+        hooks_state = load_checkpoint(Path(checkpoint)).get("hooks") or [None, None]
+        if hooks_state[1] is not None:
+            if hooks_state[1]["config"] != flip_cfg.to_dict():
+                raise FlipError(f"{checkpoint}: the checkpoint's flip config {hooks_state[1]['config']} "
+                                f"differs from {flip_cfg.to_dict()}")
+            counter.restore_layers(hooks_state[1])
     history = train(model, ds, train_cfg, checkpoint, hooks=(lr, counter))
     plan = counter.plan()
     model.plan = plan

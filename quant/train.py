@@ -66,6 +66,7 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
         history = state["history"]
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
+        load_runtime_stats(model, state.get("runtime_stats", {}))
         for hook, hs in zip(hooks, state.get("hooks", [])):
             if hasattr(hook, "load_state_dict"):
                 hook.load_state_dict(hs)
@@ -111,9 +112,35 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
                 "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
                 "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
                 "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in hooks],
+                "runtime_stats": runtime_stats(model),
             })
     bar.close()
     return history
+
+
+def runtime_stats(model: torch.nn.Module) -> dict:
+    """State the model's state dict leaves out: Brevitas activation scales collect statistics
+    for their first ``collect_stats_steps`` (300) training steps, and ``state_dict()`` stores the
+    running statistic *as* the learned value, which loading then treats as finished. A resume
+    inside that window would skip the rest of the collection and start from another value."""
+    out = {}
+    for name, m in model.named_modules():
+        if hasattr(m, "collect_stats_steps") and isinstance(getattr(m, "buffer", None), torch.Tensor):
+            out[name] = {"counter": int(m.counter), "buffer": m.buffer.detach().clone(),
+                         "value": m.value.detach().clone()}
+    return out
+
+
+def load_runtime_stats(model: torch.nn.Module, stats: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, s in stats.items():
+        m = modules.get(name)
+        if m is None or not hasattr(m, "collect_stats_steps"):
+            raise ValueError(f"checkpoint holds activation statistics for '{name}', which the model lacks")
+        m.counter = s["counter"]
+        with torch.no_grad():
+            m.buffer.copy_(s["buffer"])
+            m.value.copy_(s["value"])
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
