@@ -79,12 +79,23 @@ def _find_csim_library(folder: Path) -> tuple[Path, dict]:
                             "run `flipq hls` first")
 
 
-def _simulate_pl(intmodel: IntModel, meta) -> None:
-    """Under ``FLIPQ_PYNQ_SIM=1`` the simulated device's programmable logic is the emulator:
-    the real pynq DMA code moves the packed words, the emulator computes on them."""
+SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
+
+
+def _simulate_pl(folder: Path, intmodel: IntModel, meta) -> str:
+    """Under ``FLIPQ_PYNQ_SIM=1`` the real pynq DMA code moves the packed words and the
+    simulated device's programmable logic computes on them: the board wrapper compiled with
+    g++ (``sim/libflipq_top.so`` from ``flipq overlay build --simulate``) when present, else
+    the emulator. Returns which."""
     from flipq.host import pynq_sim
 
     device = pynq_sim.activate()
+    lib = folder / "sim" / "libflipq_top.so"
+    if lib.is_file():
+        from flipq.overlays.wrapper import pl_from_wrapper  # x86 simulation only, never on a board
+
+        device.compute = pl_from_wrapper(lib, meta)
+        return "wrapper"
     emulator = Emulator(intmodel)
 
     def datapath(q: np.ndarray, planes: int | None) -> np.ndarray:
@@ -92,6 +103,7 @@ def _simulate_pl(intmodel: IntModel, meta) -> None:
         return emulator.run(q)
 
     device.compute = pynq_sim.compute_from_int(datapath, meta)
+    return "emulator"
 
 
 class Accelerator:
@@ -139,8 +151,16 @@ class Accelerator:
                 raise ValueError(f"{meta_path}: model_hash {meta.model_hash[:16]}... does not match the "
                                  f"integer model beside it ({intmodel.digest()[:16]}...); refusing to run")
             if os.environ.get("FLIPQ_PYNQ_SIM") == "1":
-                _simulate_pl(intmodel, meta)
+                pl = _simulate_pl(folder, intmodel, meta)
+            else:
+                bit = folder / "flipq.bit"
+                if bit.is_file() and bit.read_bytes()[:len(SIMULATED_BITSTREAM)] == SIMULATED_BITSTREAM:
+                    raise ValueError(f"{bit} is the stand-in written by `flipq overlay build --simulate`, "
+                                     "not a bitstream: build the overlay with Vivado for a board, or set "
+                                     "FLIPQ_PYNQ_SIM=1 to simulate")
+                pl = "board"
             impl = PynqBackend(folder, meta, **options)
+            impl.programmable_logic = pl
         return cls(intmodel, impl, folder)
 
     @staticmethod

@@ -26,6 +26,9 @@ def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--max-batch", type=int, default=1024, help="samples per DMA transfer (sizes the DMA)")
     b.add_argument("--fclk-mhz", type=float, default=None, help="PL clock (default: the board's fclk0)")
     b.add_argument("--jobs", type=int, default=2, help="Vivado synthesis/implementation jobs")
+    b.add_argument("--simulate", action="store_true",
+                   help="also write a generated .hwh, a stand-in .bit and the g++-compiled wrapper, so "
+                        "FLIPQ_PYNQ_SIM=1 runs the overlay through pynq on this machine")
     b.set_defaults(func=_build)
 
     c = sub.add_parser("check", help="check flipq.hwh against accel.json")
@@ -41,7 +44,8 @@ def _build(args) -> int:
     out = args.out or args.hls_dir.parent / "overlay"
     try:
         result = build_overlay(args.hls_dir, args.board, out, dry_run=args.dry_run,
-                               max_batch=args.max_batch, fclk_mhz=args.fclk_mhz, jobs=args.jobs)
+                               max_batch=args.max_batch, fclk_mhz=args.fclk_mhz, jobs=args.jobs,
+                               simulate=args.simulate)
     except (OverlayError, ValueError, FileNotFoundError) as e:
         print(f"flipq overlay build: {e}", file=sys.stderr)
         return 1

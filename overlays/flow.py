@@ -64,6 +64,7 @@ class OverlayConfig:
     control: str = "s_axi_control"
     design: str = "flipq"
     jobs: int = 2
+    simulate: bool = False  # also make the folder loadable on pynq's simulated device (x86)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -307,9 +308,40 @@ def run_commands(cfg: OverlayConfig, st: BuildState) -> list[str]:
         " ".join([Path(cmd[0]).name] + cmd[1:]) for cmd in _commands(st)]
 
 
+SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
+
+
+def step_simulation_files(cfg: OverlayConfig, st: BuildState) -> None:
+    """With ``simulate``: what pynq's simulated device needs to load this folder on x86 --
+    a .hwh generated in Vivado's schema, a marked stand-in bitstream, and the board wrapper
+    compiled with g++ as the programmable logic (``sim/libflipq_top.so``).
+
+    Only where no Vivado output exists: a real flipq.bit/.hwh is never overwritten.
+    """
+    if not cfg.simulate:
+        return
+    from flipq.overlays.hwh import generate_hwh
+    from flipq.overlays.wrapper import compile_wrapper
+
+    out = Path(cfg.out_dir)
+    bit, hwh = out / "flipq.bit", out / "flipq.hwh"
+    if bit.is_file() and bit.read_bytes()[:len(SIMULATED_BITSTREAM)] != SIMULATED_BITSTREAM:
+        raise OverlayError(f"{bit} is a real bitstream; --simulate would replace it and its .hwh")
+    if st.wrapper is None:
+        raise OverlayError("--simulate compiles the generated flipq_top wrapper, but the sources "
+                           f"bring their own {cfg.top}.cpp")
+    hwh.write_text(generate_hwh(st.meta, st.board))
+    bit.write_bytes(SIMULATED_BITSTREAM + b"made by `flipq overlay build --simulate`; not for a board\n")
+    projects = sorted({p for p in map(_hls4ml_project, _model_sources(cfg, st)) if p is not None})
+    (out / "sim").mkdir(exist_ok=True)
+    lib = compile_wrapper(out, projects[0], out / "sim" / "libflipq_top.so")
+    st.files += [hwh, bit, lib]
+    st.ran.append(f"simulation: {hwh.name} generated, {bit.name} is a stand-in, PL = {lib}")
+
+
 STEPS: tuple[Callable[[OverlayConfig, BuildState], None], ...] = (
     step_load, step_check_resources, step_write_metadata, step_write_wrapper, step_write_tcl,
-    step_run_tools,
+    step_run_tools, step_simulation_files,
 )
 
 

@@ -66,3 +66,16 @@ def tiny_stock_build(tiny_chain, tmp_path_factory):
     from flipq.hls.stock import build_stock
 
     return build_stock(tiny_chain.prepared, tiny_chain.intmodel, tmp_path_factory.mktemp("stock"))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """`flipq demo` run once through the real command line: (folder, stdout)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo")
+    r = subprocess.run([sys.executable, "-m", "flipq", "demo", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout

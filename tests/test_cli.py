@@ -15,14 +15,6 @@ def _run(*args, timeout=300):
     return subprocess.run([*FLIPQ, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    r = _run("demo", "--out", str(out), "--no-progress", timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r.stdout
-
-
 def test_demo_is_exact_and_accurate(demo_dir):
     out, stdout = demo_dir
     report = json.loads((out / "report.json").read_text())
