@@ -20,13 +20,9 @@ argument and the C-ABI bridge.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import string
-import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +35,7 @@ from hls4ml.model.flow import get_flow, update_flow
 from hls4ml.model.optimizer.optimizer import ModelOptimizerPass, OptimizerPass, optimizer_map
 from hls4ml.model.types import FixedPrecisionType
 
+from flipq.hls.cxx import CompileError, ap_types, build_shared_library
 from flipq.host.intmodel import IntModel
 from flipq.hls.planes import PackedLayer, check_group_bits, input_ranges, pack_layer
 
@@ -412,7 +409,7 @@ def register_bitserial() -> None:
 # Build
 # ---------------------------------------------------------------------------------------
 def _ap_include() -> Path:
-    return Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
+    return ap_types()
 
 
 def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-O2",
@@ -423,32 +420,13 @@ def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-
     bridge is ours, and the two translation units compile side by side.
     """
     project_dir = Path(project_dir)
-    gxx = shutil.which(os.environ.get("CXX", "g++"))
-    if gxx is None:
-        raise BitSerialError("no C++ compiler: g++ (or $CXX) is not on PATH")
-    # -fno-gnu-unique: template statics would otherwise pin the library in memory past dlclose,
-    # and a rebuilt library at the same path would silently keep running the old code
-    flags = [opt, "-fPIC", "-fno-gnu-unique", "-std=c++17", f"-I{_ap_include()}", f"-I{project_dir / 'firmware'}",
-             "-Wno-unused-label", "-Wno-unknown-pragmas"]
     units = [project_dir / "firmware" / f"{project}.cpp", project_dir / "flipq_bridge.cpp"]
-    objs = [project_dir / (u.stem + ".flipq.o") for u in units]
-
-    def cc(unit_obj):
-        unit, obj = unit_obj
-        return subprocess.run([gxx, *flags, "-c", str(unit), "-o", str(obj)], capture_output=True, text=True)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(cc, zip(units, objs)))
-    for unit, res in zip(units, results):
-        if res.returncode != 0:
-            raise BitSerialError(f"g++ failed on {unit}:\n{res.stderr[-4000:]}")
     lib = project_dir / "firmware" / (lib_name or f"lib{project}_flipq.so")
-    res = subprocess.run([gxx, "-shared", *map(str, objs), "-o", str(lib)], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise BitSerialError(f"linking {lib} failed:\n{res.stderr[-4000:]}")
-    for obj in objs:
-        obj.unlink(missing_ok=True)
-    return lib
+    try:
+        return build_shared_library(units, [_ap_include(), project_dir / "firmware"], lib, project_dir,
+                                    opt=opt, tag="flipq")
+    except CompileError as e:
+        raise BitSerialError(str(e)) from e
 
 
 def _write_spec(intmodel: IntModel, layers: list[BitSerialLayer], out_dir: Path) -> Path:

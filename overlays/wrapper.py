@@ -20,16 +20,13 @@ raw bits shifted right by ``out_shift`` give the integer accumulator (value ``* 
 from __future__ import annotations
 
 import ctypes
-import os
 import re
-import shutil
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from flipq.hls.cxx import CompileError, ap_types, build_shared_library
 from flipq.host.accelmeta import AccelMeta
 from flipq.host.packing import pack
 from flipq.overlays.flow import OverlayError, render
@@ -310,15 +307,6 @@ def generate_wrapper(meta: AccelMeta, hls_project_dir: Path, out_dir: Path) -> P
 
 
 # -- C simulation ------------------------------------------------------------------------------
-def _ap_types(project_dir: Path) -> Path:
-    local = project_dir / "firmware" / "ap_types"
-    if local.is_dir():
-        return local
-    import hls4ml  # only when the project lacks its copy
-
-    return Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
-
-
 def compile_wrapper(wrapper_dir: Path, hls_project_dir: Path, lib_path: Path | None = None,
                     opt: str = "-O1") -> Path:
     """g++ ``flipq_top.cpp``, the harness and the hls4ml firmware into a shared library with
@@ -328,34 +316,15 @@ def compile_wrapper(wrapper_dir: Path, hls_project_dir: Path, lib_path: Path | N
     for name in (HEADER, SOURCE):
         if not (wrapper_dir / name).is_file():
             raise WrapperError(f"{wrapper_dir / name} not found: run generate_wrapper first")
-    gxx = shutil.which(os.environ.get("CXX", "g++"))
-    if gxx is None:
-        raise WrapperError("no C++ compiler: g++ (or $CXX) is not on PATH")
     harness = wrapper_dir / CSIM_SOURCE
     harness.write_text(render("flipq_top_csim.cpp.tpl", {"project": project}))
-    # -fno-gnu-unique: a rebuilt library at the same path must not keep the old template statics
-    flags = [opt, "-fPIC", "-fno-gnu-unique", "-std=c++17", f"-I{_ap_types(project_dir)}",
-             f"-I{project_dir / 'firmware'}", f"-I{wrapper_dir}", "-Wno-unused-label",
-             "-Wno-unknown-pragmas"]
     units = [project_dir / "firmware" / f"{project}.cpp", wrapper_dir / SOURCE, harness]
-    objs = [wrapper_dir / f"{u.stem}.csim.o" for u in units]
-
-    def cc(pair):
-        unit, obj = pair
-        return subprocess.run([gxx, *flags, "-c", str(unit), "-o", str(obj)], capture_output=True, text=True)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(cc, zip(units, objs)))
-    for unit, res in zip(units, results):
-        if res.returncode != 0:
-            raise WrapperError(f"g++ failed on {unit}:\n{res.stderr[-4000:]}")
     lib = Path(lib_path) if lib_path else wrapper_dir / "libflipq_top_csim.so"
-    res = subprocess.run([gxx, "-shared", *map(str, objs), "-o", str(lib)], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise WrapperError(f"linking {lib} failed:\n{res.stderr[-4000:]}")
-    for obj in objs:
-        obj.unlink(missing_ok=True)
-    return lib
+    try:
+        return build_shared_library(units, [ap_types(project_dir), project_dir / "firmware", wrapper_dir],
+                                    lib, wrapper_dir, opt=opt)
+    except CompileError as e:
+        raise WrapperError(str(e)) from e
 
 
 _RUN_ERRORS = {-1: "flipq_top wrote more words than the output buffer holds",

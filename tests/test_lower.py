@@ -1,12 +1,11 @@
 """QONNX -> integer model: what maps, what is refused and how the refusal reads."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from flipq.hls.lower import UnsupportedNodeError, check_mappable, lower_qonnx
-from flipq.hls.prepare import ModelFileError, load_qonnx, prepare_qonnx
+from flipq.hls.prepare import ModelFileError, load_qonnx
 
 
 def _graph_with(node_op: str, scale: float = 0.25, extra=()):

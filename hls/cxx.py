@@ -1,0 +1,56 @@
+"""g++ for the C simulation: translation units compiled side by side, linked into one
+shared library. Used for the bit-serial model library and for the board wrapper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+class CompileError(ValueError):
+    """g++ is missing or a unit failed; the message names the file and carries g++'s tail."""
+
+
+def ap_types(project_dir: Path | None = None) -> Path:
+    """The ap_int/ap_fixed headers: the project's own copy, else hls4ml's."""
+    if project_dir is not None and (Path(project_dir) / "firmware" / "ap_types").is_dir():
+        return Path(project_dir) / "firmware" / "ap_types"
+    import hls4ml  # only when the project lacks its copy
+
+    return Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
+
+
+def build_shared_library(units: list[Path], includes: list[Path], lib: Path, obj_dir: Path,
+                         opt: str = "-O2", tag: str = "csim") -> Path:
+    """Compile ``units`` (two at a time) and link them into ``lib``; objects are removed."""
+    gxx = shutil.which(os.environ.get("CXX", "g++"))
+    if gxx is None:
+        raise CompileError("no C++ compiler: g++ (or $CXX) is not on PATH")
+    # -fno-gnu-unique: template statics would otherwise pin the library in memory past dlclose,
+    # and a rebuilt library at the same path would silently keep running the old code
+    flags = [opt, "-fPIC", "-fno-gnu-unique", "-std=c++17", *(f"-I{p}" for p in includes),
+             "-Wno-unused-label", "-Wno-unknown-pragmas"]
+    objs = [Path(obj_dir) / f"{Path(u).stem}.{tag}.o" for u in units]
+
+    def cc(unit_obj):
+        unit, obj = unit_obj
+        return subprocess.run([gxx, *flags, "-c", str(unit), "-o", str(obj)], capture_output=True, text=True)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(cc, zip(units, objs)))
+        for unit, res in zip(units, results):
+            if res.returncode != 0:
+                raise CompileError(f"g++ failed on {unit}:\n{res.stderr[-4000:]}")
+        lib = Path(lib)
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run([gxx, "-shared", *map(str, objs), "-o", str(lib)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise CompileError(f"linking {lib} failed:\n{res.stderr[-4000:]}")
+    finally:
+        for obj in objs:
+            obj.unlink(missing_ok=True)
+    return lib
