@@ -34,7 +34,7 @@ from flipq.quant.flip import (FlipConfig, plot_allocation, stored_weight_bits,
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
 from flipq.quant.train import TrainConfig, evaluate, train
 
-VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "flip")
+VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "w2a4-ends", "flip")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,16 +44,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="checkpoints and per-run results (default <out>/runs)")
     p.add_argument("--arch", default="vgg7-fm")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w2a4", "flip"], choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w2a4", "w2a4-ends", "flip"], choices=VARIANTS)
     p.add_argument("--train-size", type=int, default=8000, help="training subset (of 60,000)")
     p.add_argument("--eval-size", type=int, default=2000, help="test rows scored after each epoch")
-    p.add_argument("--float-epochs", type=int, default=4)
+    p.add_argument("--float-epochs", type=int, default=12)
     p.add_argument("--epochs", type=int, default=6, help="retraining epochs per quantized variant")
     p.add_argument("--float-lr", type=float, default=3e-3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--act-bits", type=int, default=4)
     p.add_argument("--base-bits", type=int, default=2, help="flip-MPQ's base weight width")
+    p.add_argument("--ends-bits", type=int, default=4,
+                   help="weight width of the first and last MAC layer in flip-MPQ's base plan and in "
+                        "w2a4-ends (0: --base-bits)")
     p.add_argument("--group-size", type=int, default=FlipConfig.group_size)
     p.add_argument("--window", type=float, default=FlipConfig.window)
     p.add_argument("--threshold", type=float, default=FlipConfig.threshold)
@@ -66,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true",
                    help="tuning size: 3000 training rows, 1000 eval rows, 2+3 epochs, one seed")
-    p.add_argument("--tag", default="", help="suffix for run names (keeps tuning runs apart)")
+    p.add_argument("--tag", default="", help="suffix for flip run names and outputs (keeps tuning runs apart)")
     args = p.parse_args(argv)
     if args.quick:
         args.train_size, args.eval_size, args.float_epochs, args.epochs = 3000, 1000, 2, 3
@@ -88,7 +91,8 @@ def uniform_plan(arch, w: int, a: int) -> BitPlan:
 
 
 def run_name(args, variant: str, seed: int) -> str:
-    return f"{variant}{args.tag}_s{seed}"
+    # Only flip-MPQ depends on the tuning knobs; the baselines are shared between tags.
+    return f"{variant}{args.tag if variant == 'flip' else ''}_s{seed}"
 
 
 def one_seed(args, seed: int, work: Path) -> dict:
@@ -124,8 +128,11 @@ def one_seed(args, seed: int, work: Path) -> dict:
         if done(name) is not None:
             results[variant] = done(name)
             continue
-        bits = {"w4a4": 4, "w3a4": 3, "w2a4": 2, "flip": args.base_bits}[variant]
+        bits = {"w4a4": 4, "w3a4": 3, "w2a4": 2, "w2a4-ends": 2, "flip": args.base_bits}[variant]
         plan = uniform_plan(arch, bits, args.act_bits)
+        if variant in ("flip", "w2a4-ends") and args.ends_bits:
+            for end in (plan.names[0], plan.names[-1]):
+                plan = plan.with_layer(end, weight_bits=args.ends_bits)
         torch.manual_seed(seed)
         model = QuantNet(arch, ds.input_shape, plan, ds.num_classes)
         copy_mac_weights(float_net, model)

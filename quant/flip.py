@@ -134,26 +134,64 @@ def coarse_scale(weight: torch.Tensor, base_bits: int) -> torch.Tensor:
 
 
 # -- weight layout (K, N) as in flipq.host.groups ----------------------------------------------
-def as_kn(weight: torch.Tensor) -> torch.Tensor:
-    """Torch weight -> the ``(K, N)`` matrix of ``flipq.host.groups``: Linear ``(N, K)`` is
-    transposed; Conv2d ``(N, cin, kh, kw)`` becomes HWIO flattened, K ordered ``(kh, kw, cin)``."""
+def as_kn(weight: torch.Tensor, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Torch weight -> the ``(K, N)`` matrix of ``flipq.host.groups`` in the integer model's
+    (channels-last) order. Conv2d ``(N, cin, kh, kw)`` becomes HWIO flattened, K ordered
+    ``(kh, kw, cin)``. Linear ``(N, K)`` is transposed; when it reads a flattened ``(C, H, W)``
+    feature map (``chw``), its rows are reordered ``(H, W, C)``, as the channels-last
+    conversion of the exported graph does."""
     if weight.dim() == 2:
+        if chw is not None:
+            weight = weight.reshape(weight.shape[0], *chw).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
         return weight.t()
     if weight.dim() == 4:
         return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
     raise FlipError(f"weights of shape {tuple(weight.shape)} are neither Linear nor Conv2d")
 
 
-def from_kn(matrix: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def from_kn(matrix: torch.Tensor, shape: torch.Size, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
     if len(shape) == 2:
-        return matrix.t().reshape(shape)
+        w = matrix.t()
+        if chw is not None:
+            c, h, wd = chw
+            w = w.reshape(shape[0], h, wd, c).permute(0, 3, 1, 2)
+        return w.reshape(shape)
     n, cin, kh, kw = shape
     return matrix.reshape(kh, kw, cin, n).permute(3, 2, 0, 1).reshape(shape)
 
 
-def group_flags(flags: torch.Tensor, group_size: int) -> torch.Tensor:
+def flatten_inputs(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
+    """Per MAC layer: the ``(C, H, W)`` feature map a Linear layer reads through a flatten, else
+    None. Found with one forward pass on zeros."""
+    shapes: dict[str, tuple] = {}
+    hooks = []
+    for name, m in model.body.named_children():
+        if isinstance(m, nn.Flatten):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out: shapes.__setitem__("map", tuple(inp[0].shape[1:]))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *model.input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    out: dict[str, tuple[int, int, int] | None] = {n: None for n in model.layer_names}
+    seen_flatten = False
+    for name, m in model.body.named_children():
+        if isinstance(m, nn.Flatten):
+            seen_flatten = True
+        elif name in out and seen_flatten and len(shapes.get("map", ())) == 3:
+            out[name] = shapes["map"]
+            break  # only the first layer after the flatten reads the feature map
+    return out
+
+
+def group_flags(flags: torch.Tensor, group_size: int, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Weight-shaped booleans -> ``(N, n_groups)``: does the group hold a flagged weight."""
-    m = as_kn(flags)
+    m = as_kn(flags, chw)
     k, n = m.shape
     ng = group_count(k, group_size)
     padded = torch.zeros(ng * group_size, n, dtype=torch.bool)
@@ -161,11 +199,12 @@ def group_flags(flags: torch.Tensor, group_size: int) -> torch.Tensor:
     return padded.reshape(ng, group_size, n).any(1).t()
 
 
-def expand_groups(gflags: torch.Tensor, group_size: int, shape: torch.Size) -> torch.Tensor:
+def expand_groups(gflags: torch.Tensor, group_size: int, shape: torch.Size,
+                  chw: tuple[int, int, int] | None = None) -> torch.Tensor:
     """``(N, n_groups)`` -> weight-shaped booleans, every weight of a flagged group set."""
-    k = as_kn(torch.empty(shape)).shape[0]
+    k = as_kn(torch.empty(shape), chw).shape[0]
     m = gflags.t().repeat_interleave(group_size, dim=0)[:k]
-    return from_kn(m, shape)
+    return from_kn(m, shape, chw)
 
 
 # -- the hooks ----------------------------------------------------------------------------------
@@ -191,6 +230,7 @@ class FlipCounter:
         self.window_steps = max(1, round(cfg.window * steps_per_epoch))
         self.alloc_steps = [(e + 1) * steps_per_epoch - 1 for e in cfg.allocation_epochs(epochs)]
         self.layers = model.mac_layers()
+        self.chw = flatten_inputs(model)
         self.base_bits = {n: model.plan[n].weight_bits for n in self.layers}
         for n, b in self.base_bits.items():
             if b + 1 > 8:
@@ -200,6 +240,7 @@ class FlipCounter:
         self.latent: dict[str, torch.Tensor] = {}
         self._written: dict[str, torch.Tensor] = {}
         self.prev = {n: self.level(n) for n in self.layers}
+        self.prev_scale = {n: self.scale(n) for n in self.layers}
         self.allocations: list[dict] = []
         self.last_step = -1
 
@@ -226,10 +267,13 @@ class FlipCounter:
         pending = [a for a in self.alloc_steps[len(self.allocations):]]
         target = pending[0] if pending else None
         for name in self.layers:
-            lvl = self.level(name)
-            if target is not None and target - self.window_steps < step <= target:
+            lvl, scale = self.level(name), self.scale(name)
+            # When the layer's scale moves (absmax crossing a power of two), every level moves with
+            # it: that is not a weight oscillating between two levels, so the step is not counted.
+            same_grid = name not in self.prev_scale or torch.equal(scale, self.prev_scale[name])
+            if target is not None and target - self.window_steps < step <= target and same_grid:
                 self.counts[name] += _switches(self.prev[name], lvl).to(torch.int32)
-            self.prev[name] = lvl
+            self.prev[name], self.prev_scale[name] = lvl, scale
         self.last_step = step
         if target is not None and step >= target:
             self.allocate()
@@ -254,8 +298,9 @@ class FlipCounter:
                 new = new.reshape(self.flags[name].shape)
             flagged_weights = int(new.sum())
             if self.cfg.promote == "group":
-                new = expand_groups(group_flags(new | self.flags[name], self.cfg.group_size),
-                                    self.cfg.group_size, new.shape) & ~self.flags[name]
+                chw = self.chw[name]
+                new = expand_groups(group_flags(new | self.flags[name], self.cfg.group_size, chw),
+                                    self.cfg.group_size, new.shape, chw) & ~self.flags[name]
             if new.any() and not self.flags[name].any():
                 self._switch(name)
             self.flags[name] |= new
@@ -295,7 +340,7 @@ class FlipCounter:
         """Per layer: fraction of weights with the extra level, and of groups at ``b + 1`` bits."""
         out = {}
         for name, f in self.flags.items():
-            g = group_flags(f, self.cfg.group_size)
+            g = group_flags(f, self.cfg.group_size, self.chw[name])
             out[name] = {"weights": float(f.float().mean()), "groups": float(g.float().mean())}
         return out
 
@@ -307,7 +352,7 @@ class FlipCounter:
             if not f.any():
                 layers.append(LayerBits(lb.name, lb.weight_bits, lb.act_bits))
                 continue
-            g = group_flags(f, self.cfg.group_size)
+            g = group_flags(f, self.cfg.group_size, self.chw[lb.name])
             b = self.base_bits[lb.name]
             bits = torch.where(g, b + 1, b).flatten().tolist()
             layers.append(LayerBits(lb.name, b, lb.act_bits, self.cfg.group_size, tuple(int(x) for x in bits)))
@@ -317,7 +362,7 @@ class FlipCounter:
 
     # resume
     def state_dict(self) -> dict:
-        return {"config": self.cfg.to_dict(), "counts": self.counts, "prev": self.prev,
+        return {"config": self.cfg.to_dict(), "counts": self.counts, "prev": self.prev, "prev_scale": self.prev_scale,
                 "flags": self.flags, "latent": self.latent, "allocations": self.allocations,
                 "last_step": self.last_step}
 
@@ -334,6 +379,7 @@ class FlipCounter:
             raise FlipError(f"the checkpoint's flip config {d['config']} differs from {self.cfg.to_dict()}")
         self.restore_layers(d)
         self.counts, self.prev, self.flags = d["counts"], d["prev"], d["flags"]
+        self.prev_scale = d.get("prev_scale", self.prev_scale)
         self.allocations, self.last_step = d["allocations"], d["last_step"]
         self.latent = {name: t.clone() for name, t in d["latent"].items()}
         # train() loads the model before its hooks: the Parameter holds the last projection

@@ -70,6 +70,18 @@ def test_group_layout_matches_host_groups():
     assert back.sum() == 4 and as_kn(back)[4:8, 1].all()
 
 
+def test_dense_after_a_conv_uses_the_channels_last_row_order():
+    """The exported graph is made channels-last: a Linear reading a (C, H, W) map sees rows in
+    (H, W, C) order, and weight groups follow that order."""
+    c, h, w, n = 3, 2, 2, 5
+    weight = torch.arange(n * c * h * w, dtype=torch.float32).reshape(n, c * h * w)
+    kn = as_kn(weight, (c, h, w))
+    expected = weight.reshape(n, c, h, w).permute(2, 3, 1, 0).reshape(h * w * c, n)
+    assert torch.equal(kn, expected)
+    from flipq.quant.flip import from_kn
+    assert torch.equal(from_kn(kn, weight.shape, (c, h, w)), weight)
+
+
 # -- counting and allocation --------------------------------------------------------------------
 def test_flips_counted_on_a_hand_made_trajectory():
     net = _fc_net(3)  # scale pinned by a 0.9 weight: 2**ceil(log2 .9) / 4 = 0.25, levels -3..3
@@ -92,6 +104,27 @@ def test_flips_counted_on_a_hand_made_trajectory():
     # window = steps 5..9; switches seen at steps 5..8 so far (levels compared to the step before)
     c = counter.counts["fc1"].flatten()
     assert c[0] == 4 and c[1] == 0 and c[2] == 1 and c[3] == 0 and c[4:].sum() == 0
+
+
+def test_a_scale_change_is_not_counted_as_flips():
+    """absmax crossing a power of two moves every level at once: no weight oscillated."""
+    net = _fc_net(3)
+    fc1 = net.mac_layers()["fc1"]
+    counter = FlipCounter(net, FlipConfig(window=1.0, allocate_epochs=(0,)), steps_per_epoch=10, epochs=1)
+    w = torch.zeros(32)
+    w[0], w[1] = 0.3, 0.55  # levels 1 and 2 at scale 0.25
+    for step, big in enumerate([0.9, 1.1, 0.9, 1.1]):  # scale 0.25 <-> 0.5
+        w[31] = big
+        _set(fc1, w)
+        counter.after_step(net, step)
+    assert counter.counts["fc1"].sum() == 0
+    w[0] = 0.4  # same grid (0.5): level 1 -> 1 ; then a real switch
+    _set(fc1, w)
+    counter.after_step(net, 4)
+    w[0] = 0.2
+    _set(fc1, w)
+    counter.after_step(net, 5)
+    assert counter.counts["fc1"].flatten()[0] == 1 and counter.counts["fc1"].sum() == 1
 
 
 def test_allocation_flags_exactly_the_weights_over_threshold_and_fills_the_plan():
