@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--batch", type=int, default=256)
             p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    p = sub.add_parser("search", help="NSGA-II over per-layer bits: accuracy, cycles, energy, memory")
+    p.add_argument("--out", required=True, help="folder for search.json, pareto_*.toml, search.png")
+    p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "cifar10"])
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--arch", default="digits-cnn")
+    p.add_argument("--generations", type=int, default=6)
+    p.add_argument("--population", type=int, default=12)
+    p.add_argument("--qat-epochs", type=int, default=3, help="short QAT per candidate")
+    p.add_argument("--float-epochs", type=int, default=10, help="training of the shared float start")
+    p.add_argument("--group-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-train", type=int, default=None, help="train on a random subset of this size")
+    p.add_argument("--no-progress", action="store_true")
     from flipq.overlays.cli import add_overlay_commands
 
     add_overlay_commands(sub)
@@ -140,6 +153,25 @@ def _config(args, fresh: bool):
     return BuildConfig.load(args.out, **overrides)
 
 
+def _search(args) -> int:
+    from flipq.quant.data import load_dataset
+    from flipq.quant.search import SearchConfig, search
+
+    ds = load_dataset(args.dataset, args.data_path, seed=args.seed, limit_train=args.limit_train)
+    cfg = SearchConfig(generations=args.generations, population=args.population, qat_epochs=args.qat_epochs,
+                       float_epochs=args.float_epochs, group_size=args.group_size, seed=args.seed,
+                       progress=not args.no_progress)
+    result = search(ds, args.arch, cfg, out=args.out)
+    print(f"{len(result.evaluated)} configurations trained in {result.seconds:.0f} s; Pareto front:")
+    print(f"{'#':>3}  {'bits (W/A per layer)':<32}{'val acc':>8}{'cycles':>9}{'energy pJ':>11}{'memory b':>10}")
+    for i, p in enumerate(result.pareto):
+        bits = " ".join(f"{v['weight_bits']}/{v['act_bits']}" for v in p["bits"].values())
+        print(f"{i:>3}  {bits:<32}{p['val_accuracy']:>8.3f}{p['cycles']:>9}{p['energy_pj']:>11.0f}"
+              f"{p['memory_bits']:>10}")
+    print(f"plans: {args.out}/pareto_*.toml (train one with `flipq train --plan ...`)")
+    return 0
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one line, no traceback. Every flipq
     error for bad input is a ValueError (or one of the runtime errors below) naming the
@@ -168,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("run", "bench"):
             return _run_or_bench(args)
+        if args.command == "search":
+            return _search(args)
         if args.command in ("demo", "train"):
             cfg = _config(args, fresh=True)
             if args.fresh:
