@@ -123,6 +123,18 @@ class FlipConfig:
         d["allocate_epochs"] = list(self.allocate_epochs)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlipConfig":
+        """Inverse of :meth:`to_dict` (a JSON round trip, e.g. inside the build's config.json)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise FlipError(f"unknown flip option(s) {sorted(unknown)} (known: {sorted(known)})")
+        d = dict(d)
+        if "allocate_epochs" in d:
+            d["allocate_epochs"] = tuple(d["allocate_epochs"])
+        return cls(**d)
+
 
 # -- the extra bit in the quantizer --------------------------------------------------------------
 def coarse_scale(weight: torch.Tensor, base_bits: int) -> torch.Tensor:
@@ -264,7 +276,7 @@ class FlipCounter:
     # hook entry points
     def after_step(self, model: nn.Module, step: int) -> None:
         self._project()
-        pending = [a for a in self.alloc_steps[len(self.allocations):]]
+        pending = self.alloc_steps[len(self.allocations):]
         target = pending[0] if pending else None
         for name in self.layers:
             lvl, scale = self.level(name), self.scale(name)
@@ -301,7 +313,7 @@ class FlipCounter:
                 chw = self.chw[name]
                 new = expand_groups(group_flags(new | self.flags[name], self.cfg.group_size, chw),
                                     self.cfg.group_size, new.shape, chw) & ~self.flags[name]
-            if new.any() and not self.flags[name].any():
+            if new.any() and name not in self.latent:
                 self._switch(name)
             self.flags[name] |= new
             self.counts[name].zero_()

@@ -240,6 +240,10 @@ def test_cli_options_round_trip():
     assert cfg == FlipConfig(group_size=8, threshold=0.1, allocate_epochs=(2, 5), lr_mode="step")
     with pytest.raises(FlipError, match="lr_band=0.7"):
         FlipConfig(lr_band=0.7)
+    import json
+    assert FlipConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(FlipError, match="unknown flip option.*'windw'"):
+        FlipConfig.from_dict({"windw": 2})
 
 
 # -- training runs ------------------------------------------------------------------------------
