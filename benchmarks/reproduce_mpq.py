@@ -3,7 +3,7 @@ Fashion-MNIST: float, uniform W4A4, uniform W2A4 and flip-MPQ (W2A4 base + extra
 seeds; accuracy mean +- std and stored weight bits (group flags included) against W4A4.
 
 Every quantized variant is retrained from the same float network (per seed), as in the paper.
-Each finished run is saved under ``<out>/runs/``, and every run checkpoints each epoch, so an
+Each finished run is saved under ``build/mpq_runs/``, and every run checkpoints each epoch, so an
 interrupted benchmark continues where it stopped when started again with the same options.
 
     .venv/bin/python benchmarks/reproduce_mpq.py                 # the documented run (~20-40 min on 2 shared cores)
@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
-    p.add_argument("--work", default=None, help="checkpoints and per-run results (default <out>/runs)")
+    p.add_argument("--work", default=None, help="checkpoints and per-run results (default build/mpq_runs)")
     p.add_argument("--arch", default="vgg7-fm")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w2a4", "w2a4-ends", "flip"], choices=VARIANTS)
@@ -76,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.allocate_epochs = [0]
         if args.seeds == [0, 1, 2]:
             args.seeds = [0]
+        args.tag = args.tag or "_quick"  # never overwrite the documented results
     return args
 
 
@@ -205,7 +206,8 @@ def plot_summary(summary: dict, variants, path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    work = Path(args.work) if args.work else out / "runs"
+    # Checkpoints are build output, not documentation; quick runs keep their own baselines.
+    work = Path(args.work) if args.work else ROOT / "build" / ("mpq_runs_quick" if args.quick else "mpq_runs")
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
