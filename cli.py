@@ -22,7 +22,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     if training:
         p.add_argument("--dataset", default=None, choices=["digits", "fashion-mnist", "cifar10"])
         p.add_argument("--data-path", default=None, help="folder of the data set (CIFAR-10: required)")
-        p.add_argument("--arch", default=None, help="network: digits-cnn, mlp, vgg9, vgg9-small")
+        p.add_argument("--arch", default=None, help="network: digits-cnn, mlp, vgg7-fm, vgg9, vgg9-small")
         p.add_argument("--plan", default=None, help="BitPlan TOML to train with")
         p.add_argument("--epochs", type=int, default=None)
         p.add_argument("--batch-size", type=int, default=None)
@@ -30,6 +30,11 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--fresh", action="store_true",
                        help="discard a checkpoint already in --out instead of resuming it")
+        p.add_argument("--float-epochs", type=int, default=None,
+                       help="train a float twin for this many epochs and start QAT from it")
+        from flipq.quant.flip import add_flip_arguments
+
+        add_flip_arguments(p)
     p.add_argument("--io-type", default=None, choices=["io_parallel", "io_stream"])
     p.add_argument("--kernel", default=None, choices=["bitserial", "stock"],
                    help="MAC kernels in hls4ml (default: bitserial)")
@@ -146,8 +151,12 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe")}
+                  "kernel", "group_size", "pe", "float_epochs")}
     overrides["progress"] = False if args.no_progress else None
+    if getattr(args, "flip", False):
+        from flipq.quant.flip import flip_config_from_args
+
+        overrides["flip"] = flip_config_from_args(args).to_dict()
     if fresh:
         return replace(BuildConfig(out=args.out), **{k: v for k, v in overrides.items() if v is not None})
     return BuildConfig.load(args.out, **overrides)

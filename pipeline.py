@@ -42,6 +42,8 @@ class BuildConfig:
     kernel: str = "bitserial"  # or "stock": hls4ml's own bit-parallel kernels
     group_size: int = 0  # weight-group size for layers whose plan gives none (0: whole fan-in)
     pe: str = ""  # PEs per layer, "conv1=4,fc1=2" (default 1 each)
+    flip: dict | None = None  # FlipConfig fields: retrain with flip-based extra-bit allocation
+    float_epochs: int = 0  # train a float twin first and start QAT from its weights
     progress: bool = True
 
     def pe_map(self) -> dict[str, int]:
@@ -99,8 +101,11 @@ def load_test_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
 
 # -- stages --------------------------------------------------------------------------------
 def stage_train(cfg: BuildConfig) -> None:
+    """Train the plan's network (optionally from a float twin, optionally with flip-based
+    extra-bit allocation); writes plan.toml (with per-group widths after flip), checkpoint.pt,
+    data.npz (the test split) and train.json."""
     from flipq.quant.data import load_dataset
-    from flipq.quant.models import build_model, default_plan
+    from flipq.quant.models import FloatNet, build_model, copy_mac_weights, default_plan, get_arch
     from flipq.quant.train import TrainConfig, train
 
     t0 = time.perf_counter()
@@ -109,18 +114,34 @@ def stage_train(cfg: BuildConfig) -> None:
     ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
     plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
     model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input)
-    plan.save(cfg.folder / "plan.toml")
     np.savez(cfg.folder / "data.npz", x_test=ds.x_test, y_test=ds.y_test)
-    history = train(model, ds, TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                           seed=cfg.seed, progress=cfg.progress),
-                    checkpoint=cfg.folder / "checkpoint.pt")
-    _record(cfg, "train", {"seconds": time.perf_counter() - t0, "history": history,
-                           "input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
-                           "signed_input": ds.signed_input})
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                       progress=cfg.progress)
+    info: dict = {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
+                  "signed_input": ds.signed_input}
+    if cfg.float_epochs and not (cfg.folder / "checkpoint.pt").is_file():
+        twin = FloatNet(get_arch(cfg.arch), ds.input_shape, ds.num_classes)
+        fh = train(twin, ds, TrainConfig(epochs=cfg.float_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                         seed=cfg.seed, progress=cfg.progress))
+        info["float_accuracy"] = fh["test_accuracy"][-1]
+        copy_mac_weights(twin, model)
+    if cfg.flip is not None:
+        from flipq.quant.flip import FlipConfig, plot_allocation, stored_weight_bits, train_flip
+
+        history, plan = train_flip(model, ds, tcfg, FlipConfig.from_dict(cfg.flip),
+                                   checkpoint=cfg.folder / "checkpoint.pt")
+        fractions = history.get("flip", {}).get("fractions", {})
+        plot_allocation(plan, cfg.folder / "flip_allocation.png",
+                        {n: f["weights"] for n, f in fractions.items()} or None)
+        info["stored_weight_bits"] = stored_weight_bits(plan, model)
+    else:
+        history = train(model, ds, tcfg, checkpoint=cfg.folder / "checkpoint.pt")
+    plan.save(cfg.folder / "plan.toml")
+    _record(cfg, "train", {"seconds": time.perf_counter() - t0, "history": history, **info})
 
 
 # Fields that change what a checkpoint means; the others (progress, io_type) do not.
-_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed")
+_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs")
 
 
 class StaleBuildError(ValueError):
@@ -287,10 +308,15 @@ def stage_report(cfg: BuildConfig) -> dict:
             report["agreement"][f"{a}~{b}"] = {"equal": equal, "total": int(len(y))}
     intmodel = IntModel.load(cfg.folder / "hls") if (cfg.folder / "hls" / "intmodel.json").is_file() else None
     if intmodel is not None:
-        report["layers"] = [
-            {"name": layer.name, "type": layer.op, "weight_bits": layer.attrs["weight_bits"],
-             "act_bits": layer.attrs["act_bits"], "params": int(layer.weight.size)}
-            for layer in intmodel.mac_layers]
+        report["layers"] = []
+        for layer in intmodel.mac_layers:
+            entry = {"name": layer.name, "type": layer.op, "weight_bits": layer.attrs["weight_bits"],
+                     "act_bits": layer.attrs["act_bits"], "params": int(layer.weight.size)}
+            groups = layer.attrs.get("group_bits")
+            if groups:  # flip allocation: stored at weight_bits, most groups one bit narrower
+                entry["groups_with_extra_bit"] = round(
+                    sum(b == entry["weight_bits"] for b in groups) / len(groups), 4)
+            report["layers"].append(entry)
         report["model_hash"] = intmodel.digest()
     timings = {}
     for stage, f in (("train", "train.json"), ("export", "export.json"), ("hls", "hls/hls.json"),
@@ -325,8 +351,10 @@ def format_report(report: dict) -> str:
     if "layers" in report:
         lines.append(f"{'layer':<10}{'type':<8}{'W bits':>7}{'A bits':>7}{'params':>9}")
         for layer in report["layers"]:
+            extra = layer.get("groups_with_extra_bit")
+            note = "" if extra is None else f"   ({100 * extra:.0f} % of groups use bit {layer['weight_bits']})"
             lines.append(f"{layer['name']:<10}{layer['type']:<8}{layer['weight_bits']:>7}"
-                         f"{layer['act_bits']:>7}{layer['params']:>9}")
+                         f"{layer['act_bits']:>7}{layer['params']:>9}{note}")
         lines.append("")
     lines.append(f"{'stage':<10}{'accuracy':>9}{'seconds':>9}")
     for stage in ("torch", "qonnx", "csim", "emulator"):

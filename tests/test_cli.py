@@ -136,3 +136,20 @@ def test_run_and_bench_commands(demo_dir, tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"definitely not numpy")
     r = _run("run", "--overlay", str(out), "--input", str(tmp_path / "bad.npy"))
     assert r.returncode == 2 and "bad.npy" in r.stderr
+
+
+def test_flip_training_goes_through_every_stage_exactly(tmp_path):
+    out = tmp_path / "flip"
+    r = _run("demo", "--out", str(out), "--no-progress", "--flip", "--flip-group-size", "8",
+             "--float-epochs", "4", "--epochs", "6", timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    for pair, v in report["agreement"].items():
+        assert v["equal"] == v["total"], pair
+    assert any(0 < layer.get("groups_with_extra_bit", 0) < 1 for layer in report["layers"])
+    plan = (out / "plan.toml").read_text()
+    assert "group_bits" in plan and "group_size = 8" in plan
+    assert (out / "flip_allocation.png").is_file()
+    assert json.loads((out / "train.json").read_text())["stored_weight_bits"] > 0
+    hls = json.loads((out / "hls" / "hls_report.json").read_text())
+    assert all(layer["group_size"] == 8 for layer in hls["layers"])
