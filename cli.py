@@ -41,6 +41,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--group-size", type=int, default=None,
                    help="weight-group size for layers whose plan gives none (0: whole fan-in)")
     p.add_argument("--pe", default=None, help="PEs per layer, e.g. conv1=4,fc1=2 (default 1 each)")
+    p.add_argument("--board", default=None, help="board whose resources the hls report is checked against")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +152,7 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe", "float_epochs")}
+                  "kernel", "group_size", "pe", "float_epochs", "board")}
     overrides["progress"] = False if args.no_progress else None
     if getattr(args, "flip", False):
         from flipq.quant.flip import flip_config_from_args

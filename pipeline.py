@@ -42,6 +42,7 @@ class BuildConfig:
     kernel: str = "bitserial"  # or "stock": hls4ml's own bit-parallel kernels
     group_size: int = 0  # weight-group size for layers whose plan gives none (0: whole fan-in)
     pe: str = ""  # PEs per layer, "conv1=4,fc1=2" (default 1 each)
+    board: str = "pynq-z2"  # the board whose resources the hls report is checked against
     flip: dict | None = None  # FlipConfig fields: retrain with flip-based extra-bit allocation
     float_epochs: int = 0  # train a float twin first and start QAT from its weights
     progress: bool = True
@@ -209,7 +210,10 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
 
     if cfg.kernel not in ("bitserial", "stock"):
         raise ValueError(f"kernel '{cfg.kernel}' is unknown (bitserial or stock)")
-    cfg.pe_map()  # a malformed --pe fails before minutes of work
+    cfg.pe_map()  # a malformed --pe or an unknown board fails before minutes of work
+    from flipq.boards import load_board
+
+    load_board(cfg.board)
     t0 = time.perf_counter()
     src = Path(model_path) if model_path else cfg.folder / "model.onnx"
     raw = load_qonnx(src)
@@ -237,12 +241,22 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
         np.save(_outputs(cfg) / "csim.npy", outputs)
     report = hls_report(intmodel, pe=cfg.pe_map(), group_size=cfg.group_size, io_type=cfg.io_type)
     report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=intmodel.digest(),
-                  sources=info.pop("sources"))
+                  sources=info.pop("sources"), board=_board_check(cfg.board, report["totals"]))
     (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
     info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type,
                 model_hash=intmodel.digest())
     (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
     return report
+
+
+def _board_check(board_name: str, totals: dict) -> dict:
+    """Modeled totals against the board's resources (the overlay build refuses what does not
+    fit; here it is reported early)."""
+    from flipq.boards import load_board
+
+    board = load_board(board_name)
+    return {"name": board.name, "fits": not board.fits(totals), "over": board.fits(totals),
+            "utilization": {k: round(float(totals.get(k, 0)) / v, 4) for k, v in board.resources.items() if v}}
 
 
 def _firmware_sources(project_dir: Path, hls_dir: Path) -> list[str]:
@@ -378,4 +392,9 @@ def format_hls_report(report: dict) -> str:
                      f"{layer['cycles']:>10}{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")
     t = report["totals"]
     lines.append(f"{'total':<36}{t['cycles']:>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}{t['dsp']:>5}")
+    board = report.get("board")
+    if board:
+        use = ", ".join(f"{k} {100 * v:.1f} %" for k, v in board["utilization"].items())
+        verdict = "fits" if board["fits"] else "DOES NOT FIT: " + "; ".join(board["over"])
+        lines.append(f"{board['name']}: {use} -- {verdict}")
     return "\n".join(lines)

@@ -109,6 +109,8 @@ def test_hls_command_writes_report(demo_dir):
     for layer in report["layers"]:
         assert {"cycles", "lut", "ff", "bram36", "dsp", "weight_bits", "act_bits"} <= set(layer)
     assert report["totals"]["cycles"] == sum(layer["cycles"] for layer in report["layers"])
+    assert report["board"]["name"] == "pynq-z2" and report["board"]["fits"] is True
+    assert 0 < report["board"]["utilization"]["lut"] < 1
 
 
 def test_bad_pe_option_is_named(demo_dir, tmp_path):
@@ -117,6 +119,8 @@ def test_bad_pe_option_is_named(demo_dir, tmp_path):
     assert r.returncode == 2 and "pe names layer 'conv9'" in r.stderr and "Traceback" not in r.stderr
     r = _run("hls", "--out", str(out), "--pe", "conv1=zero")
     assert r.returncode == 2 and "--pe entry 'conv1=zero'" in r.stderr
+    r = _run("hls", "--out", str(out), "--board", "pynq-z9")
+    assert r.returncode == 2 and "unknown board 'pynq-z9'" in r.stderr
 
 
 def test_run_and_bench_commands(demo_dir, tmp_path):
