@@ -30,6 +30,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--fresh", action="store_true",
                        help="discard a checkpoint already in --out instead of resuming it")
+        p.add_argument("--threads", type=int, default=None, help="torch threads for training (default 1)")
         p.add_argument("--float-epochs", type=int, default=None,
                        help="train a float twin for this many epochs and start QAT from it")
         from flipq.quant.flip import add_flip_arguments
@@ -152,7 +153,7 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe", "float_epochs", "board")}
+                  "kernel", "group_size", "pe", "float_epochs", "board", "threads")}
     overrides["progress"] = False if args.no_progress else None
     if getattr(args, "flip", False):
         from flipq.quant.flip import flip_config_from_args

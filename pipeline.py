@@ -45,6 +45,9 @@ class BuildConfig:
     board: str = "pynq-z2"  # the board whose resources the hls report is checked against
     flip: dict | None = None  # FlipConfig fields: retrain with flip-based extra-bit allocation
     float_epochs: int = 0  # train a float twin first and start QAT from its weights
+    # torch threads: small nets train fastest on one, and two threads spin badly against any
+    # other busy process on a 2-core machine (seen here: 7x slower)
+    threads: int = 1
     progress: bool = True
 
     def pe_map(self) -> dict[str, int]:
@@ -117,13 +120,13 @@ def stage_train(cfg: BuildConfig) -> None:
     model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input)
     np.savez(cfg.folder / "data.npz", x_test=ds.x_test, y_test=ds.y_test)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                       progress=cfg.progress)
+                       threads=cfg.threads, progress=cfg.progress)
     info: dict = {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
                   "signed_input": ds.signed_input}
     if cfg.float_epochs and not (cfg.folder / "checkpoint.pt").is_file():
         twin = FloatNet(get_arch(cfg.arch), ds.input_shape, ds.num_classes)
         fh = train(twin, ds, TrainConfig(epochs=cfg.float_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                         seed=cfg.seed, progress=cfg.progress))
+                                         seed=cfg.seed, threads=cfg.threads, progress=cfg.progress))
         info["float_accuracy"] = fh["test_accuracy"][-1]
         copy_mac_weights(twin, model)
     if cfg.flip is not None:

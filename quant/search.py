@@ -44,6 +44,7 @@ class SearchConfig:
     group_size: int = 16
     seed: int = 0
     validation_fraction: float = 0.2
+    threads: int = 1  # many short trainings of small nets: one thread each is fastest
     progress: bool = True
 
 
@@ -152,7 +153,7 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path | None = None)
     split = _split(ds, cfg.validation_fraction, cfg.seed)
     base = FloatNet(arch, ds.input_shape, ds.num_classes)
     train(base, split, TrainConfig(epochs=cfg.float_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                   seed=cfg.seed, progress=False))
+                                   seed=cfg.seed, threads=cfg.threads, progress=False))
     cache: dict[tuple, dict] = {}
     bar = tqdm(desc="search", unit="config", disable=not cfg.progress, leave=False)
 
@@ -163,7 +164,7 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path | None = None)
             model = QuantNet(arch, ds.input_shape, plan, ds.num_classes, ds.signed_input)
             copy_mac_weights(base, model)
             train(model, split, TrainConfig(epochs=cfg.qat_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                            seed=cfg.seed, progress=False))
+                                            seed=cfg.seed, threads=cfg.threads, progress=False))
             _, acc = evaluate(model, split.x_test, split.y_test)
             cache[key] = {"bits": {n: {"weight_bits": key[2 * i], "act_bits": key[2 * i + 1]}
                                    for i, n in enumerate(names)},
