@@ -34,7 +34,9 @@ from flipq.quant.flip import (FlipConfig, plot_allocation, stored_weight_bits,
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
 from flipq.quant.train import TrainConfig, evaluate, train
 
-VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "w2a4-ends", "flip")
+VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "w2a4-ends", "base", "flip")
+# "base": flip-MPQ's base plan (--base-bits, --ends-bits, --layer-bits) retrained without flip
+# allocation, i.e. the same-base uniform-per-layer baseline.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,11 +46,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default=None, help="checkpoints and per-run results (default build/mpq_runs)")
     p.add_argument("--arch", default="vgg7-fm")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w2a4", "w2a4-ends", "flip"], choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w3a4", "w2a4-ends", "base", "flip"],
+                   choices=VARIANTS)
+    p.add_argument("--data-path", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--train-size", type=int, default=8000, help="training subset (of 60,000)")
-    p.add_argument("--eval-size", type=int, default=2000, help="test rows scored after each epoch")
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="validation rows, drawn from the training rows outside the training subset; "
+                        "knobs are tuned on these, never on the test set")
+    p.add_argument("--eval-size", type=int, default=1000,
+                   help="validation rows scored after each epoch (progress only)")
     p.add_argument("--float-epochs", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=6, help="retraining epochs per quantized variant")
+    p.add_argument("--epochs", type=int, default=12, help="retraining epochs per quantized variant")
     p.add_argument("--float-lr", type=float, default=3e-3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
@@ -57,10 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ends-bits", type=int, default=4,
                    help="weight width of the first and last MAC layer in flip-MPQ's base plan and in "
                         "w2a4-ends (0: --base-bits)")
+    p.add_argument("--layer-bits", nargs="*", default=["conv2=3", "conv3=3", "conv4=3"], metavar="LAYER=BITS",
+                   help="base weight width of single layers (after --base-bits and --ends-bits), "
+                        "e.g. conv2=3 conv3=3; used by flip and base")
     p.add_argument("--group-size", type=int, default=FlipConfig.group_size)
     p.add_argument("--window", type=float, default=FlipConfig.window)
     p.add_argument("--threshold", type=float, default=FlipConfig.threshold)
-    p.add_argument("--allocate-epochs", type=int, nargs="*", default=[1, 3])
+    p.add_argument("--allocate-epochs", type=int, nargs="*", default=[3, 7])
     p.add_argument("--promote", default=FlipConfig.promote)
     p.add_argument("--lr-factor", type=float, default=FlipConfig.lr_factor)
     p.add_argument("--lr-band", type=float, default=FlipConfig.lr_band)
@@ -72,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", default="", help="suffix for flip run names and outputs (keeps tuning runs apart)")
     args = p.parse_args(argv)
     if args.quick:
-        args.train_size, args.eval_size, args.float_epochs, args.epochs = 3000, 1000, 2, 3
+        args.train_size, args.val_size, args.eval_size, args.float_epochs, args.epochs = 3000, 2000, 1000, 2, 3
         args.allocate_epochs = [0]
         if args.seeds == [0, 1, 2]:
             args.seeds = [0]
@@ -91,18 +102,51 @@ def uniform_plan(arch, w: int, a: int) -> BitPlan:
     return BitPlan(tuple(LayerBits(n, w, a) for n in mac_names(arch)))
 
 
+def base_plan(args, arch) -> BitPlan:
+    """flip-MPQ's starting plan: --base-bits everywhere, first/last MAC layer at --ends-bits,
+    then the --layer-bits overrides."""
+    plan = uniform_plan(arch, args.base_bits, args.act_bits)
+    if args.ends_bits:
+        for end in (plan.names[0], plan.names[-1]):
+            plan = plan.with_layer(end, weight_bits=args.ends_bits)
+    for item in args.layer_bits:
+        name, _, bits = item.partition("=")
+        if name not in plan.names or not bits.isdigit():
+            raise SystemExit(f"--layer-bits {item!r}: expected LAYER=BITS with LAYER in {plan.names}")
+        plan = plan.with_layer(name, weight_bits=int(bits))
+    return plan
+
+
 def run_name(args, variant: str, seed: int) -> str:
-    # Only flip-MPQ depends on the tuning knobs; the baselines are shared between tags.
-    return f"{variant}{args.tag if variant == 'flip' else ''}_s{seed}"
+    # Runs are keyed by what they depend on: every quantized run by its retraining length (and
+    # training size), flip and base also by the tag (their knobs / base plan). The float start
+    # is shared by every tag and retraining length.
+    size = "" if args.train_size == 8000 else f"_n{args.train_size}"
+    tag = args.tag if variant in ("flip", "base") else ""
+    return f"{variant}_e{args.epochs}{size}{tag}_s{seed}"
+
+
+def split(args, seed: int):
+    """Training subset (the same rows as ``load_dataset(limit_train=...)``), a validation set
+    drawn from the remaining training rows, and the full 10,000-row test set."""
+    full = load_dataset("fashion-mnist", path=args.data_path, seed=seed)
+    n = len(full.x_train)
+    idx = np.sort(np.random.default_rng(seed).choice(n, args.train_size, replace=False))
+    rest = np.setdiff1d(np.arange(n), idx)
+    val = np.sort(np.random.default_rng(2000 + seed).choice(rest, args.val_size, replace=False))
+    assert not np.intersect1d(idx, val).size
+    return full, idx, val
 
 
 def one_seed(args, seed: int, work: Path) -> dict:
     arch = get_arch(args.arch)
-    full = load_dataset("fashion-mnist", seed=seed, limit_train=args.train_size)
-    # Per-epoch scores use a fixed test subset (full-test evaluation each epoch would cost as
-    # much as a third of an epoch here); the reported accuracy is on all 10,000 test rows.
-    rows = np.random.default_rng(1000 + seed).choice(len(full.x_test), args.eval_size, replace=False)
-    ds = Dataset(full.name, full.x_train, full.y_train, full.x_test[rows], full.y_test[rows])
+    full, idx, val = split(args, seed)
+    # Per-epoch progress is scored on the first --eval-size validation rows (the test set is
+    # never looked at during training or tuning); every run is then scored on all validation
+    # rows (for tuning) and on all 10,000 test rows (the reported accuracy).
+    ds = Dataset(full.name, full.x_train[idx], full.y_train[idx], full.x_train[val[:args.eval_size]],
+                 full.y_train[val[:args.eval_size]])
+    x_val, y_val = full.x_train[val], full.y_train[val]
     results = {}
 
     def done(name):
@@ -116,10 +160,11 @@ def one_seed(args, seed: int, work: Path) -> dict:
                        threads=args.threads)
     t0 = time.perf_counter()
     hist = train(float_net, ds, fcfg, checkpoint=work / f"{fname}.pt")
-    if done(fname) is None:
+    if done(fname) is None or "val_accuracy" not in done(fname):
         _, acc = evaluate(float_net, full.x_test, full.y_test)
+        _, vacc = evaluate(float_net, x_val, y_val)
         (work / f"{fname}.json").write_text(json.dumps({
-            "accuracy": acc, "weight_bits": 32 * sum(m.weight.numel() for m in float_net.mac_layers().values()),
+            "accuracy": acc, "val_accuracy": vacc, "weight_bits": 32 * sum(m.weight.numel() for m in float_net.mac_layers().values()),
             "history": hist, "seconds": time.perf_counter() - t0}))
     if "float" in args.variants:
         results["float"] = done(fname)
@@ -129,11 +174,13 @@ def one_seed(args, seed: int, work: Path) -> dict:
         if done(name) is not None:
             results[variant] = done(name)
             continue
-        bits = {"w4a4": 4, "w3a4": 3, "w2a4": 2, "w2a4-ends": 2, "flip": args.base_bits}[variant]
-        plan = uniform_plan(arch, bits, args.act_bits)
-        if variant in ("flip", "w2a4-ends") and args.ends_bits:
-            for end in (plan.names[0], plan.names[-1]):
-                plan = plan.with_layer(end, weight_bits=args.ends_bits)
+        if variant in ("flip", "base"):
+            plan = base_plan(args, arch)
+        else:
+            plan = uniform_plan(arch, {"w4a4": 4, "w3a4": 3, "w2a4": 2, "w2a4-ends": 2}[variant], args.act_bits)
+            if variant == "w2a4-ends":
+                for end in (plan.names[0], plan.names[-1]):
+                    plan = plan.with_layer(end, weight_bits=4)
         torch.manual_seed(seed)
         model = QuantNet(arch, ds.input_shape, plan, ds.num_classes)
         copy_mac_weights(float_net, model)
@@ -147,12 +194,13 @@ def one_seed(args, seed: int, work: Path) -> dict:
         else:
             hist = train(model, ds, cfg, checkpoint=work / f"{name}.pt")
         _, acc = evaluate(model, full.x_test, full.y_test)
-        res = {"accuracy": acc, "weight_bits": stored_weight_bits(plan, model),
+        _, vacc = evaluate(model, x_val, y_val)
+        res = {"accuracy": acc, "val_accuracy": vacc, "weight_bits": stored_weight_bits(plan, model),
                "breakdown": weight_bits_breakdown(plan, model), "history": hist,
                "seconds": time.perf_counter() - t0, **extra}
         (work / f"{name}.json").write_text(json.dumps(res))
         results[variant] = res
-        print(f"seed {seed} {variant}: accuracy {acc:.4f}, weight bits {res['weight_bits']}", flush=True)
+        print(f"seed {seed} {variant}: val {vacc:.4f} test {acc:.4f}, weight bits {res['weight_bits']}", flush=True)
     return results
 
 
@@ -161,9 +209,11 @@ def summarize(args, per_seed: dict[int, dict]) -> dict:
                  "flip_config": flip_config(args).to_dict()}
     for v in args.variants:
         accs = [per_seed[s][v]["accuracy"] for s in per_seed]
+        vaccs = [per_seed[s][v]["val_accuracy"] for s in per_seed]
         bits = [per_seed[s][v]["weight_bits"] for s in per_seed]
-        out[v] = {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                  "accuracies": accs, "weight_bits": float(np.mean(bits)), "weight_bits_per_seed": bits,
+        sd = (lambda a: float(np.std(a, ddof=1)) if len(a) > 1 else 0.0)
+        out[v] = {"accuracy": float(np.mean(accs)), "accuracy_std": sd(accs), "accuracies": accs,
+                  "val_accuracy": float(np.mean(vaccs)), "val_accuracy_std": sd(vaccs), "val_accuracies": vaccs, "weight_bits": float(np.mean(bits)), "weight_bits_per_seed": bits,
                   "seconds": float(np.mean([per_seed[s][v]["seconds"] for s in per_seed]))}
     if "w4a4" in out:
         ref = out["w4a4"]["weight_bits"]
