@@ -362,3 +362,43 @@ def test_rebuilt_model_from_the_plan_loads_the_flip_weights(flip_chain):
     again = QuantNet(TINY, model.input_shape, BitPlan.from_dict(plan.to_dict()), 10)
     again.load_state_dict(model.state_dict())
     assert np.array_equal(evaluate(again, x)[0], evaluate(model, x)[0])
+
+
+# -- the benchmark's split and base plan -------------------------------------------------------
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_mpq.py"
+    spec = importlib.util.spec_from_file_location("reproduce_mpq", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_base_plan_and_run_names():
+    bench = _benchmark()
+    args = bench.parse_args([])
+    plan = bench.base_plan(args, bench.get_arch("vgg7-fm"))
+    assert [lb.weight_bits for lb in plan] == [4, 3, 3, 3, 2, 2, 4]
+    assert all(lb.act_bits == 4 for lb in plan)
+    plan2 = bench.base_plan(bench.parse_args(["--layer-bits"]), bench.get_arch("vgg7-fm"))
+    assert [lb.weight_bits for lb in plan2] == [4, 2, 2, 2, 2, 2, 4]
+    with pytest.raises(SystemExit):
+        bench.base_plan(bench.parse_args(["--layer-bits", "conv9=3"]), bench.get_arch("vgg7-fm"))
+    # baselines are shared between flip tags, flip and base runs are not
+    tagged = bench.parse_args(["--tag", "_x"])
+    assert bench.run_name(tagged, "w4a4", 1) == bench.run_name(args, "w4a4", 1) == "w4a4_e12_s1"
+    assert bench.run_name(tagged, "flip", 1) == "flip_e12_x_s1"
+
+
+def test_benchmark_validation_rows_are_training_rows_outside_the_subset(monkeypatch):
+    bench = _benchmark()
+    from flipq.quant.data import Dataset
+    rng = np.random.default_rng(0)
+    fake = Dataset("fashion-mnist", rng.random((600, 1, 4, 4), dtype=np.float32), rng.integers(0, 10, 600),
+                   rng.random((50, 1, 4, 4), dtype=np.float32), rng.integers(0, 10, 50))
+    monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: fake)
+    args = bench.parse_args(["--train-size", "200", "--val-size", "100"])
+    full, idx, val = bench.split(args, seed=3)
+    assert len(idx) == 200 and len(val) == 100 and not np.intersect1d(idx, val).size
+    assert full.x_test is fake.x_test  # the test set is left whole, only scored at the end
