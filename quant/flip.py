@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ import torch.nn as nn
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.host.groups import group_count
 from flipq.quant.extrabit import set_weight_bits
+from flipq.quant.models import trace_shapes
 from flipq.quant.train import TrainConfig, load_checkpoint, train
 
 LR_MODES = ("step", "grad", "off")
@@ -175,21 +176,8 @@ def from_kn(matrix: torch.Tensor, shape: torch.Size, chw: tuple[int, int, int] |
 def flatten_inputs(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
     """Per MAC layer: the ``(C, H, W)`` feature map a Linear layer reads through a flatten, else
     None. Found with one forward pass on zeros."""
-    shapes: dict[str, tuple] = {}
-    hooks = []
-    for name, m in model.body.named_children():
-        if isinstance(m, nn.Flatten):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out: shapes.__setitem__("map", tuple(inp[0].shape[1:]))))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *model.input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    traced = trace_shapes(model)
+    shapes = {"map": traced[n][0] for n, m in model.body.named_children() if isinstance(m, nn.Flatten)}
     out: dict[str, tuple[int, int, int] | None] = {n: None for n in model.layer_names}
     seen_flatten = False
     for name, m in model.body.named_children():

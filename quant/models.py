@@ -208,6 +208,30 @@ class FloatNet(nn.Module):
         return self.body(x)
 
 
+def trace_shapes(model: nn.Module) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Per child of ``model.body``: (input shape, output shape) without the batch dimension,
+    from one forward pass on zeros; the model's training mode is left as it was."""
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def record(name):
+        def hook(mod, inp, out):
+            out = as_tensor(out)
+            shapes[name] = (tuple(as_tensor(inp[0]).shape[1:]), tuple(out.shape[1:]))
+        return hook
+
+    hooks = [m.register_forward_hook(record(name)) for name, m in model.body.named_children()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *model.input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
 def copy_mac_weights(src: nn.Module, dst: nn.Module) -> None:
     """Copy every MAC layer's weight from ``src`` to ``dst`` (e.g. a trained FloatNet into a
     QuantNet to start quantization-aware retraining); layer names and shapes must match."""

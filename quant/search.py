@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from flipq.host.bitplan import MAX_BITS, MIN_BITS, BitPlan, LayerBits
-from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
+from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names, trace_shapes
 from flipq.quant.train import TrainConfig, evaluate, train
 
 OBJECTIVES = ("error", "cycles", "energy_pj", "memory_bits")
@@ -77,19 +77,8 @@ def integer_weights(model: QuantNet) -> dict[str, np.ndarray]:
 
 def output_pixels(model: QuantNet) -> dict[str, int]:
     """Per MAC layer, how many output pixels it computes per inference (1 for dense)."""
-    pix: dict[str, int] = {}
-    hooks = [layer.register_forward_hook(
-        lambda mod, inp, out, name=name: pix.__setitem__(
-            name, int(np.prod(tuple((out.value if hasattr(out, "value") else out).shape[2:])) or 1)))
-        for name, layer in model.mac_layers().items()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *model.input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
-    return pix
+    shapes = trace_shapes(model)
+    return {name: int(np.prod(shapes[name][1][1:])) for name in model.layer_names}
 
 
 def hardware_cost(model: QuantNet, plan: BitPlan, group_size: int = 16) -> dict:
