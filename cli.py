@@ -34,6 +34,10 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--float-epochs", type=int, default=None,
                        help="train a float twin for this many epochs and start QAT from it")
         from flipq.quant.flip import add_flip_arguments
+        from flipq.quant.scaling import WEIGHT_SCALE_RULES
+
+        p.add_argument("--weight-scale", default=None, choices=WEIGHT_SCALE_RULES,
+                       help="power-of-two weight scale: least-squares choice (mse, default) or Brevitas' absmax rule")
 
         add_flip_arguments(p)
     p.add_argument("--io-type", default=None, choices=["io_parallel", "io_stream"])
@@ -153,7 +157,7 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe", "float_epochs", "board", "threads")}
+                  "kernel", "group_size", "pe", "float_epochs", "board", "threads", "weight_scale")}
     overrides["progress"] = False if args.no_progress else None
     if getattr(args, "flip", False):
         from flipq.quant.flip import flip_config_from_args

@@ -45,6 +45,7 @@ class BuildConfig:
     board: str = "pynq-z2"  # the board whose resources the hls report is checked against
     flip: dict | None = None  # FlipConfig fields: retrain with flip-based extra-bit allocation
     float_epochs: int = 0  # train a float twin first and start QAT from its weights
+    weight_scale: str = "mse"  # power-of-two weight-scale rule (flipq.quant.scaling): "mse" or "absmax"
     # torch threads: small nets train fastest on one, and two threads spin badly against any
     # other busy process on a 2-core machine (seen here: 7x slower)
     threads: int = 1
@@ -78,6 +79,9 @@ class BuildConfig:
         except ValueError as e:
             raise ValueError(f"{path}: corrupt build config ({e})") from e
         known = {f.name for f in fields(cls)}
+        # Builds from before the weight-scale rule was a field were trained with absmax scales;
+        # rebuilding their networks with another rule would quantize the weights differently.
+        data.setdefault("weight_scale", "absmax")
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         return replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
 
@@ -117,7 +121,7 @@ def stage_train(cfg: BuildConfig) -> None:
     cfg.save()
     ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
     plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
-    model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input)
+    model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input, cfg.weight_scale)
     np.savez(cfg.folder / "data.npz", x_test=ds.x_test, y_test=ds.y_test)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        threads=cfg.threads, progress=cfg.progress)
@@ -145,7 +149,8 @@ def stage_train(cfg: BuildConfig) -> None:
 
 
 # Fields that change what a checkpoint means; the others (progress, io_type) do not.
-_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs")
+_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs",
+                    "weight_scale")
 
 
 class StaleBuildError(ValueError):
@@ -158,6 +163,7 @@ def _check_resumable(cfg: BuildConfig) -> None:
     if not ckpt.is_file() or not saved.is_file():
         return
     old = json.loads(saved.read_text())
+    old.setdefault("weight_scale", "absmax")  # as in BuildConfig.load
     diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _TRAINING_FIELDS
             if old.get(k) != getattr(cfg, k)]
     if diff:
@@ -173,7 +179,7 @@ def _trained_model(cfg: BuildConfig):
     info = json.loads(_need(cfg.folder / "train.json", "train").read_text())
     plan = BitPlan.load(_need(cfg.folder / "plan.toml", "train"))
     model = build_model(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
-                        info["signed_input"])
+                        info["signed_input"], cfg.weight_scale)
     model.load_state_dict(load_checkpoint(_need(cfg.folder / "checkpoint.pt", "train"))["model"])
     model.eval()
     return model, plan, info

@@ -34,6 +34,7 @@ from flipq.quant.data import Dataset, load_dataset
 from flipq.quant.flip import (FlipConfig, plot_allocation, stored_weight_bits,
                               train_flip, weight_bits_breakdown)
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
+from flipq.quant.scaling import WEIGHT_SCALE_RULES
 from flipq.quant.train import TrainConfig, evaluate, train
 
 VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "w2a4-ends", "base", "flip")
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--act-bits", type=int, default=4)
+    p.add_argument("--weight-scale", default="mse", choices=WEIGHT_SCALE_RULES,
+                   help="power-of-two weight-scale rule of every quantized variant (flipq.quant.scaling)")
     p.add_argument("--base-bits", type=int, default=2, help="flip-MPQ's base weight width")
     p.add_argument("--ends-bits", type=int, default=4,
                    help="weight width of the first and last MAC layer in flip-MPQ's base plan and in "
@@ -121,11 +124,12 @@ def base_plan(args, arch) -> BitPlan:
 
 def run_name(args, variant: str, seed: int) -> str:
     # Runs are keyed by what they depend on: every quantized run by its retraining length (and
-    # training size), flip and base also by the tag (their knobs / base plan). The float start
-    # is shared by every tag and retraining length.
+    # training size and weight-scale rule), flip and base also by the tag (their knobs / base
+    # plan). The float start is shared by every tag, rule and retraining length.
     size = "" if args.train_size == 8000 else f"_n{args.train_size}"
+    rule = "" if args.weight_scale == "mse" else f"_{args.weight_scale}"
     tag = args.tag if variant in ("flip", "base") else ""
-    return f"{variant}_e{args.epochs}{size}{tag}_s{seed}"
+    return f"{variant}_e{args.epochs}{size}{rule}{tag}_s{seed}"
 
 
 def split(args, seed: int):
@@ -184,7 +188,7 @@ def one_seed(args, seed: int, work: Path) -> dict:
                 for end in (plan.names[0], plan.names[-1]):
                     plan = plan.with_layer(end, weight_bits=4)
         torch.manual_seed(seed)
-        model = QuantNet(arch, ds.input_shape, plan, ds.num_classes)
+        model = QuantNet(arch, ds.input_shape, plan, ds.num_classes, weight_scale=args.weight_scale)
         copy_mac_weights(float_net, model)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                           threads=args.threads)

@@ -48,6 +48,7 @@ from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.host.groups import group_count
 from flipq.quant.extrabit import set_weight_bits
 from flipq.quant.models import trace_shapes
+from flipq.quant.scaling import pow2_weight_scale, quantize
 from flipq.quant.train import TrainConfig, load_checkpoint, train
 
 LR_MODES = ("step", "grad", "off")
@@ -137,15 +138,6 @@ class FlipConfig:
         return cls(**d)
 
 
-# -- the extra bit in the quantizer --------------------------------------------------------------
-def coarse_scale(weight: torch.Tensor, base_bits: int) -> torch.Tensor:
-    """The scale Brevitas' Int8WeightPerTensorFixedPoint gives ``weight`` at ``base_bits``:
-    ``2**ceil(log2(absmax)) / 2**(b-1)`` (absmax over the power-of-two integer threshold
-    ``2**(b-1)``, restricted to a power of two by ceil)."""
-    absmax = weight.detach().abs().max().clamp_min(1e-10)
-    return torch.exp2(torch.ceil(torch.log2(absmax)) - (base_bits - 1))
-
-
 # -- weight layout (K, N) as in flipq.host.groups ----------------------------------------------
 def as_kn(weight: torch.Tensor, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Torch weight -> the ``(K, N)`` matrix of ``flipq.host.groups`` in the integer model's
@@ -232,6 +224,7 @@ class FlipCounter:
         self.layers = model.mac_layers()
         self.chw = flatten_inputs(model)
         self.base_bits = {n: model.plan[n].weight_bits for n in self.layers}
+        self.rule = getattr(model, "weight_scale", "absmax")
         for n, b in self.base_bits.items():
             if b + 1 > 8:
                 raise FlipError(f"layer '{n}': base weight_bits={b} leaves no room for an extra bit")
@@ -249,11 +242,11 @@ class FlipCounter:
         return self.latent[name] if name in self.latent else self.layers[name].weight.detach()
 
     def scale(self, name: str) -> torch.Tensor:
-        """The coarse (base-width) scale ``s``: Brevitas' statistics on the ``b``-bit layer,
-        twice the frozen scale once the layer is at ``b + 1`` bits."""
+        """The coarse (base-width) scale ``s``: the model's weight-scale rule on the ``b``-bit
+        layer, twice the frozen scale once the layer is at ``b + 1`` bits."""
         if name in self.latent:
             return 2 * self.layers[name].weight_quant.tensor_quant.scaling_impl.scale.detach()
-        return coarse_scale(self.layers[name].weight, self.base_bits[name])
+        return pow2_weight_scale(self.layers[name].weight, self.base_bits[name], self.rule)
 
     def level(self, name: str) -> torch.Tensor:
         """Each weight's level on the coarse ``b``-bit grid (the quantizer's integer)."""
@@ -268,7 +261,7 @@ class FlipCounter:
         target = pending[0] if pending else None
         for name in self.layers:
             lvl, scale = self.level(name), self.scale(name)
-            # When the layer's scale moves (absmax crossing a power of two), every level moves with
+            # When the layer's scale moves (its statistic crossing a power of two), every level moves with
             # it: that is not a weight oscillating between two levels, so the step is not counted.
             same_grid = name not in self.prev_scale or torch.equal(scale, self.prev_scale[name])
             if target is not None and target - self.window_steps < step <= target and same_grid:
@@ -312,7 +305,7 @@ class FlipCounter:
 
     def _switch(self, name: str) -> None:
         layer = self.layers[name]
-        s = coarse_scale(layer.weight, self.base_bits[name])  # what the b-bit quantizer uses now
+        s = self.scale(name)  # what the b-bit quantizer uses now
         set_weight_bits(layer, self.base_bits[name] + 1, float(s) / 2)
         self.latent[name] = layer.weight.detach().clone()
         self._written[name] = layer.weight.detach().clone()
@@ -331,9 +324,7 @@ class FlipCounter:
     def project(self, name: str) -> torch.Tensor:
         """Latent weights with the un-flagged ones rounded (and clipped) to the coarse grid."""
         latent = self.latent_weight(name)
-        top = 2 ** (self.base_bits[name] - 1) - 1
-        s = self.scale(name)
-        return torch.where(self.flags[name], latent, torch.clamp(torch.round(latent / s), -top, top) * s)
+        return torch.where(self.flags[name], latent, quantize(latent, self.base_bits[name], self.scale(name)))
 
     # results
     def fractions(self) -> dict[str, dict[str, float]]:

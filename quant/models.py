@@ -19,11 +19,11 @@ from __future__ import annotations
 import brevitas.nn as qnn
 import torch
 import torch.nn as nn
-from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint,
-                            Uint8ActPerTensorFixedPoint)
+from brevitas.quant import Int8ActPerTensorFixedPoint, Uint8ActPerTensorFixedPoint
 
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.quant.extrabit import FlipWeightQuant
+from flipq.quant.scaling import check_rule, weight_quantizer
 
 Arch = tuple[tuple, ...]
 
@@ -75,25 +75,29 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
-def _weight_quant(lb: LayerBits) -> dict:
-    """Brevitas weight-quantizer keywords for one layer. A layer whose groups are wider than its
-    base width (flip allocation) is stored at the widest group width with a frozen power-of-two
+def _weight_quant(lb: LayerBits, weight_scale: str) -> dict:
+    """Brevitas weight-quantizer keywords for one layer: its power-of-two scale follows the
+    ``weight_scale`` rule (``flipq.quant.scaling``). A layer whose groups are wider than its base
+    width (flip allocation) is stored at the widest group width with a frozen power-of-two
     scale, loaded from the state dict (``flipq.quant.extrabit``)."""
     if lb.max_weight_bits > lb.weight_bits:
         return {"weight_quant": FlipWeightQuant, "weight_bit_width": lb.max_weight_bits}
-    return {"weight_quant": Int8WeightPerTensorFixedPoint, "weight_bit_width": lb.weight_bits}
+    return {"weight_quant": weight_quantizer(weight_scale), "weight_bit_width": lb.weight_bits}
 
 
 class QuantNet(nn.Module):
     """A feed-forward Brevitas network: input quantizer, MAC layers with QuantReLU between.
 
-    The quantizer feeding MAC layer L has ``plan[L].act_bits``; its weights ``plan[L].weight_bits``.
+    The quantizer feeding MAC layer L has ``plan[L].act_bits``; its weights ``plan[L].weight_bits``,
+    on the power-of-two grid that ``weight_scale`` picks (``"mse"`` or ``"absmax"``,
+    ``flipq.quant.scaling``). A network rebuilt to load a state dict needs the same rule.
     """
 
     def __init__(self, arch: Arch, input_shape: tuple[int, ...], plan: BitPlan, num_classes: int,
-                 signed_input: bool = False):
+                 signed_input: bool = False, weight_scale: str = "mse"):
         super().__init__()
         self.arch = arch
+        self.weight_scale = check_rule(weight_scale)
         self.input_shape = tuple(input_shape)
         self.layer_names = mac_names(arch)
         plan.check_names(self.layer_names)
@@ -113,7 +117,7 @@ class QuantNet(nn.Module):
                 name = next(names)
                 _, out_ch, k, pad = tok
                 body.append((name, qnn.QuantConv2d(channels, out_ch, k, padding=pad, bias=False,
-                                                   **_weight_quant(plan[name]))))
+                                                   **_weight_quant(plan[name], weight_scale))))
                 channels = out_ch
                 spatial = tuple(s + 2 * pad - k + 1 for s in spatial)
             elif tok[0] == "pool":
@@ -128,7 +132,7 @@ class QuantNet(nn.Module):
                     channels = flat
                 units = tok[1] if tok[1] is not None else num_classes
                 body.append((name, qnn.QuantLinear(channels, units, bias=False,
-                                                   **_weight_quant(plan[name]))))
+                                                   **_weight_quant(plan[name], weight_scale))))
                 channels = units
             else:
                 raise ValueError(f"unknown layer token {tok!r}")
@@ -150,8 +154,8 @@ class QuantNet(nn.Module):
 
 
 def build_model(arch_name: str, input_shape, plan: BitPlan, num_classes: int,
-                signed_input: bool = False) -> QuantNet:
-    return QuantNet(get_arch(arch_name), input_shape, plan, num_classes, signed_input)
+                signed_input: bool = False, weight_scale: str = "mse") -> QuantNet:
+    return QuantNet(get_arch(arch_name), input_shape, plan, num_classes, signed_input, weight_scale)
 
 
 def as_tensor(y) -> torch.Tensor:

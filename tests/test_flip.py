@@ -10,17 +10,20 @@ import torch
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.host.groups import as_matrix, min_group_bits
 from flipq.quant.flip import (FlipConfig, FlipCounter, FlipError, ThresholdAwareLR, add_flip_arguments,
-                              as_kn, coarse_scale, expand_groups, flip_config_from_args, group_flags,
+                              as_kn, expand_groups, flip_config_from_args, group_flags,
                               plot_allocation, set_weight_bits, stored_weight_bits, train_flip)
 from flipq.quant.models import QuantNet, mac_names
+from flipq.quant.scaling import absmax_scale
 from flipq.quant.train import TrainConfig
 
 FC_ARCH = (("fc", 8), ("fc", None))  # fc1: 4 -> 8, fc2: 8 -> 3 on a (1, 2, 2) input
 
 
-def _fc_net(bits=3) -> QuantNet:
+def _fc_net(bits=3, weight_scale="absmax") -> QuantNet:
+    # The hand-made trajectories below are on absmax grids (the scale follows the largest
+    # weight); the counter reads whichever rule the model has.
     plan = BitPlan(tuple(LayerBits(n, bits, 4) for n in mac_names(FC_ARCH)))
-    return QuantNet(FC_ARCH, (1, 2, 2), plan, num_classes=3)
+    return QuantNet(FC_ARCH, (1, 2, 2), plan, num_classes=3, weight_scale=weight_scale)
 
 
 def _set(layer, values):
@@ -38,7 +41,7 @@ def test_extra_bit_layer_has_half_the_scale_and_keeps_base_levels_even(bits):
         _set(layer, torch.randn(32, generator=g) * 10 ** float(torch.empty(1).uniform_(-3, 1, generator=g)))
         q = layer.quant_weight()
         s, levels = q.scale.detach().reshape(()), q.int()
-        assert torch.equal(s, coarse_scale(layer.weight, bits))  # our formula is Brevitas' rule
+        assert torch.equal(s, absmax_scale(layer.weight, bits))  # our formula is Brevitas' rule
         set_weight_bits(layer, bits + 1, float(s) / 2)
         q2 = layer.quant_weight()
         assert int(q2.bit_width) == bits + 1 and torch.equal(q2.scale.detach().reshape(()), s / 2)
@@ -389,6 +392,8 @@ def test_benchmark_base_plan_and_run_names():
     tagged = bench.parse_args(["--tag", "_x"])
     assert bench.run_name(tagged, "w4a4", 1) == bench.run_name(args, "w4a4", 1) == "w4a4_e12_s1"
     assert bench.run_name(tagged, "flip", 1) == "flip_e12_x_s1"
+    # runs with the other weight-scale rule are kept apart
+    assert bench.run_name(bench.parse_args(["--weight-scale", "absmax"]), "w4a4", 1) == "w4a4_e12_absmax_s1"
 
 
 def test_benchmark_validation_rows_are_training_rows_outside_the_subset(monkeypatch):
