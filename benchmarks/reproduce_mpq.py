@@ -34,9 +34,10 @@ from flipq.quant.data import Dataset, load_dataset
 from flipq.quant.flip import (FlipConfig, plot_allocation, stored_weight_bits,
                               train_flip, weight_bits_breakdown)
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
-from flipq.quant.scaling import WEIGHT_SCALE_RULES
+from flipq.quant.scaling import WEIGHT_SCALE_RULES, pow2_weight_scale, quantize
 from flipq.quant.train import TrainConfig, evaluate, train
 
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 VARIANTS = ("float", "w4a4", "w3a4", "w2a4", "w2a4-ends", "base", "flip")
 # "base": flip-MPQ's base plan (--base-bits, --ends-bits, --layer-bits) retrained without flip
 # allocation, i.e. the same-base uniform-per-layer baseline.
@@ -48,9 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--work", default=None, help="checkpoints and per-run results (default build/mpq_runs)")
     p.add_argument("--arch", default="vgg7-fm")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w3a4", "w2a4-ends", "base", "flip"],
-                   choices=VARIANTS)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    p.add_argument("--variants", nargs="+", default=["float", "w4a4", "w3a4", "w2a4-ends", "flip"],
+                   choices=VARIANTS, help="'base' is flip's base plan without flip: w2a4-ends unless "
+                                          "--layer-bits or --base-bits change it")
     p.add_argument("--data-path", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--train-size", type=int, default=8000, help="training subset (of 60,000)")
     p.add_argument("--val-size", type=int, default=5000,
@@ -70,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ends-bits", type=int, default=4,
                    help="weight width of the first and last MAC layer in flip-MPQ's base plan and in "
                         "w2a4-ends (0: --base-bits)")
-    p.add_argument("--layer-bits", nargs="*", default=["conv2=3", "conv3=3", "conv4=3"], metavar="LAYER=BITS",
+    p.add_argument("--layer-bits", nargs="*", default=[], metavar="LAYER=BITS",
                    help="base weight width of single layers (after --base-bits and --ends-bits), "
                         "e.g. conv2=3 conv3=3; used by flip and base")
     p.add_argument("--group-size", type=int, default=FlipConfig.group_size)
@@ -90,7 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick:
         args.train_size, args.val_size, args.eval_size, args.float_epochs, args.epochs = 3000, 2000, 1000, 2, 3
         args.allocate_epochs = [0]
-        if args.seeds == [0, 1, 2]:
+        if args.seeds == list(DEFAULT_SEEDS):
             args.seeds = [0]
         args.tag = args.tag or "_quick"  # never overwrite the documented results
     return args
@@ -130,6 +132,26 @@ def run_name(args, variant: str, seed: int) -> str:
     rule = "" if args.weight_scale == "mse" else f"_{args.weight_scale}"
     tag = args.tag if variant in ("flip", "base") else ""
     return f"{variant}_e{args.epochs}{size}{rule}{tag}_s{seed}"
+
+
+def scale_table(float_net, bits=(2, 3, 4)) -> dict:
+    """Per MAC layer of a trained float network and per width: each rule's scale (as a multiple
+    of the absmax scale), relative squared error of the quantized weights and the fraction of
+    nonzero levels -- why the rule matters at 2-3 bits."""
+    out = {}
+    for name, layer in float_net.mac_layers().items():
+        w = layer.weight.detach()
+        row = {"weights": w.numel()}
+        for b in bits:
+            ref = pow2_weight_scale(w, b, "absmax")
+            for rule in WEIGHT_SCALE_RULES:
+                s = pow2_weight_scale(w, b, rule)
+                q = quantize(w, b, s)
+                row[f"w{b}_{rule}"] = {"scale_vs_absmax": float(s / ref),
+                                       "rel_sq_error": float(((q - w) ** 2).sum() / (w ** 2).sum()),
+                                       "nonzero": float((q != 0).float().mean())}
+        out[name] = row
+    return out
 
 
 def split(args, seed: int):
@@ -174,6 +196,7 @@ def one_seed(args, seed: int, work: Path) -> dict:
             "history": hist, "seconds": time.perf_counter() - t0}))
     if "float" in args.variants:
         results["float"] = done(fname)
+    results["float_weight_scales"] = scale_table(float_net)
 
     for variant in [v for v in args.variants if v != "float"]:
         name = run_name(args, variant, seed)
@@ -225,12 +248,18 @@ def summarize(args, per_seed: dict[int, dict]) -> dict:
         ref = out["w4a4"]["weight_bits"]
         for v in args.variants:
             out[v]["compression_vs_w4a4"] = ref / out[v]["weight_bits"]
+            # the seeds move every variant together (training subset): the paired difference
+            # to W4A4 is the sharper comparison
+            for key in ("accuracy", "val_accuracy"):
+                out[v][f"paired_{key}_minus_w4a4"] = [per_seed[s][v][key] - per_seed[s]["w4a4"][key]
+                                                      for s in per_seed]
         if "flip" in out:
             out["compression_vs_w4a4"] = out["flip"]["compression_vs_w4a4"]
             out["flip_accuracy_minus_w4a4"] = out["flip"]["accuracy"] - out["w4a4"]["accuracy"]
             out["flip_within_one_std_of_w4a4"] = bool(
                 out["flip"]["accuracy"] >= out["w4a4"]["accuracy"] - max(out["w4a4"]["accuracy_std"],
                                                                           out["flip"]["accuracy_std"]))
+    out["float_weight_scales_first_seed"] = per_seed[min(per_seed)]["float_weight_scales"]
     if "flip" in out:
         s0 = min(per_seed)
         out["flip"]["fractions_seed0"] = per_seed[s0]["flip"]["flip"]["fractions"]

@@ -382,10 +382,10 @@ def test_benchmark_base_plan_and_run_names():
     bench = _benchmark()
     args = bench.parse_args([])
     plan = bench.base_plan(args, bench.get_arch("vgg7-fm"))
-    assert [lb.weight_bits for lb in plan] == [4, 3, 3, 3, 2, 2, 4]
+    assert [lb.weight_bits for lb in plan] == [4, 2, 2, 2, 2, 2, 4]  # = w2a4-ends
     assert all(lb.act_bits == 4 for lb in plan)
-    plan2 = bench.base_plan(bench.parse_args(["--layer-bits"]), bench.get_arch("vgg7-fm"))
-    assert [lb.weight_bits for lb in plan2] == [4, 2, 2, 2, 2, 2, 4]
+    plan2 = bench.base_plan(bench.parse_args(["--layer-bits", "conv2=3", "conv4=3"]), bench.get_arch("vgg7-fm"))
+    assert [lb.weight_bits for lb in plan2] == [4, 3, 2, 3, 2, 2, 4]
     with pytest.raises(SystemExit):
         bench.base_plan(bench.parse_args(["--layer-bits", "conv9=3"]), bench.get_arch("vgg7-fm"))
     # baselines are shared between flip tags, flip and base runs are not
