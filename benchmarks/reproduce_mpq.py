@@ -11,8 +11,8 @@ interrupted benchmark continues where it stopped when started again with the sam
     .venv/bin/python benchmarks/reproduce_mpq.py                 # the documented run (~28 min on 2 cores)
     .venv/bin/python benchmarks/reproduce_mpq.py --quick         # a few minutes, for tuning
 
-Writes ``<out>/mpq.json``, ``<out>/mpq.png`` (accuracy vs stored bits) and
-``<out>/mpq_allocation.png`` (where the extra bits went, first seed).
+Writes ``<out>/mpq.json``, ``<out>/mpq.md`` (the summary table), ``<out>/mpq.png`` (accuracy vs
+stored bits) and ``<out>/mpq_allocation.png`` (where the extra bits went, first seed).
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-band", type=float, default=FlipConfig.lr_band)
     p.add_argument("--lr-mode", default=FlipConfig.lr_mode)
     p.add_argument("--max-fraction", type=float, default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="seeds trained side by side in this many processes (one core each with --threads 1: "
+                        "small nets train faster on one thread, and 2 threads spin against any other busy process)")
     p.add_argument("--quick", action="store_true",
                    help="tuning size: 3000 training rows, 1000 eval rows, 2+3 epochs, one seed")
     p.add_argument("--tag", default="", help="suffix for flip run names and outputs (keeps tuning runs apart)")
@@ -233,6 +236,21 @@ def one_seed(args, seed: int, work: Path) -> dict:
     return results
 
 
+def run_seeds(args, work: Path) -> dict[int, dict]:
+    """``one_seed`` for every seed, in ``--jobs`` processes. Each run writes its own files, so
+    seeds never share a checkpoint; a failed seed leaves the others' results on disk."""
+    jobs = max(1, min(args.jobs, len(args.seeds)))
+    if jobs == 1:
+        return {s: one_seed(args, s, work) for s in args.seeds}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked child would inherit the parent's torch thread pools
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {s: pool.submit(one_seed, args, s, work) for s in args.seeds}
+        return {s: f.result() for s, f in futures.items()}
+
+
 def summarize(args, per_seed: dict[int, dict]) -> dict:
     out: dict = {"setup": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
                  "flip_config": flip_config(args).to_dict()}
@@ -288,6 +306,23 @@ def plot_summary(summary: dict, variants, path: Path) -> None:
     plt.close(fig)
 
 
+def summary_table(summary: dict, variants) -> str:
+    """The summary as a markdown table (docs/mpq.md quotes it)."""
+    pct = lambda a: ", ".join(f"{100 * x:.2f}" for x in a)
+    rows = ["| variant | test accuracy (%) | per seed | validation (%) | paired test - W4A4 (points) "
+            "| stored weight bits | compression vs W4A4 | s / run |",
+            "|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        r = summary[v]
+        paired = r.get("paired_accuracy_minus_w4a4")
+        pair = f"{100 * np.mean(paired):+.2f} ({', '.join(f'{100 * x:+.2f}' for x in paired)})" if paired else "-"
+        comp = f"{r['compression_vs_w4a4']:.3f}x" if "compression_vs_w4a4" in r else "-"
+        rows.append(f"| {v} | {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} | {pct(r['accuracies'])} "
+                    f"| {100 * r['val_accuracy']:.2f} ± {100 * r['val_accuracy_std']:.2f} | {pair} "
+                    f"| {r['weight_bits']:,.0f} | {comp} | {r['seconds']:.0f} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -296,12 +331,13 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    per_seed = {s: one_seed(args, s, work) for s in args.seeds}
+    per_seed = run_seeds(args, work)
     summary = summarize(args, per_seed)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - t0
     stem = "mpq" + args.tag
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1))
     plot_summary(summary, args.variants, out / f"{stem}.png")
+    (out / f"{stem}.md").write_text(summary_table(summary, args.variants))
     if "flip" in args.variants:
         s0 = min(per_seed)
         plan = BitPlan.from_dict(per_seed[s0]["flip"]["plan"])
