@@ -1,6 +1,6 @@
 """Reproduce flip-based mixed precision's compression result (Kim et al., TNNLS 2021) on
-Fashion-MNIST: float, uniform W4A4 / W3A4, W2A4 with W4 ends, flip's base plan without flip, and
-flip-MPQ (mixed W2/W3 base + extra bits), several seeds; accuracy mean +- std on the full test set
+Fashion-MNIST: float, uniform W4A4 / W3A4, W2A4 with W4 ends (flip's base plan without flip), and
+flip-MPQ (that base + extra bits), several seeds; accuracy mean +- std on the full test set
 and stored weight bits (group flags included) against W4A4. Knobs are tuned on a validation split
 drawn from the training rows outside the training subset, never on the test set.
 
@@ -8,7 +8,7 @@ Every quantized variant is retrained from the same float network (per seed), as 
 Each finished run is saved under ``build/mpq_runs/``, and every run checkpoints each epoch, so an
 interrupted benchmark continues where it stopped when started again with the same options.
 
-    .venv/bin/python benchmarks/reproduce_mpq.py                 # the documented run (~28 min on 2 cores)
+    .venv/bin/python benchmarks/reproduce_mpq.py                 # the documented run (~41 min on 2 cores)
     .venv/bin/python benchmarks/reproduce_mpq.py --quick         # a few minutes, for tuning
 
 Writes ``<out>/mpq.json``, ``<out>/mpq.md`` (the summary table), ``<out>/mpq.png`` (accuracy vs
