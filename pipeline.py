@@ -79,11 +79,14 @@ class BuildConfig:
         except ValueError as e:
             raise ValueError(f"{path}: corrupt build config ({e})") from e
         known = {f.name for f in fields(cls)}
-        # Builds from before the weight-scale rule was a field were trained with absmax scales;
-        # rebuilding their networks with another rule would quantize the weights differently.
-        data.setdefault("weight_scale", "absmax")
-        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        cfg = cls(**{k: v for k, v in {**_LEGACY_DEFAULTS, **data}.items() if k in known})
         return replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
+
+
+# What a saved config.json that lacks a field meant: builds from before the weight-scale rule was a
+# field were trained with absmax scales, and rebuilding their networks with another rule would
+# quantize the weights differently.
+_LEGACY_DEFAULTS = {"weight_scale": "absmax"}
 
 
 def _need(path: Path, stage: str) -> Path:
@@ -162,8 +165,7 @@ def _check_resumable(cfg: BuildConfig) -> None:
     saved = cfg.folder / "config.json"
     if not ckpt.is_file() or not saved.is_file():
         return
-    old = json.loads(saved.read_text())
-    old.setdefault("weight_scale", "absmax")  # as in BuildConfig.load
+    old = {**_LEGACY_DEFAULTS, **json.loads(saved.read_text())}
     diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _TRAINING_FIELDS
             if old.get(k) != getattr(cfg, k)]
     if diff:
