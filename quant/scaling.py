@@ -6,12 +6,13 @@ Every weight quantizer in flipq has a power-of-two scale ``s`` and a narrow sign
 
 - ``"absmax"``: Brevitas' ``Int8WeightPerTensorFixedPoint`` statistic,
   ``2**ceil(log2(absmax)) / 2**(b-1)``. Nothing clips much, but the grid is set by the largest
-  weight: on a trained layer at 2-3 bits it is about one octave coarser than the weights need
-  (most 2-bit weights round to zero).
+  weight: on the benchmark's trained float layers it is one to two octaves coarser than the
+  least-squares grid at 2-4 bits, and at 2 bits it rounds 90-99 % of the weights to zero
+  (``docs/mpq.md``).
 - ``"mse"`` (default): of the powers of two from twice down to 1/8 of the absmax scale, the one
   whose quantized weights are closest to the float weights (least squared error; the coarser
   scale wins a tie). Weights above the top level clip; Brevitas' straight-through clamp keeps
-  their gradient. At 4+ bits it usually equals the absmax scale or half of it.
+  their gradient.
 
 Both are plain statistics of the current weights, without learned state: a network rebuilt from
 its BitPlan and state dict (export, the pipeline's later stages) computes the same scale again,
