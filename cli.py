@@ -19,6 +19,8 @@ from dataclasses import replace
 def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--out", required=True, help="build folder (artifacts of every stage)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--check-rows", type=int, default=None,
+                   help="test rows the stage checks compare (default 500; 0: the whole test split)")
     if training:
         p.add_argument("--dataset", default=None, choices=["digits", "fashion-mnist", "cifar10"])
         p.add_argument("--data-path", default=None, help="folder of the data set (CIFAR-10: required)")
@@ -157,7 +159,8 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe", "float_epochs", "board", "threads", "weight_scale")}
+                  "kernel", "group_size", "pe", "float_epochs", "board", "threads", "weight_scale",
+                  "check_rows")}
     overrides["progress"] = False if args.no_progress else None
     if getattr(args, "flip", False):
         from flipq.quant.flip import flip_config_from_args

@@ -50,6 +50,10 @@ class BuildConfig:
     # other busy process on a 2-core machine (seen here: 7x slower)
     threads: int = 1
     progress: bool = True
+    # Rows of the test split the stage checks run on (torch, QONNX execution, C-sim, emulator
+    # compared row by row); 0 = the whole split. QONNX execution and the C-sim take seconds per
+    # hundred rows on a conv net, so a full 10k-row split is opt-in (--check-rows 0).
+    check_rows: int = 500
 
     def pe_map(self) -> dict[str, int]:
         """``pe`` parsed: layer name -> number of PEs."""
@@ -108,6 +112,14 @@ def _outputs(cfg: BuildConfig) -> Path:
 def load_test_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
     with np.load(_need(cfg.folder / "data.npz", "train")) as d:
         return d["x_test"], d["y_test"]
+
+
+def load_check_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The rows every stage check runs on: the first ``cfg.check_rows`` of the test split (all
+    of it when 0). Every checking stage uses the same rows, so the report compares like with like."""
+    x, y = load_test_split(cfg)
+    n = len(y) if not cfg.check_rows else min(int(cfg.check_rows), len(y))
+    return x[:n], y[:n]
 
 
 # -- stages --------------------------------------------------------------------------------
@@ -194,7 +206,7 @@ def stage_export(cfg: BuildConfig) -> None:
 
     t0 = time.perf_counter()
     model, plan, info = _trained_model(cfg)
-    x, _ = load_test_split(cfg)
+    x, _ = load_check_split(cfg)
     path = export_model(model, tuple(info["input_shape"]), cfg.folder / "model.onnx", plan)
     out_torch, _ = evaluate(model, x)
     prepared = prepare_qonnx(load_qonnx(path))
@@ -240,7 +252,7 @@ def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
     if (cfg.folder / "data.npz").is_file():
         from flipq.host.emulator import Emulator
 
-        q = Emulator(intmodel).quantize_input(load_test_split(cfg)[0])
+        q = Emulator(intmodel).quantize_input(load_check_split(cfg)[0])
     log = io.StringIO()
     with contextlib.redirect_stdout(log):  # hls4ml narrates its topology walk; keep it in a log
         if cfg.kernel == "bitserial":
@@ -305,7 +317,7 @@ def stage_emulate(cfg: BuildConfig) -> None:
 
     t0 = time.perf_counter()
     emu = Emulator(IntModel.load(_need(cfg.folder / "hls" / "intmodel.json", "hls").parent))
-    x, _ = load_test_split(cfg)
+    x, _ = load_check_split(cfg)
     np.save(_outputs(cfg) / "emulator.npy", emu.forward(x))
     _record(cfg, "emulate", {"seconds": time.perf_counter() - t0})
 
@@ -316,7 +328,7 @@ PAIRS = (("torch", "qonnx"), ("qonnx", "csim"), ("csim", "emulator"))
 def stage_report(cfg: BuildConfig) -> dict:
     from flipq.host.intmodel import IntModel
 
-    _, y = load_test_split(cfg)
+    _, y = load_check_split(cfg)
     outs = {}
     for name in ("torch", "qonnx", "csim", "emulator"):
         f = cfg.folder / "outputs" / f"{name}.npy"
