@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 
 def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
@@ -54,6 +56,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flipq", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build_options(sub.add_parser("demo", help="train, export, hls, emulate, report on digits"), True)
     _add_build_options(sub.add_parser("train", help="train a mixed-precision network (Brevitas)"), True)
@@ -70,14 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="overlay folder (accel.json, flipq.bit) or a build / hls folder")
         p.add_argument("--backend", default="auto", choices=["auto", "emulator", "csim", "pynq"])
         p.add_argument("--input", default=None,
-                       help="inputs as .npy (floats in the model's layout, or quantized ints)"
+                       help="inputs as .npy: real values in the model's layout (any numeric dtype)"
                        + ("" if name == "run" else "; default: random inputs in the input range"))
-        p.add_argument("--planes", type=int, default=None, help="weight planes to accumulate (1..8)")
+        p.add_argument("--quantized", action="store_true",
+                       help="--input holds integers already on the input quantizer's grid")
+        p.add_argument("--planes", type=_positive_int, default=None,
+                       help="weight planes to accumulate (1 .. the widest layer's; default all)")
         if name == "run":
-            p.add_argument("--output", default=None, help="write outputs here (.npy)")
+            p.add_argument("--output", default=None, help="write outputs to this .npy file")
             p.add_argument("--verify", action="store_true", help="also compare with the emulator")
         else:
-            p.add_argument("--batch", type=int, default=256)
+            p.add_argument("--batch", type=_positive_int, default=256)
             p.add_argument("--json", default=None, help="write the figures to this JSON file")
     p = sub.add_parser("search", help="NSGA-II over per-layer bits: accuracy, cycles, energy, memory")
     p.add_argument("--out", required=True, help="folder for search.json, pareto_*.toml, search.png")
@@ -98,9 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+class InputFileError(ValueError):
+    """An input file that exists but cannot be read as an array."""
+
+
 def _load_inputs(path: str):
     import numpy as np
 
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--input {path} is a folder; give a .npy file")
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -109,8 +132,45 @@ def _load_inputs(path: str):
         raise InputFileError(f"{path}: not a readable .npy array ({e})") from e
 
 
-class InputFileError(ValueError):
-    """An input file that exists but cannot be read as an array."""
+def _output_path(path: str) -> Path:
+    """Where ``run --output`` writes: a .npy file (the suffix is added when missing, as numpy
+    would, and the path printed is the one written); refused up front if it cannot be."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"--output {path} is a folder; give a file name such as {out / 'outputs.npy'}")
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--output {path}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise PermissionError(f"--output {path}: folder {out.parent} is not writable")
+    return out
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp.npy")
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _open_accelerator(args):
+    from flipq.host.accelerator import SIM_ENV, Accelerator
+
+    folder = Path(args.overlay)
+    backend = args.backend
+    if backend == "auto" and folder.is_dir():
+        backend = Accelerator.auto_backend(folder)
+    if backend == "pynq" and os.environ.get(SIM_ENV) == "1":
+        # x86: the simulated device plays the board; the board side never imports it
+        from flipq.overlays.pynq_sim import attach
+
+        attach(folder)
+    return Accelerator.load(folder, backend=backend)
 
 
 def _run_or_bench(args) -> int:
@@ -118,31 +178,31 @@ def _run_or_bench(args) -> int:
 
     import numpy as np
 
-    from flipq.host.accelerator import Accelerator
-
-    with Accelerator.load(args.overlay, backend=args.backend) as acc:
+    output = _output_path(args.output) if args.command == "run" and args.output else None
+    x = _load_inputs(args.input) if args.input else None
+    if args.command == "run" and x is None:
+        raise InputFileError("flipq run needs --input FILE.npy")
+    with _open_accelerator(args) as acc:
         acc.set_planes(args.planes)
         if args.command == "run":
-            x = _load_inputs(args.input) if args.input else None
-            if x is None:
-                raise InputFileError("flipq run needs --input FILE.npy")
-            y = acc.predict(x)
-            if args.output:
-                np.save(args.output, y)
+            y = acc.predict(x, quantized=args.quantized)
+            if output is not None:
+                _save_npy(output, y)
             print(f"{acc.backend.name}: {len(y)} rows, outputs {y.shape[1:]}"
-                  + (f" -> {args.output}" if args.output else ""))
-            print("argmax of the first rows:", " ".join(map(str, y.argmax(1)[:16])))
+                  + (f" -> {output}" if output is not None else ""))
+            print("argmax of the first rows:", " ".join(map(str, y.reshape(len(y), -1).argmax(1)[:16])))
             if args.verify:
-                v = acc.verify(x)
+                v = acc.verify(x, quantized=args.quantized)
                 print(f"verify against the emulator: {v['equal']}/{v['total']} rows equal")
                 return 0 if v["equal"] == v["total"] else 1
             return 0
-        if args.input:
-            x = _load_inputs(args.input)
-        else:
+        if x is None:
             spec = acc.model.input_quant
             x = np.random.default_rng(0).integers(spec.qmin, spec.qmax + 1, size=(args.batch, *acc.input_shape))
-        b = acc.benchmark(x)
+            quantized = True
+        else:
+            quantized = args.quantized
+        b = acc.benchmark(x, quantized=quantized)
     print(f"backend {b['backend']} ({b['label']}), batch {b['batch']}, planes {b['planes'] or 'all'}")
     for stage, sec in b["stage_seconds_per_batch"].items():
         print(f"  {stage:<9}{sec * 1e3:10.3f} ms per batch")
@@ -155,6 +215,8 @@ def _run_or_bench(args) -> int:
 
 
 def _config(args, fresh: bool):
+    """The build config: saved in ``--out`` (or a fresh one for ``train``/``demo``, and for
+    ``hls MODEL.onnx`` into a new folder), with every option given on the command line on top."""
     from flipq.pipeline import BuildConfig
 
     overrides = {k: getattr(args, k, None) for k in
@@ -166,9 +228,10 @@ def _config(args, fresh: bool):
         from flipq.quant.flip import flip_config_from_args
 
         overrides["flip"] = flip_config_from_args(args).to_dict()
-    if fresh:
-        return replace(BuildConfig(out=args.out), **{k: v for k, v in overrides.items() if v is not None})
-    return BuildConfig.load(args.out, **overrides)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if fresh or (getattr(args, "model", None) and not (Path(args.out) / "config.json").is_file()):
+        return replace(BuildConfig(out=args.out), **given)
+    return BuildConfig.load(args.out, **given)
 
 
 def _search(args) -> int:
@@ -190,20 +253,46 @@ def _search(args) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed as one line, no traceback. Every flipq
-    error for bad input is a ValueError (or one of the runtime errors below) naming the
-    file, layer or value."""
-    from flipq.host.csim import CsimError
-    from flipq.host.pynq_backend import PynqBackendError
+# Errors that are the user's to fix (exit 2) and failures of a run or tool (exit 1): both are
+# printed as one line without a traceback unless --debug. Every flipq error for bad input is a
+# ValueError or a path error naming the file, field, layer or value; failures are RuntimeErrors.
+_USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                 FileExistsError)
+_FAILURES = (RuntimeError, OSError)
 
-    errors: list[type[BaseException]] = [FileNotFoundError, ValueError, CsimError, PynqBackendError]
-    try:
-        from flipq.quant.data import DatasetError
-        errors.append(DatasetError)
-    except ImportError:  # a board-side install without the dev stack
-        pass
-    return tuple(errors)
+
+def _dispatch(args) -> int:
+    if args.command == "overlay":
+        return args.func(args)
+    if args.command in ("run", "bench"):
+        return _run_or_bench(args)
+    if args.command == "search":
+        return _search(args)
+    from flipq import pipeline
+
+    if args.command in ("demo", "train"):
+        cfg = _config(args, fresh=True)
+        if args.fresh:
+            for stale in ("checkpoint.pt", "config.json"):
+                (cfg.folder / stale).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        stop = "report" if args.command == "demo" else "train"
+        report = pipeline.run(cfg, "train", stop)
+        if args.command == "demo":
+            print(pipeline.format_report(report))
+            print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; artifacts in {cfg.out}/")
+        return 0
+    cfg = _config(args, fresh=False)
+    if args.command == "hls":
+        report = pipeline.stage_hls(cfg, args.model)
+        print(pipeline.format_hls_report(report))
+        print(f"hls: integer model, hls4ml project and C-sim in {cfg.out}/hls/ (hls_report.json)")
+    elif args.command == "report":
+        print(pipeline.format_report(pipeline.stage_report(cfg)))
+    else:
+        pipeline.STAGES[args.command](cfg)
+        print(f"{args.command}: done, artifacts in {cfg.out}/")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,47 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
-    from flipq import pipeline
-
-    if args.command == "overlay":
-        return args.func(args)
     try:
-        if args.command in ("run", "bench"):
-            return _run_or_bench(args)
-        if args.command == "search":
-            return _search(args)
-        if args.command in ("demo", "train"):
-            cfg = _config(args, fresh=True)
-            if args.fresh:
-                for stale in ("checkpoint.pt", "config.json"):
-                    (cfg.folder / stale).unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            stop = "report" if args.command == "demo" else "train"
-            report = pipeline.run(cfg, "train", stop)
-            if args.command == "demo":
-                print(pipeline.format_report(report))
-                print(f"\ndemo finished in {time.perf_counter() - t0:.1f} s; artifacts in {cfg.out}/")
-            return 0
-        cfg = _config(args, fresh=False) if args.command != "hls" or args.model is None else None
-        if args.command == "hls":
-            if cfg is None:
-                from flipq.pipeline import BuildConfig
-                try:
-                    cfg = BuildConfig.load(args.out)
-                except FileNotFoundError:
-                    cfg = BuildConfig(out=args.out)
-            report = pipeline.stage_hls(cfg, args.model)
-            print(pipeline.format_hls_report(report))
-            print(f"hls: integer model, hls4ml project and C-sim in {cfg.out}/hls/ (hls_report.json)")
-        elif args.command == "report":
-            print(pipeline.format_report(pipeline.stage_report(cfg)))
-        else:
-            pipeline.STAGES[args.command](cfg)
-            print(f"{args.command}: done, artifacts in {cfg.out}/")
-        return 0
-    except _user_errors() as e:
-        print(f"flipq: error: {e}", file=sys.stderr)
-        return 2
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("flipq: interrupted", file=sys.stderr)
+        return 130
+    except _USAGE_ERRORS + _FAILURES as e:
+        if args.debug:
+            raise
+        first, _, rest = str(e).partition("\n")
+        print(f"flipq: error: {first}", file=sys.stderr)
+        if rest.strip():  # e.g. a compiler's tail: after the one-line summary, not instead of it
+            print(rest, file=sys.stderr)
+        return 2 if isinstance(e, _USAGE_ERRORS) else 1
 
 
 if __name__ == "__main__":

@@ -1,20 +1,25 @@
 """``Accelerator``: one class over three backends -- the board (``pynq``), the hls4ml C
 simulation (``csim``) and the numpy emulator (``emulator``). Backends differ only in how
 packed integers reach the datapath and come back; validation, input quantization, output
-scaling, timing and verification live here.
+scaling, chunking, timing, verification and serialization of callers live here.
 
 >>> acc = Accelerator.load("build/demo", backend="emulator")   # doctest: +SKIP
->>> y = acc.predict(x)            # floats in the model's own layout, or quantized ints
+>>> y = acc.predict(x)            # real values in the model's own layout (any numeric dtype)
+>>> y = acc.predict(q, quantized=True)   # integers already on the input quantizer's grid
 >>> acc.set_planes(2)             # accumulate only the 2 most significant weight planes
 >>> acc.verify(x)["equal"]        # row-by-row against the emulator
 
-Runs on the board's Python 3.10 with numpy (and pynq for the board backend) only.
+Runs on the board's Python 3.10 with numpy (and pynq for the board backend) only; nothing
+here imports a build stage. On x86, the board backend runs against the simulated device of
+``flipq.overlays.pynq_sim``, which the caller attaches first (``flipq run`` does it under
+``FLIPQ_PYNQ_SIM=1``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,8 @@ from flipq.host.emulator import Emulator
 from flipq.host.intmodel import IntModel
 
 BACKENDS = ("emulator", "csim", "pynq")
+SIM_ENV = "FLIPQ_PYNQ_SIM"
+SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
 
 
 class AcceleratorInputError(ValueError):
@@ -53,7 +60,8 @@ class EmulatorBackend:
         pass
 
 
-def _find_intmodel(folder: Path) -> Path:
+def find_intmodel(folder: Path) -> Path:
+    """The folder holding ``intmodel.json``: ``folder`` itself or its ``hls/``."""
     for candidate in (folder, folder / "hls"):
         if (candidate / "intmodel.json").is_file():
             return candidate
@@ -62,7 +70,7 @@ def _find_intmodel(folder: Path) -> Path:
         "its hls/ folder or an overlay folder")
 
 
-def _find_csim_library(folder: Path) -> tuple[Path, dict]:
+def find_csim_library(folder: Path) -> tuple[Path, dict]:
     """The bit-serial C-sim library and its metadata, from ``csim.json`` (written by `flipq hls`)."""
     for base in (folder, folder / "hls"):
         path = base / "csim.json"
@@ -70,7 +78,7 @@ def _find_csim_library(folder: Path) -> tuple[Path, dict]:
             try:
                 entry = json.loads(path.read_text())
                 lib, meta = base / entry["library"], entry["meta"]
-            except (ValueError, KeyError) as e:
+            except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}: corrupt C-sim description ({e})") from e
             if lib.is_file():
                 return lib, meta
@@ -79,35 +87,18 @@ def _find_csim_library(folder: Path) -> tuple[Path, dict]:
                             "run `flipq hls` first")
 
 
-SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
-
-
-def _simulate_pl(folder: Path, intmodel: IntModel, meta) -> str:
-    """Under ``FLIPQ_PYNQ_SIM=1`` the real pynq DMA code moves the packed words and the
-    simulated device's programmable logic computes on them: the board wrapper compiled with
-    g++ (``sim/libflipq_top.so`` from ``flipq overlay build --simulate``) when present, else
-    the emulator. Returns which."""
-    from flipq.host import pynq_sim
-
-    device = pynq_sim.activate()
-    lib = folder / "sim" / "libflipq_top.so"
-    if lib.is_file():
-        from flipq.overlays.wrapper import pl_from_wrapper  # x86 simulation only, never on a board
-
-        device.compute = pl_from_wrapper(lib, meta)
-        return "wrapper"
-    emulator = Emulator(intmodel)
-
-    def datapath(q: np.ndarray, planes: int | None) -> np.ndarray:
-        emulator.set_planes(planes)
-        return emulator.run(q)
-
-    device.compute = pynq_sim.compute_from_int(datapath, meta)
-    return "emulator"
+def is_simulated_bitstream(path: Path) -> bool:
+    """True for the stand-in ``flipq.bit`` that ``flipq overlay build --simulate`` writes."""
+    with open(path, "rb") as f:
+        return f.read(len(SIMULATED_BITSTREAM)) == SIMULATED_BITSTREAM
 
 
 class Accelerator:
-    """Run an integer model on a backend; see the module docstring."""
+    """Run an integer model on a backend; see the module docstring.
+
+    One caller at a time: the board has one DMA pair, so concurrent ``predict``,
+    ``verify``, ``benchmark`` and ``set_planes`` calls from several threads are serialized.
+    """
 
     def __init__(self, intmodel: IntModel, backend: Any, folder: Path | None = None):
         self.model = intmodel
@@ -115,29 +106,35 @@ class Accelerator:
         self.folder = folder
         self.planes: int | None = None
         self._reference = Emulator(intmodel)
+        self._lock = threading.RLock()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def load(cls, folder: str | Path, backend: str = "auto", **options) -> "Accelerator":
         """Open a build, hls or overlay folder on ``backend``.
 
-        ``auto`` picks the board when ``flipq.bit`` and pynq are present (or
-        ``FLIPQ_PYNQ_SIM=1``), else the C-sim library when built, else the emulator.
+        ``auto`` picks the board when ``flipq.bit`` and ``accel.json`` are present and this
+        is a PYNQ board (or ``FLIPQ_PYNQ_SIM=1``), else the C-sim library when built, else the
+        emulator. Every backend checks that what it runs was built for this integer model.
         """
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"accelerator folder not found: {folder}")
         if backend not in BACKENDS + ("auto",):
             raise ValueError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)} or auto)")
-        intmodel = IntModel.load(_find_intmodel(folder))
+        intmodel = IntModel.load(find_intmodel(folder))
         if backend == "auto":
-            backend = cls._auto_backend(folder)
+            backend = cls.auto_backend(folder)
         if backend == "emulator":
             impl = EmulatorBackend(intmodel)
         elif backend == "csim":
             from flipq.host.csim import CsimBackend
 
-            lib, meta = _find_csim_library(folder)
+            lib, meta = find_csim_library(folder)
+            built_for = meta.get("model_hash")
+            if built_for != intmodel.digest():
+                raise ValueError(f"{lib}: the C-sim library was built for model {str(built_for)[:16]}..., the "
+                                 f"integer model beside it is {intmodel.digest()[:16]}...; rerun `flipq hls`")
             impl = CsimBackend(lib, meta, **options)
         else:
             from flipq.host.accelmeta import AccelMeta
@@ -147,29 +144,22 @@ class Accelerator:
             if not meta_path.is_file():
                 raise FileNotFoundError(f"accel.json not found in overlay folder {folder}")
             meta = AccelMeta.load(meta_path)
-            if meta.model_hash != intmodel.digest():
-                raise ValueError(f"{meta_path}: model_hash {meta.model_hash[:16]}... does not match the "
-                                 f"integer model beside it ({intmodel.digest()[:16]}...); refusing to run")
-            if os.environ.get("FLIPQ_PYNQ_SIM") == "1":
-                pl = _simulate_pl(folder, intmodel, meta)
-            else:
-                bit = folder / "flipq.bit"
-                if bit.is_file() and bit.read_bytes()[:len(SIMULATED_BITSTREAM)] == SIMULATED_BITSTREAM:
-                    raise ValueError(f"{bit} is the stand-in written by `flipq overlay build --simulate`, "
-                                     "not a bitstream: build the overlay with Vivado for a board, or set "
-                                     "FLIPQ_PYNQ_SIM=1 to simulate")
-                pl = "board"
+            meta.check_against(intmodel, str(meta_path))
+            bit = folder / "flipq.bit"
+            if os.environ.get(SIM_ENV) != "1" and bit.is_file() and is_simulated_bitstream(bit):
+                raise ValueError(f"{bit} is the stand-in written by `flipq overlay build --simulate`, "
+                                 "not a bitstream: build the overlay with Vivado for a board, or set "
+                                 f"{SIM_ENV}=1 to simulate")
             impl = PynqBackend(folder, meta, **options)
-            impl.programmable_logic = pl
         return cls(intmodel, impl, folder)
 
     @staticmethod
-    def _auto_backend(folder: Path) -> str:
+    def auto_backend(folder: Path) -> str:
         if (folder / "flipq.bit").is_file() and (folder / "accel.json").is_file():
-            if os.environ.get("FLIPQ_PYNQ_SIM") == "1" or Path("/home/xilinx").is_dir():
+            if os.environ.get(SIM_ENV) == "1" or Path("/home/xilinx").is_dir():
                 return "pynq"
         try:
-            _find_csim_library(folder)
+            find_csim_library(folder)
             return "csim"
         except FileNotFoundError:
             return "emulator"
@@ -181,12 +171,12 @@ class Accelerator:
         s = self.model.input_shape
         return (s[2], s[0], s[1]) if self.model.input_layout == "NCHW" and len(s) == 3 else tuple(s)
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """Validate ``x`` and return integer NHWC inputs.
+    @property
+    def chunk_rows(self) -> int:
+        """Rows handled at once: the emulator's bound on working memory."""
+        return self._reference.chunk_rows
 
-        Floats are quantized exactly as the model's input quantizer does; integer arrays are
-        taken as already quantized and range-checked.
-        """
+    def _check_batch(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.shape == self.input_shape:
             x = x[None]
@@ -196,67 +186,102 @@ class Accelerator:
                 f"{', '.join(map(str, self.input_shape))}) or one sample {self.input_shape}")
         if x.shape[0] == 0:
             raise AcceleratorInputError("empty batch")
+        return x
+
+    def quantize(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
+        """Validate ``x`` and return integer NHWC inputs.
+
+        By default ``x`` holds real values (any float or integer dtype: raw pixel values 0..255
+        are values too), quantized exactly as the model's input quantizer does. With
+        ``quantized=True`` it holds integers already on the quantizer's grid, range-checked.
+        """
+        x = self._check_batch(x)
         spec = self.model.input_quant
-        if np.issubdtype(x.dtype, np.integer):
+        if quantized:
+            if not np.issubdtype(x.dtype, np.integer):
+                raise AcceleratorInputError(
+                    f"quantized input must hold integers on the input quantizer's grid, got dtype {x.dtype}; "
+                    "drop quantized=True (--quantized) to quantize real values")
             lo, hi = int(x.min()), int(x.max())
             if lo < spec.qmin or hi > spec.qmax:
                 bad = lo if lo < spec.qmin else hi
                 raise AcceleratorInputError(
-                    f"integer input value {bad} outside the input quantizer's range "
-                    f"{spec.qmin}..{spec.qmax} ({spec.bits}-bit {'signed' if spec.signed else 'unsigned'})")
+                    f"quantized input value {bad} outside the input quantizer's range "
+                    f"{spec.qmin}..{spec.qmax} ({spec.bits}-bit {'signed' if spec.signed else 'unsigned'}); "
+                    "without quantized=True (--quantized) inputs are real values and get quantized")
             q = x.astype(np.int64)
             return q.transpose(0, 2, 3, 1) if q.ndim == 4 and self.model.input_layout == "NCHW" else q
-        if not np.issubdtype(x.dtype, np.floating):
-            raise AcceleratorInputError(f"input dtype {x.dtype} is neither float nor integer")
-        if not np.all(np.isfinite(x)):
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) \
+                or x.dtype == np.bool_:
+            raise AcceleratorInputError(f"input dtype {x.dtype} is not numeric (floats or integers)")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             raise AcceleratorInputError("input holds NaN or infinity")
         return self._reference.quantize_input(x)
 
     # -- running ----------------------------------------------------------------------------
     def set_planes(self, planes: int | None) -> None:
-        """Accumulate only the ``planes`` most significant weight planes (None: all)."""
-        if planes is not None and (not isinstance(planes, (int, np.integer)) or not 1 <= planes <= 8):
-            raise ValueError(f"planes must be an int in 1..8 or None, got {planes!r}")
-        self.planes = None if planes is None else int(planes)
-        self._reference.set_planes(self.planes)
+        """Accumulate only the ``planes`` most significant weight planes (1 .. the widest
+        layer's planes; None: all)."""
+        most = self.model.max_planes()
+        if planes is not None and (isinstance(planes, bool) or not isinstance(planes, (int, np.integer))
+                                   or not 1 <= planes <= most):
+            raise ValueError(f"planes must be an int in 1..{most} (the widest layer stores {most} weight "
+                             f"planes) or None for all, got {planes!r}")
+        with self._lock:
+            self._reference.set_planes(planes)
+            self.planes = self._reference.planes
 
-    def predict_int(self, x: np.ndarray) -> np.ndarray:
-        """Integer output accumulators for ``x`` (floats or quantized ints)."""
-        return self.backend.run(self.quantize(x), self.planes)
+    def _chunks(self, x: np.ndarray, quantized: bool):
+        for start in range(0, len(x), self.chunk_rows):
+            yield start, self.quantize(x[start:start + self.chunk_rows], quantized)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict_int(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
+        """Integer output accumulators for ``x``, computed chunk by chunk."""
+        x = self._check_batch(x)
+        with self._lock:
+            out = np.empty((len(x),) + tuple(self.model.output_shape()), dtype=np.int64)
+            for start, q in self._chunks(x, quantized):
+                out[start:start + len(q)] = self.backend.run(q, self.planes).reshape((len(q),) + out.shape[1:])
+            return out
+
+    def predict(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
         """Real-valued outputs (``acc * 2**output_exp``), one row per sample."""
-        return self.predict_int(x).astype(np.float64) * 2.0 ** self.model.output_exp
+        return self.predict_int(x, quantized).astype(np.float64) * 2.0 ** self.model.output_exp
 
-    def verify(self, x: np.ndarray) -> dict:
+    def verify(self, x: np.ndarray, quantized: bool = False) -> dict:
         """Compare this backend with the emulator row by row (same ``planes``)."""
-        q = self.quantize(x)
-        got = self.backend.run(q, self.planes).reshape(len(q), -1)
-        want = self._reference.run(q).reshape(len(q), -1)
-        equal_rows = np.all(got == want, axis=1)
+        x = self._check_batch(x)
+        with self._lock:
+            equal_rows = np.zeros(len(x), dtype=bool)
+            for start, q in self._chunks(x, quantized):
+                got = self.backend.run(q, self.planes).reshape(len(q), -1)
+                want = self._reference.run(q).reshape(len(q), -1)
+                equal_rows[start:start + len(q)] = np.all(got == want, axis=1)
         bad = np.flatnonzero(~equal_rows)
-        return {"backend": self.backend.name, "equal": int(equal_rows.sum()), "total": int(len(q)),
+        return {"backend": self.backend.name, "equal": int(equal_rows.sum()), "total": int(len(x)),
                 "planes": self.planes, "first_mismatch": None if bad.size == 0 else int(bad[0])}
 
-    def benchmark(self, x: np.ndarray, repeats: int = 5, latency_samples: int = 50) -> dict:
+    def benchmark(self, x: np.ndarray, repeats: int = 5, latency_samples: int = 50,
+                  quantized: bool = False) -> dict:
         """Per-stage times, batch-1 latency p50/p99 and batch throughput.
 
         Labelled ``measured`` only on a real board; everything else is ``emulated``.
         """
-        q = self.quantize(x)
-        self.backend.run(q[:1], self.planes)  # warm caches / first DMA
-        stages = {"pack": 0.0, "transfer": 0.0, "compute": 0.0, "unpack": 0.0}
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            self.backend.run(q, self.planes)
-            for k in stages:
-                stages[k] += self.backend.last_timings.get(k, 0.0)
-        batch_s = (time.perf_counter() - t0) / repeats
-        lat = []
-        for i in range(min(latency_samples, len(q)) or 1):
-            t1 = time.perf_counter()
-            self.backend.run(q[i % len(q): i % len(q) + 1], self.planes)
-            lat.append(time.perf_counter() - t1)
+        with self._lock:
+            q = self.quantize(self._check_batch(x)[: self.chunk_rows], quantized)
+            self.backend.run(q[:1], self.planes)  # warm caches / first DMA
+            stages = {"pack": 0.0, "transfer": 0.0, "compute": 0.0, "unpack": 0.0}
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                self.backend.run(q, self.planes)
+                for k in stages:
+                    stages[k] += self.backend.last_timings.get(k, 0.0)
+            batch_s = (time.perf_counter() - t0) / repeats
+            lat = []
+            for i in range(min(latency_samples, len(q)) or 1):
+                t1 = time.perf_counter()
+                self.backend.run(q[i % len(q): i % len(q) + 1], self.planes)
+                lat.append(time.perf_counter() - t1)
         fclk = getattr(self.backend, "fclk_mhz", None)
         return {
             "backend": self.backend.name,
@@ -270,7 +295,8 @@ class Accelerator:
         }
 
     def close(self) -> None:
-        self.backend.close()
+        with self._lock:
+            self.backend.close()
 
     def __enter__(self):
         return self

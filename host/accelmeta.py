@@ -212,99 +212,30 @@ class AccelMeta:
                                  f" bytes) exceeds dma.max_transfer_bytes = {max_transfer}")
         return meta
 
-    # -- construction -----------------------------------------------------------------------
-    @classmethod
-    def from_intmodel(cls, model: IntModel, board, *, max_batch: int = 1024,
-                      dma_name: str = DEFAULT_DMA_NAME, ip_name: str = DEFAULT_IP_NAME,
-                      ip_vlnv: str = DEFAULT_IP_VLNV, output_bits: int | None = None,
-                      fclk_mhz: float | None = None) -> "AccelMeta":
-        """The metadata of ``model`` built for ``board`` (a :class:`flipq.boards.Board`).
+    # -- consistency --------------------------------------------------------------------------
+    def check_against(self, model: IntModel, source: str = "accel.json") -> None:
+        """Refuse an accel.json whose fields disagree with the integer model beside it.
 
-        The DMA length width is the narrowest that carries ``max_batch`` samples in one
-        transfer, capped at the board's limit (then ``max_batch`` shrinks to fit).
+        The model hash says which model the overlay was built for; the fields below are derived
+        from that model, so an edited one (a lowered ``max_planes``, another input shape) would
+        silently change what runs, or fail only deep inside a transfer.
         """
-        if max_batch < 1:
-            raise AccelMetaError(f"max_batch = {max_batch} must be >= 1")
-        word_bits = int(board.dma_data_width)
-        in_q = model.input_quant
-        in_pack = PackingSpec(in_q.bits, in_q.signed, word_bits)
-        acc_bits, acc_signed, out_exp = output_range_bits(model)
-        if output_bits is None:
-            output_bits = next((b for b in (8, 16, 32) if b >= acc_bits), None)
-            if output_bits is None:
-                raise AccelMetaError(f"the output needs {acc_bits}-bit accumulators; flipq's output "
-                                     "stream carries at most 32 bits per value")
-        if output_bits < acc_bits:
-            raise AccelMetaError(f"output_bits = {output_bits} is narrower than the {acc_bits}-bit "
-                                 "output accumulators")
-        out_pack = PackingSpec(output_bits, acc_signed, word_bits)
-        in_shape = tuple(int(d) for d in model.input_shape)
-        out_shape = tuple(int(d) for d in model.output_shape())
-        per_sample = max(in_pack.bytes_per_sample(int(np.prod(in_shape))),
-                         out_pack.bytes_per_sample(int(np.prod(out_shape))))
-        cap = int(board.dma_max_length_width)
-        if per_sample > (1 << cap) - 1:
-            raise AccelMetaError(f"one sample is {per_sample} bytes, more than the {board.name} DMA "
-                                 f"can move in one transfer ({(1 << cap) - 1} bytes)")
-        max_batch = min(max_batch, ((1 << cap) - 1) // per_sample)
-        length_width = max(8, (max_batch * per_sample).bit_length())
-        layout = model.input_layout if model.input_layout in USER_LAYOUTS else "NCHW"
-        return cls(
-            model_hash=model.digest(),
-            board=board.name,
-            fclk_mhz=float(fclk_mhz if fclk_mhz is not None else board.fclk0_mhz),
-            input=InputMeta(in_shape, layout, in_q, in_pack),
-            output=OutputMeta(out_shape, out_exp, acc_bits, acc_signed, out_pack),
-            dma=DmaMeta(dma_name, length_width, (1 << length_width) - 1, word_bits),
-            ip=IpMeta(ip_name, ip_vlnv),
-            max_planes=max_planes(model),
-            max_batch=max_batch,
-            plan=model.plan.to_dict() if model.plan is not None else None,
-        )
-
-
-def max_planes(model: IntModel) -> int:
-    """The most weight bit-planes any MAC layer stores: the largest useful ``planes``."""
-    bits = [int(layer.attrs.get("weight_bits", 0)) for layer in model.mac_layers]
-    if model.plan is not None:
-        bits += [lb.max_weight_bits for lb in model.plan]
-    return max([b for b in bits if b] or [8])
-
-
-def output_range_bits(model: IntModel) -> tuple[int, bool, int]:
-    """(bits, signed, exp) of the model's output values, safe for every ``planes`` setting.
-
-    The output is either a requantizer's output or the last MAC layer's accumulators; for the
-    latter the bound follows the weights: truncating planes moves a weight toward minus
-    infinity, down to ``-2**(B-1)`` at most, so each weight ranges over ``[trunc1(w), w]``.
-    """
-    lo, hi = model.input_quant.qmin, model.input_quant.qmax
-    exp = model.input_quant.exp
-    signed = model.input_quant.signed
-    bits = model.input_quant.bits
-    for layer in model.layers:
-        a = layer.attrs
-        if layer.is_mac:
-            w = np.asarray(layer.weight, dtype=np.int64)
-            w = w.reshape(-1, w.shape[-1])
-            b = int(a.get("weight_bits", 8))
-            w_low = np.minimum(w, (w >> (b - 1)) << (b - 1))
-            corners = np.stack([w_low * lo, w_low * hi, w * lo, w * hi])
-            acc_hi = corners.max(axis=0).sum(axis=0)
-            acc_lo = corners.min(axis=0).sum(axis=0)
-            if layer.bias is not None:
-                bias = np.asarray(layer.bias, dtype=np.int64).reshape(-1)
-                acc_hi, acc_lo = acc_hi + bias, acc_lo + bias
-            lo, hi = int(acc_lo.min(initial=0)), int(acc_hi.max(initial=0))
-            exp += int(a["w_exp"])
-            signed = True
-            bits = max(hi.bit_length(), (-lo - 1).bit_length() if lo < 0 else 0) + 1
-        elif layer.op == "requant":
-            spec = layer.requant
-            lo, hi, exp, signed, bits = spec.qmin, spec.qmax, spec.exp, spec.signed, spec.bits
-        elif layer.op == "relu":
-            lo = max(lo, 0)
-    return max(bits, 2), signed, exp
+        if self.model_hash != model.digest():
+            raise AccelMetaError(f"{source}: model_hash {self.model_hash[:16]}... does not match the integer "
+                                 f"model beside it ({model.digest()[:16]}...); rebuild the overlay for this model")
+        expected = {
+            "input.shape": (tuple(self.input.shape), tuple(int(d) for d in model.input_shape)),
+            "input.quant": (self.input.quant, model.input_quant),
+            "output.shape": (tuple(self.output.shape), tuple(int(d) for d in model.output_shape())),
+            "output.exp": (self.output.exp, model.output_exp),
+            "max_planes": (self.max_planes, model.max_planes()),
+        }
+        for name, (have, want) in expected.items():
+            if have != want:
+                show = (lambda v: v.to_dict()) if name == "input.quant" else (lambda v: list(v) if isinstance(v, tuple) else v)
+                raise AccelMetaError(f"{source}: field '{name}' = {show(have)} disagrees with the integer model "
+                                     f"({show(want)}); the file was edited or belongs to another build: "
+                                     "rebuild the overlay (flipq overlay build)")
 
 
 class _Reader:

@@ -19,6 +19,9 @@ from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
+# Working memory one run() may hold for intermediates; batches are cut into chunks of rows
+# that fit, so a 100k-row batch costs its inputs and outputs, not 100k rows of feature maps.
+CHUNK_BYTES = 64 * 2**20
 
 
 def quantize(x: np.ndarray, spec: QuantSpec) -> np.ndarray:
@@ -93,17 +96,38 @@ class Emulator:
     possible partial sum) so matmuls and requantization ride BLAS and vector floats.
     """
 
-    def __init__(self, model: IntModel, reference: bool = False, planes: int | None = None):
+    def __init__(self, model: IntModel, reference: bool = False, planes: int | None = None,
+                 chunk_bytes: int = CHUNK_BYTES):
         self.model = model
         self.reference = reference
-        self.planes = planes
+        self.planes = None
+        self.set_planes(planes)
         self._weights: dict[tuple[int, int | None], tuple[np.ndarray, int]] = {}
+        self.chunk_rows = max(1, int(chunk_bytes) // self.bytes_per_row())
 
     def set_planes(self, planes: int | None) -> None:
-        """Accumulate only the ``planes`` most significant weight planes of every layer."""
-        if planes is not None and not 1 <= int(planes) <= 8:
-            raise ValueError(f"planes must be in 1..8 (or None for all), got {planes}")
+        """Accumulate only the ``planes`` most significant weight planes of every layer (None,
+        or a value at or above a layer's width, keeps that layer whole: the hardware register's
+        meaning; :meth:`flipq.host.Accelerator.set_planes` is the stricter user-facing check)."""
+        if planes is not None and (isinstance(planes, bool) or not isinstance(planes, (int, np.integer))
+                                   or not 1 <= planes <= 8):
+            raise ValueError(f"planes must be in 1..8 (or None for all), got {planes!r}")
         self.planes = None if planes is None else int(planes)
+
+    def bytes_per_row(self) -> int:
+        """Upper bound on the working memory one input row takes inside :meth:`run` (float64
+        or int64 values: a layer's input, its conv patches and its output alive together)."""
+        cur = int(np.prod(self.model.input_shape))
+        worst = cur
+        for layer in self.model.layers:
+            out = int(np.prod(layer.attrs.get("out_shape") or [cur]))
+            patches = 0
+            if layer.op == "conv":
+                kh, kw, cin = layer.weight.shape[:3]
+                patches = out // layer.weight.shape[-1] * kh * kw * cin
+            worst = max(worst, cur + 2 * patches + out)
+            cur = out
+        return 8 * worst
 
     # -- public ---------------------------------------------------------------------------
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
@@ -115,14 +139,30 @@ class Emulator:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Floats in, real-valued outputs (``acc * 2**output_exp``) out."""
-        return self.run(self.quantize_input(x)).astype(np.float64) * 2.0**self.model.output_exp
+        if len(x) == 0:
+            return self.run(self.quantize_input(x)).astype(np.float64)
+        out = None
+        for start in range(0, len(x), self.chunk_rows):
+            part = self.run(self.quantize_input(x[start:start + self.chunk_rows]))
+            if out is None:
+                out = np.empty((len(x),) + part.shape[1:], dtype=np.float64)
+            out[start:start + len(part)] = part * 2.0**self.model.output_exp
+        return out
 
     def run(self, q: np.ndarray) -> np.ndarray:
-        """Integer NHWC inputs in, integer output accumulators out."""
-        q = np.asarray(q, dtype=np.int64)
-        if self.reference:
-            return self._run_reference(q)
-        return self._run_fast(q)
+        """Integer NHWC inputs in, integer output accumulators out (in chunks of
+        ``chunk_rows`` rows, so memory stays bounded on any batch size)."""
+        q = np.asarray(q)
+        one = self._run_reference if self.reference else self._run_fast
+        if len(q) <= self.chunk_rows:
+            return one(q.astype(np.int64, copy=False))
+        out = None
+        for start in range(0, len(q), self.chunk_rows):
+            part = one(q[start:start + self.chunk_rows].astype(np.int64, copy=False))
+            if out is None:
+                out = np.empty((len(q),) + part.shape[1:], dtype=np.int64)
+            out[start:start + len(part)] = part
+        return out
 
     # -- the obvious definition -------------------------------------------------------------
     def _run_reference(self, q: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,13 @@ class IntModel:
     def output_shape(self) -> tuple[int, ...]:
         return tuple(self.attrs_of_last("out_shape"))
 
+    def max_planes(self) -> int:
+        """The most weight bit-planes any MAC layer stores: the largest useful ``planes``."""
+        bits = [int(layer.attrs.get("weight_bits", 0)) for layer in self.mac_layers]
+        if self.plan is not None:
+            bits += [lb.max_weight_bits for lb in self.plan]
+        return max([b for b in bits if b] or [8])
+
     def attrs_of_last(self, key):
         return self.layers[-1].attrs[key]
 
@@ -123,9 +131,11 @@ class IntModel:
             "output_exp": self.output_exp,
             "layers": layers,
             "plan": self.plan.to_dict() if self.plan else None,
+            # what load() checks, so an edited file (an output_exp, a weight) cannot run unnoticed
+            "digest": self.digest(),
         }
-        np.savez(folder / "intmodel.npz", **arrays)
-        (folder / "intmodel.json").write_text(json.dumps(meta, indent=1))
+        _write_atomic(folder / "intmodel.npz", lambda f: np.savez(f, **arrays))
+        _write_atomic(folder / "intmodel.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
         return folder
 
     @classmethod
@@ -139,39 +149,64 @@ class IntModel:
             meta = json.loads(jpath.read_text())
         except ValueError as e:
             raise ValueError(f"{jpath}: corrupt integer model ({e})") from e
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{jpath}: format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{jpath}: format {found!r}, expected {FORMAT_VERSION}")
         try:
             arrays = dict(np.load(npath))
         except Exception as e:  # zipfile/pickle errors differ by numpy version
             raise ValueError(f"{npath}: corrupt integer model arrays ({e})") from e
-        layers = [
-            IntLayer(
-                op=e["op"],
-                name=e["name"],
-                attrs=e["attrs"],
-                weight=arrays[e["weight"]] if "weight" in e else None,
-                bias=arrays[e["bias"]] if "bias" in e else None,
+        try:
+            layers = [
+                IntLayer(
+                    op=e["op"],
+                    name=e["name"],
+                    attrs=e["attrs"],
+                    weight=arrays[e["weight"]] if "weight" in e else None,
+                    bias=arrays[e["bias"]] if "bias" in e else None,
+                )
+                for e in meta["layers"]
+            ]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{jpath}: malformed integer model ({type(e).__name__}: {e})") from e
+        try:
+            model = cls(
+                input_shape=tuple(meta["input_shape"]),
+                input_quant=QuantSpec.from_dict(meta["input_quant"]),
+                layers=layers,
+                output_exp=int(meta["output_exp"]),
+                plan=BitPlan.from_dict(meta["plan"]) if meta.get("plan") else None,
+                input_layout=meta.get("input_layout", "NCHW"),
             )
-            for e in meta["layers"]
-        ]
-        return cls(
-            input_shape=tuple(meta["input_shape"]),
-            input_quant=QuantSpec.from_dict(meta["input_quant"]),
-            layers=layers,
-            output_exp=int(meta["output_exp"]),
-            plan=BitPlan.from_dict(meta["plan"]) if meta.get("plan") else None,
-            input_layout=meta.get("input_layout", "NCHW"),
-        )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{jpath}: malformed integer model ({type(e).__name__}: {e})") from e
+        recorded = meta.get("digest")
+        if recorded is not None and recorded != model.digest():
+            raise ValueError(f"{jpath}: the integer model was changed after `flipq hls` wrote it (recorded "
+                             f"hash {recorded[:12]}..., content {model.digest()[:12]}...); rerun `flipq hls`")
+        return model
 
     def digest(self) -> str:
         """SHA-256 over structure and integer weights: the model hash accel.json carries."""
         h = hashlib.sha256()
         h.update(json.dumps(
             {"in": list(self.input_shape), "q": self.input_quant.to_dict(), "o": self.output_exp,
-             "l": [(lay.op, lay.name, lay.attrs) for lay in self.layers]}, sort_keys=True).encode())
+             "l": [(lay.op, lay.name, lay.attrs) for lay in self.layers], "layout": self.input_layout,
+             "plan": self.plan.to_dict() if self.plan else None}, sort_keys=True).encode())
         for lay in self.layers:
             for arr in (lay.weight, lay.bias):
                 if arr is not None:
                     h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
         return h.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(file)`` into a temporary beside ``path``, then rename: a failed or interrupted
+    save leaves the previous file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """The board backend: packed integers through the AXI DMA to flipq's accelerator and back.
 
-Runs on the PYNQ image (Python 3.10, numpy, pynq 3.x) and, with ``FLIPQ_PYNQ_SIM=1``, on
-x86 against :mod:`flipq.host.pynq_sim` with the same pynq code paths.
+Runs on the PYNQ image (Python 3.10, numpy, pynq 3.x) and, on x86, against the simulated
+device of :mod:`flipq.overlays.pynq_sim` (attached by the caller) with the same pynq code
+paths; figures are labelled measured only on a real device.
 
 >>> meta = AccelMeta.load("overlay/accel.json")                  # doctest: +SKIP
 >>> backend = PynqBackend(Path("overlay"), meta)                  # doctest: +SKIP
@@ -65,13 +66,11 @@ class PynqBackend:
     name = "pynq"
 
     def __init__(self, overlay_dir: Path, meta: AccelMeta, timeout_s: float = 5.0):
-        from flipq.host import pynq_sim  # registers the simulated device with pynq; inert unless enabled
-
         self.overlay_dir = Path(overlay_dir)
         self.timeout_s = float(timeout_s)
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.measured = not pynq_sim.sim_enabled()
+        self.measured = False  # set once pynq's device is known
         self.last_timings: dict[str, float] = {}
         self._overlay = None
         self._in_buf = self._out_buf = None
@@ -96,11 +95,16 @@ class PynqBackend:
             if not f.is_file():
                 raise FileNotFoundError(f"overlay file not found: {f} (copy the whole overlay folder "
                                         "from the build: flipq.bit, flipq.hwh, accel.json)")
-        if not self.measured:
-            pynq_sim.sim_device()
         import pynq
 
         self._pynq = pynq
+        try:
+            device = pynq.Device.active_device
+        except (RuntimeError, IndexError) as e:  # pynq 3.x on a machine without a device
+            raise PynqBackendError(f"no PYNQ device ({e}): run on the board, or simulate it on this "
+                                   "machine with FLIPQ_PYNQ_SIM=1 (flipq run / flipq bench)") from None
+        # a simulated device says so; anything else is a real board and its timings are measured
+        self.measured = not getattr(device, "simulated", False)
         self._overlay = pynq.Overlay(str(bit.resolve()))
         self._bind()
         self._check_clock()

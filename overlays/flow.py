@@ -25,6 +25,7 @@ from flipq.boards import Board, load_board
 from flipq.host.accelmeta import (DEFAULT_DMA_NAME, DEFAULT_IP_NAME, DEFAULT_IP_VLNV, AccelMeta,
                                   AccelMetaError)
 from flipq.host.intmodel import IntModel
+from flipq.overlays.metadata import accel_meta_for
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HLS_REPORT = "hls_report.json"
@@ -137,7 +138,7 @@ def step_load(cfg: OverlayConfig, st: BuildState) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise OverlayError(f"{path}: field 'totals.{key}' = {v!r} is not a count >= 0")
     try:
-        st.meta = AccelMeta.from_intmodel(
+        st.meta = accel_meta_for(
             st.model, st.board, max_batch=cfg.max_batch, dma_name=cfg.dma_name,
             ip_name=cfg.ip_name, ip_vlnv=cfg.ip_vlnv, fclk_mhz=cfg.fclk_mhz)
     except AccelMetaError as e:

@@ -4,7 +4,7 @@ Only Vivado writes the real one. This one describes the same design (PS with fcl
 DMA in simple mode, the flipq accelerator with an ``s_axi_control`` interface and AXI
 streams to and from the DMA) with the element and parameter names Vivado uses, so that
 pynq's ``Overlay`` and pynqmetadata read it exactly like a real one: the simulated PYNQ
-device (:mod:`flipq.host.pynq_sim`) runs the unmodified pynq driver code against it, and
+device (:mod:`flipq.overlays.pynq_sim`) runs the unmodified pynq driver code against it, and
 ``check_overlay`` is tested on it. Interconnects, resets and unused PS pins are left out;
 they carry nothing the host reads.
 """

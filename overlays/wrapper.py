@@ -373,7 +373,7 @@ def simulate_wrapper(lib_path: Path, meta: AccelMeta, q_in: np.ndarray, planes: 
 
 
 def pl_from_wrapper(lib_path: Path, meta: AccelMeta):
-    """The compiled wrapper as :mod:`flipq.host.pynq_sim`'s PL: ``compute(words, planes) -> words``.
+    """The compiled wrapper as :mod:`flipq.overlays.pynq_sim`'s PL: ``compute(words, planes) -> words``.
 
     The simulated S2MM ends on its length register, a real one on TLAST, so a batch whose TLAST
     is not on its last word is an error here rather than a silently good transfer."""

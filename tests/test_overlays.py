@@ -9,6 +9,7 @@ import pytest
 
 from flipq.boards import load_board
 from flipq.host.accelmeta import AccelMeta
+from flipq.overlays.metadata import accel_meta_for
 from flipq.host.bitplan import BitPlan
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 from flipq.overlays.cli import add_overlay_commands
@@ -202,7 +203,7 @@ def ours(tmp_path_factory):
     from pynqmetadata.frontends import Metadata
     from pynqmetadata.views.runtime import RuntimeMetadataParser
     board = load_board("pynq-z2")
-    meta = AccelMeta.from_intmodel(tiny_intmodel(), board)
+    meta = accel_meta_for(tiny_intmodel(), board)
     path = tmp_path_factory.mktemp("hwh") / "flipq.hwh"
     path.write_text(generate_hwh(meta, board))
     return RuntimeMetadataParser(Metadata(input=str(path))), meta
@@ -247,7 +248,7 @@ def test_hwh_parses_like_the_real_one(real, ours):
 def test_check_overlay_on_the_real_hwh_names_fields(tmp_path):
     if not FIXTURE.is_file():
         pytest.skip("real PYNQ-Z2 .hwh fixture absent")
-    meta = AccelMeta.from_intmodel(tiny_intmodel(), load_board("pynq-z2"))
+    meta = accel_meta_for(tiny_intmodel(), load_board("pynq-z2"))
     meta.save(tmp_path / "accel.json")
     with pytest.raises(OverlayCheckError) as e:
         check_overlay(tmp_path, hwh=FIXTURE)

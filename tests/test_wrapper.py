@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from flipq.boards import load_board
-from flipq.host import pynq_sim
+from flipq.overlays import pynq_sim
 from flipq.host.accelmeta import AccelMeta, DmaMeta, InputMeta, IpMeta, OutputMeta
+from flipq.overlays.metadata import accel_meta_for
 from flipq.host.emulator import Emulator
 from flipq.host.intmodel import QuantSpec
 from flipq.host.packing import PackingSpec, pack, unpack
@@ -31,7 +32,7 @@ def real(request, tiny_chain, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"wrap_{request.param}")
     build = build_bitserial(tiny_chain.intmodel, tiny_chain.prepared, folder / "bitserial",
                             io_type=request.param, compile=False)
-    meta = AccelMeta.from_intmodel(tiny_chain.intmodel, load_board("pynq-z2"))
+    meta = accel_meta_for(tiny_chain.intmodel, load_board("pynq-z2"))
     cpp = generate_wrapper(meta, build.project_dir, folder / "overlay")
     lib = compile_wrapper(cpp.parent, build.project_dir)
     return meta, lib, cpp, build.project_dir

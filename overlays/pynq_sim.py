@@ -249,6 +249,7 @@ class SimDevice(Device):
     """The simulated board; see the module docstring."""
 
     _probe_priority_ = 5  # ahead of pynq's own devices (50+), so the sim wins when enabled
+    simulated = True  # read by flipq.host.pynq_backend: timings here are not measurements
 
     @classmethod
     def _probe_(cls):
@@ -388,7 +389,7 @@ class SimDevice(Device):
             if self.fault == "hang":
                 return
             if self.compute is None:
-                raise SimError("no PL behaviour: set flipq.host.pynq_sim.sim_device().compute "
+                raise SimError("no PL behaviour: set flipq.overlays.pynq_sim.sim_device().compute "
                                "to a function (input_words, planes) -> output_words")
             self.compute_calls += 1
             out = np.ascontiguousarray(self.compute(words, acc.latched_planes))
@@ -447,7 +448,7 @@ def sim_device() -> SimDevice:
     dev = Device.active_device if Device.devices else None
     if not isinstance(dev, SimDevice):
         raise SimError(f"pynq's active device is {dev!r}, not the simulator; set {SIM_ENV}=1 "
-                       "and call flipq.host.pynq_sim.activate()")
+                       "and call flipq.overlays.pynq_sim.activate()")
     return dev
 
 
@@ -465,3 +466,38 @@ def compute_from_int(fn: Callable[[np.ndarray, int], np.ndarray], meta) -> Calla
         return pack(acc.reshape(acc.shape[0], -1), out_spec).reshape(-1)
 
     return compute
+
+
+def attach(folder: str | Path, intmodel=None) -> str:
+    """Make pynq's simulated device the programmable logic of the overlay in ``folder``:
+    the board wrapper compiled with g++ (``sim/libflipq_top.so`` from ``flipq overlay build
+    --simulate``) when present, else the emulator behind the packing of accel.json. Returns
+    which. Needs ``FLIPQ_PYNQ_SIM=1``; call before opening the folder on the ``pynq`` backend.
+
+    >>> attach("build/demo/overlay")                                   # doctest: +SKIP
+    'wrapper'
+    >>> Accelerator.load("build/demo/overlay", backend="pynq")         # doctest: +SKIP
+    """
+    from flipq.host.accelerator import find_intmodel
+    from flipq.host.accelmeta import AccelMeta
+    from flipq.host.emulator import Emulator
+    from flipq.host.intmodel import IntModel
+
+    folder = Path(folder)
+    meta = AccelMeta.load(folder / "accel.json")
+    device = activate()
+    lib = folder / "sim" / "libflipq_top.so"
+    if lib.is_file():
+        from flipq.overlays.wrapper import pl_from_wrapper
+
+        device.compute = pl_from_wrapper(lib, meta)
+        return "wrapper"
+    emulator = Emulator(intmodel if intmodel is not None else IntModel.load(find_intmodel(folder)))
+
+    def datapath(q: np.ndarray, planes: int | None) -> np.ndarray:
+        # planes 0 or above the stored planes means "all", as the hardware register does
+        emulator.set_planes(planes if planes and planes < emulator.model.max_planes() else None)
+        return emulator.run(q)
+
+    device.compute = compute_from_int(datapath, meta)
+    return "emulator"

@@ -1,0 +1,99 @@
+"""`flipq run` / `flipq bench` with bad input: one line naming the thing, exit 2, no
+traceback; and what a good run writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flipq.cli import main
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_chain, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clirt")
+    tiny_chain.intmodel.save(out / "hls")
+    return out
+
+
+@pytest.fixture
+def x_file(tiny_chain, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, tiny_chain.x[:8])
+    return path
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err
+    return rc, cap.out, cap.err
+
+
+def test_output_into_a_folder_is_refused(capsys, folder, x_file, tmp_path):
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(x_file),
+                      "--output", str(tmp_path))
+    assert rc == 2 and f"--output {tmp_path} is a folder" in err
+
+
+def test_output_without_suffix_prints_the_file_written(capsys, folder, x_file, tmp_path):
+    rc, out, _ = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(x_file),
+                      "--output", str(tmp_path / "y"))
+    assert rc == 0 and f"-> {tmp_path / 'y.npy'}" in out
+    assert np.load(tmp_path / "y.npy").shape == (8, 10)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_output_into_a_missing_folder_is_refused_before_running(capsys, folder, x_file, tmp_path):
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(x_file),
+                      "--output", str(tmp_path / "no" / "y.npy"))
+    assert rc == 2 and "does not exist" in err
+
+
+def test_integer_input_means_values_unless_quantized(capsys, folder, tiny_chain, tmp_path):
+    raw = np.rint(tiny_chain.x[:8]).astype(np.int64)
+    np.save(tmp_path / "raw.npy", raw)
+    np.save(tmp_path / "flt.npy", raw.astype(np.float32))
+    for name in ("raw", "flt"):
+        rc, _, _ = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input",
+                        str(tmp_path / f"{name}.npy"), "--output", str(tmp_path / f"y_{name}.npy"))
+        assert rc == 0
+    assert np.array_equal(np.load(tmp_path / "y_raw.npy"), np.load(tmp_path / "y_flt.npy"))
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input",
+                      str(tmp_path / "flt.npy"), "--quantized")
+    assert rc == 2 and "quantized input must hold integers" in err
+
+
+def test_planes_above_the_widest_layer_are_refused(capsys, folder, x_file):
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(x_file),
+                      "--planes", "7")
+    assert rc == 2 and "planes must be an int in 1..6" in err
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--overlay", str(folder), "--input", str(x_file), "--planes", "0"])
+    assert e.value.code == 2 and "--planes: 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_batch_zero_is_a_usage_error(capsys, folder):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--overlay", str(folder), "--batch", "0"])
+    assert e.value.code == 2 and "--batch: 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_input_folder_and_edited_model_are_named(capsys, folder, tmp_path, x_file):
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(tmp_path))
+    assert rc == 2 and "is a folder; give a .npy file" in err
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    meta = json.loads((copy / "hls" / "intmodel.json").read_text())
+    meta["output_exp"] -= 1
+    (copy / "hls" / "intmodel.json").write_text(json.dumps(meta))
+    rc, _, err = _run(capsys, "run", "--overlay", str(copy), "--backend", "emulator", "--input", str(x_file),
+                      "--verify")
+    assert rc == 2 and "was changed after `flipq hls` wrote it" in err
+
+
+def test_debug_shows_the_traceback(capsys, tmp_path, x_file):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "run", "--overlay", str(tmp_path / "none"), "--input", str(x_file)])
