@@ -261,7 +261,26 @@ _USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectory
 _FAILURES = (RuntimeError, OSError)
 
 
+def check_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written (a
+    read-only mount, a folder without write permission): minutes of training would otherwise
+    end in a traceback. Creates the folder when it is missing."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{option} {path} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".flipq-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+    return out
+
+
 def _dispatch(args) -> int:
+    if getattr(args, "out", None) is not None and args.command != "overlay":
+        check_out_folder(args.out)
     if args.command == "overlay":
         return args.func(args)
     if args.command in ("run", "bench"):

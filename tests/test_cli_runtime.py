@@ -97,3 +97,19 @@ def test_input_folder_and_edited_model_are_named(capsys, folder, tmp_path, x_fil
 def test_debug_shows_the_traceback(capsys, tmp_path, x_file):
     with pytest.raises(FileNotFoundError):
         main(["--debug", "run", "--overlay", str(tmp_path / "none"), "--input", str(x_file)])
+
+
+@pytest.mark.parametrize("command", ["train", "export", "hls", "emulate", "report"])
+def test_out_onto_a_file_or_a_read_only_place_is_refused(capsys, tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, _, err = _run(capsys, command, "--out", str(afile))
+    assert rc == 2 and f"--out {afile} is a file; give a folder" in err
+    import os
+
+    # root writes through permission bits, so use a read-only file system: /proc
+    readonly = "/proc/flipq-out" if os.path.isdir("/proc/self") else None
+    if readonly is None:
+        pytest.skip("no read-only file system to write to")
+    rc, _, err = _run(capsys, command, "--out", readonly)
+    assert rc == 2 and f"--out {readonly}: cannot write there" in err
