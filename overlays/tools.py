@@ -52,8 +52,9 @@ def tool_problems(tools: dict) -> list[str]:
     if not hls:
         if tools.get("vivado_hls"):
             problems.append(f"{HLS_TOOL}: not on PATH, only vivado_hls ({tools['vivado_hls']}), which "
-                            f"cannot run flipq's HLS script (-flow_target, -std=c++14 and the "
-                            f"registers' names need {need})")
+                            "cannot build flipq's IP: -flow_target and -std=c++14 are Vitis HLS options, "
+                            "and vivado_hls names the registers planes_V/n_samples_V, which the .hwh "
+                            f"check and the host driver do not read; install {need}")
         else:
             problems.append(f"{HLS_TOOL}: not on PATH (flipq needs {need})")
     else:
