@@ -80,6 +80,11 @@ def no_tools(monkeypatch):
     monkeypatch.setattr(tools, "find_tools", lambda: {"hls": None, "vivado": None, "vivado_hls": None})
 
 
+def dry_build(hls: Path, out: Path, capsys, *args: str) -> tuple[int, str, str]:
+    """``flipq overlay build HLS --out OUT --dry-run ARGS...`` through the real CLI."""
+    return run_cli(["overlay", "build", str(hls), "--out", str(out), "--dry-run", *args], capsys)
+
+
 def run_cli(argv, capsys) -> tuple[int, str, str]:
     try:
         rc = main(argv)
@@ -215,8 +220,7 @@ def test_bitstream_refuses_negative_slack_before_copying(moved):
 def test_fclk_rounds_to_what_the_ps_generates(tmp_path, no_tools, capsys):
     hls = make_project_hls(tmp_path / "hls")
     out = tmp_path / "ov"
-    rc, stdout, _ = run_cli(["overlay", "build", str(hls), "--out", str(out), "--dry-run",
-                             "--fclk-mhz", "150"], capsys)
+    rc, stdout, _ = dry_build(hls, out, capsys, "--fclk-mhz", "150")
     assert rc == 0
     assert "note: fclk 150 MHz rounded to 142.857143 MHz" in stdout and "1000 MHz / (7 x 1)" in stdout
     meta = AccelMeta.load(out / "accel.json")
@@ -227,8 +231,7 @@ def test_fclk_rounds_to_what_the_ps_generates(tmp_path, no_tools, capsys):
     (out / "flipq.hwh").write_text(generate_hwh(meta, load_board("pynq-z2")))
     assert check_overlay(out)["fclk_mhz"] == pytest.approx(142.857143, rel=1e-6)
     # an exact frequency is kept without a note
-    rc, stdout, _ = run_cli(["overlay", "build", str(hls), "--out", str(out), "--dry-run",
-                             "--fclk-mhz", "125"], capsys)
+    rc, stdout, _ = dry_build(hls, out, capsys, "--fclk-mhz", "125")
     assert rc == 0 and "rounded" not in stdout and AccelMeta.load(out / "accel.json").fclk_mhz == 125.0
 
 
@@ -243,8 +246,7 @@ def test_fclk_rounds_to_what_the_ps_generates(tmp_path, no_tools, capsys):
 ])
 def test_bad_fclk_refused(tmp_path, no_tools, capsys, value, message):
     hls = make_project_hls(tmp_path / "hls")
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run",
-                          "--fclk-mhz", value], capsys)
+    rc, _, err = dry_build(hls, tmp_path / "ov", capsys, "--fclk-mhz", value)
     assert rc == 2 and message in err
     assert not (tmp_path / "ov" / "accel.json").exists()
 
@@ -268,7 +270,7 @@ def test_pl_clock_refuses_non_finite_in_python():
 ])
 def test_bad_jobs_and_batch_refused(tmp_path, no_tools, capsys, args, message):
     hls = make_project_hls(tmp_path / "hls")
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run", *args], capsys)
+    rc, _, err = dry_build(hls, tmp_path / "ov", capsys, *args)
     assert rc == 2 and message in err
 
 
@@ -276,12 +278,10 @@ def test_max_batch_above_the_dma_length_names_the_maximum(tmp_path, no_tools, ca
     hls = make_project_hls(tmp_path / "hls")
     board = load_board("pynq-z2")
     most = AccelMeta.from_intmodel(tiny_intmodel(), board, max_batch=10**9).max_batch
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run",
-                          "--max-batch", str(most + 1)], capsys)
+    rc, _, err = dry_build(hls, tmp_path / "ov", capsys, "--max-batch", str(most + 1))
     assert rc == 2
     assert f"max_batch = {most + 1}: the pynq-z2 DMA's length register (26 bits) carries at most {most}" in err
-    rc, _, _ = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run",
-                        "--max-batch", str(most)], capsys)
+    rc, _, _ = dry_build(hls, tmp_path / "ov", capsys, "--max-batch", str(most))
     assert rc == 0 and AccelMeta.load(tmp_path / "ov" / "accel.json").max_batch == most
 
 
@@ -334,30 +334,26 @@ def test_old_vitis_hls_refused_new_one_accepted(tmp_path, monkeypatch):
 # -- boards ----------------------------------------------------------------------------------
 def test_board_follows_the_hls_report(tmp_path, no_tools, capsys):
     hls = make_project_hls(tmp_path / "hls", board="zcu104")
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run",
-                          "--board", "pynq-z2"], capsys)
+    rc, _, err = dry_build(hls, tmp_path / "ov", capsys, "--board", "pynq-z2")
     assert rc == 2
     assert "--board pynq-z2 differs from zcu104, the board the hls stage checked" in err
     assert not (tmp_path / "ov").exists()
-    rc, _, _ = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov"), "--dry-run"], capsys)
+    rc, _, _ = dry_build(hls, tmp_path / "ov", capsys)
     assert rc == 0 and AccelMeta.load(tmp_path / "ov" / "accel.json").board == "zcu104"
     assert "-part xczu7ev-ffvc1156-2-e" in (tmp_path / "ov" / "block_design.tcl").read_text()
-    rc, _, _ = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "ov2"), "--dry-run",
-                        "--board", "ZCU104"], capsys)
+    rc, _, _ = dry_build(hls, tmp_path / "ov2", capsys, "--board", "ZCU104")
     assert rc == 0
 
 
 def test_board_repo_written_braced_before_the_board_part(tmp_path, no_tools, capsys):
     hls = make_project_hls(tmp_path / "hls")
     out = tmp_path / "ov"
-    rc, _, _ = run_cli(["overlay", "build", str(hls), "--out", str(out), "--dry-run",
-                        "--board-repo", "/opt/Xilinx boards/$HOME"], capsys)
+    rc, _, _ = dry_build(hls, out, capsys, "--board-repo", "/opt/Xilinx boards/$HOME")
     assert rc == 0
     bd = (out / "block_design.tcl").read_text()
     line = "set_param board.repoPaths [concat [get_param board.repoPaths] [list {/opt/Xilinx boards/$HOME}]]"
     assert line in bd and bd.index(line) < bd.index("get_board_parts") < bd.index("set_property board_part")
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(out), "--dry-run",
-                          "--board-repo", "/opt/{x"], capsys)
+    rc, _, err = dry_build(hls, out, capsys, "--board-repo", "/opt/{x")
     assert rc == 2 and "--board-repo = '/opt/{x'" in err
 
 
@@ -365,7 +361,7 @@ def test_board_repo_written_braced_before_the_board_part(tmp_path, no_tools, cap
 def test_out_onto_a_file_or_read_only_folder(tmp_path, no_tools, capsys):
     hls = make_project_hls(tmp_path / "hls")
     (tmp_path / "afile").write_text("keep")
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(tmp_path / "afile"), "--dry-run"], capsys)
+    rc, _, err = dry_build(hls, tmp_path / "afile", capsys)
     assert rc == 2 and f"overlay folder {tmp_path / 'afile'} is an existing file, not a folder" in err
     assert (tmp_path / "afile").read_text() == "keep"
     if os.geteuid() == 0:  # root writes through permission bits: use a kernel file system
@@ -376,9 +372,9 @@ def test_out_onto_a_file_or_read_only_folder(tmp_path, no_tools, capsys):
         readonly = tmp_path / "ro"
         readonly.mkdir()
         readonly.chmod(0o555)
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(readonly), "--dry-run"], capsys)
+    rc, _, err = dry_build(hls, readonly, capsys)
     assert rc == 2 and f"overlay folder {readonly} is not writable" in err
-    rc, _, err = run_cli(["overlay", "build", str(hls), "--out", str(readonly / "sub"), "--dry-run"], capsys)
+    rc, _, err = dry_build(hls, readonly / "sub", capsys)
     assert rc == 2 and f"overlay folder {readonly / 'sub'} cannot be created" in err
 
 
