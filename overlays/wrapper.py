@@ -342,12 +342,13 @@ def _load(lib_path: Path) -> ctypes.CDLL:
     rebuild = "rebuild it with `flipq overlay build --simulate`"
     if not Path(lib_path).is_file():
         raise FileNotFoundError(f"compiled wrapper not found: {lib_path}; {rebuild}")
+    resolved = str(Path(lib_path).resolve())
     try:
-        lib = ctypes.CDLL(str(Path(lib_path).resolve()))
+        lib = ctypes.CDLL(resolved)
         for name in ("flipq_top_run", "flipq_top_in_words", "flipq_top_out_words"):
             getattr(lib, name)
     except (OSError, AttributeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = (str(e).splitlines() or [type(e).__name__])[0].replace(f"{resolved}: ", "")
         raise WrapperLibraryError(f"{lib_path}: not a loadable compiled flipq_top wrapper ({reason}); "
                                   f"{rebuild}") from None
     u32p, i32p = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_int)

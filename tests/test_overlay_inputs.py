@@ -476,4 +476,5 @@ def test_corrupt_wrapper_library_named(tmp_path):
         msg = str(e.value)
         assert msg.startswith(f"{lib}: not a loadable compiled flipq_top wrapper")
         assert msg.endswith("rebuild it with `flipq overlay build --simulate`") and "\n" not in msg
+        assert msg.count(str(lib.name)) == 1  # the reason does not repeat the path
     assert isinstance(e.value, ValueError)
