@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,7 +41,6 @@ MAX_JOBS = 64
 # two AXI interconnects/protocol converters and a reset block. Rough Vivado utilization of
 # such a shell on a Zynq-7020; the HLS estimate it is added to is rough as well.
 SHELL_RESOURCES = {"lut": 3500, "ff": 4500, "bram36": 2, "dsp": 0, "uram": 0}
-OUTPUTS = ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json")
 
 
 @dataclass(frozen=True)
@@ -239,9 +239,19 @@ def step_write_sources(cfg: OverlayConfig, st: BuildState) -> None:
     st.files += [src / HEADER, st.wrapper]
 
 
+def _identifier(value: str, what: str) -> str:
+    """Cell, port and project names go into Tcl, block-design paths and file names unquoted."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+        raise OverlayInputError(f"{what} = {value!r}: expected a name of letters, digits and '_'")
+    return str(value)
+
+
 def tcl_values(cfg: OverlayConfig, st: BuildState) -> dict:
     b, m, clk = st.board, st.meta, st.clocks
-    vendor, library, ipname, version = (tcl_word(p, "ip_vlnv") for p in m.ip.vlnv.split(":"))
+    vlnv = m.ip.vlnv.split(":")
+    if len(vlnv) != 4 or not all(vlnv):
+        raise OverlayInputError(f"ip_vlnv = {m.ip.vlnv!r}: expected vendor:library:name:version")
+    vendor, library, ipname, version = (tcl_word(p, "ip_vlnv") for p in vlnv)
     add = "\n".join(f"add_files {tcl_here_path(Path(SRC_DIR, u), 'HLS source')} -cflags {{-std=c++14}}"
                     for u in st.hls_units) or "error \"flipq: no C++ sources were found for synthesis\""
     ultra = b.family == "zynq_ultra"
@@ -251,8 +261,8 @@ def tcl_values(cfg: OverlayConfig, st: BuildState) -> dict:
                       f"set_param board.repoPaths [concat [get_param board.repoPaths] [list {repo}]]")
     else:
         board_repo = "# no --board-repo: the board files must be in Vivado's own board store"
-    names = {k: tcl_word(getattr(cfg, k), k) for k in ("top", "design", "stream_in", "stream_out",
-                                                        "control", "dma_name", "ip_name")}
+    names = {k: _identifier(getattr(cfg, k), k) for k in ("top", "design", "stream_in", "stream_out",
+                                                           "control", "dma_name", "ip_name")}
     return {
         "top": names["top"], "part": b.part, "board": b.name, "board_part": b.board_part,
         "fclk_mhz": mhz_text(m.fclk_mhz), "clock_period_ns": f"{1000.0 / m.fclk_mhz:.6g}",

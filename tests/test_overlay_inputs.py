@@ -478,3 +478,13 @@ def test_corrupt_wrapper_library_named(tmp_path):
         assert msg.endswith("rebuild it with `flipq overlay build --simulate`") and "\n" not in msg
         assert msg.count(str(lib.name)) == 1  # the reason does not repeat the path
     assert isinstance(e.value, ValueError)
+
+
+def test_names_that_would_break_the_tcl_refused(tmp_path, no_tools):
+    hls = make_hls_dir(tmp_path / "hls")
+    for options, message in (({"design": "my design"}, "design = 'my design'"),
+                             ({"ip_name": "a/b"}, "ip_name = 'a/b'"),
+                             ({"ip_vlnv": "x:{y}:z:1.0"}, "ip_vlnv = '{y}'"),
+                             ({"ip_vlnv": "x:y:1.0"}, "expected vendor:library:name:version")):
+        with pytest.raises(OverlayInputError, match=re.escape(message)):
+            build_overlay(hls, None, tmp_path / "ov", dry_run=True, **options)
