@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flipq.overlays.errors import OverlayError, OverlayInputError
+from flipq.overlays.errors import OverlayInputError
 from flipq.overlays.folder import copy_atomic
 
 SRC_DIR = "src"
