@@ -49,6 +49,10 @@ class Board:
     dma_max_length_width: int
     pynq_images: tuple[str, ...]
     pynq_python: str
+    pll_mhz: float  # the PLL fclk0 divides: fclk0 = pll_mhz / (divisor0 * divisor1)
+    divisor_max: int  # each divisor is 1..divisor_max
+    fclk_min_mhz: float  # the PL clock range flipq builds for
+    fclk_max_mhz: float
     hwh_device: str = ""
     hwh_package: str = ""
     hwh_speedgrade: str = ""
@@ -108,6 +112,7 @@ def load_board_file(path: str | Path) -> Board:
             raise BoardError(f"{path}: field resources.{k} = {v} is negative")
     dma = need(data, "dma", dict)
     pynq = need(data, "pynq", dict)
+    clocks = need(data, "clocks", dict)
     family = need(data, "family", str)
     if family not in _FAMILIES:
         raise BoardError(f"{path}: field family = {family!r}, expected one of {sorted(_FAMILIES)}")
@@ -139,13 +144,22 @@ def load_board_file(path: str | Path) -> Board:
         dma_max_length_width=length_width,
         pynq_images=tuple(need(pynq, "images", list, "pynq.")),
         pynq_python=need(pynq, "python", str, "pynq."),
+        pll_mhz=need(clocks, "pll_mhz", float, "clocks."),
+        divisor_max=need(clocks, "divisor_max", int, "clocks."),
+        fclk_min_mhz=need(clocks, "fclk_min_mhz", float, "clocks."),
+        fclk_max_mhz=need(clocks, "fclk_max_mhz", float, "clocks."),
         hwh_device=data.get("hwh_device", ""),
         hwh_package=data.get("hwh_package", ""),
         hwh_speedgrade=data.get("hwh_speedgrade", ""),
         source=str(path),
     )
-    if board.fclk0_mhz <= 0:
-        raise BoardError(f"{path}: field fclk0_mhz = {board.fclk0_mhz} must be > 0")
+    if not 0 < board.fclk_min_mhz <= board.fclk0_mhz <= board.fclk_max_mhz <= board.pll_mhz:
+        raise BoardError(f"{path}: fields clocks.fclk_min_mhz <= fclk0_mhz <= clocks.fclk_max_mhz <= "
+                         f"clocks.pll_mhz do not hold ({board.fclk_min_mhz}, {board.fclk0_mhz}, "
+                         f"{board.fclk_max_mhz}, {board.pll_mhz}), or one is <= 0")
+    if not 1 <= board.divisor_max <= 63:
+        raise BoardError(f"{path}: field clocks.divisor_max = {board.divisor_max} is outside 1..63 "
+                         "(the PS's clock dividers are 6-bit)")
     return board
 
 

@@ -1,61 +1,57 @@
-"""The overlay flow: an hls build folder -> Tcl for HLS, block design and bitstream,
-``accel.json``, and (where Vivado is installed) ``flipq.bit`` + ``flipq.hwh``.
+"""The overlay flow: an hls build folder -> a self-contained overlay folder (HLS sources, Tcl for
+HLS, block design and bitstream, ``accel.json``) and, where Vitis HLS and Vivado are installed,
+``flipq.bit`` + ``flipq.hwh``.
 
->>> result = build_overlay("build/demo/hls", "pynq-z2", "build/demo/overlay", dry_run=True)  # doctest: +SKIP
->>> result.missing_tools                                                                  # doctest: +SKIP
-['vitis_hls or vivado_hls', 'vivado']
+>>> result = build_overlay("build/demo/hls", None, "build/demo/overlay", dry_run=True)  # doctest: +SKIP
+>>> result.missing_tools                                                                # doctest: +SKIP
+('vitis_hls', 'vivado')
 
 Steps are plain functions of ``(OverlayConfig, BuildState)`` listed once in ``STEPS``; each
-writes its artifact into the output folder, so the folder alone says how far a build got.
-Templates live in ``templates/`` with ``@name@`` placeholders (Tcl's own ``$`` and braces
-stay untouched); an unknown or unfilled placeholder is an error.
+writes its artifacts into the output folder (atomically, file by file), so the folder alone says
+how far a build got. Every Tcl path is relative to the script, so the folder can be copied to
+the machine that has the tools. Templates: :mod:`flipq.overlays.render`; tools:
+:mod:`flipq.overlays.tools`; the .hwh check: :mod:`flipq.overlays.check`.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from flipq.boards import Board, load_board
+from flipq.boards import Board, load_board, normalize_name
 from flipq.host.accelmeta import (DEFAULT_DMA_NAME, DEFAULT_IP_NAME, DEFAULT_IP_VLNV, AccelMeta,
                                   AccelMetaError)
 from flipq.host.intmodel import IntModel
+from flipq.overlays import tools
+from flipq.overlays.clocks import PsClocks, mhz_text, pl_clock
+from flipq.overlays.errors import (OverlayError, OverlayInputError, ResourceError,
+                                   ToolNotFoundError)
+from flipq.overlays.folder import copy_atomic, prepare_out_dir, write_atomic
+from flipq.overlays.render import render, tcl_here_path, tcl_word
 from flipq.overlays.metadata import accel_meta_for
+from flipq.overlays.sources import SRC_DIR, copy_sources
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 HLS_REPORT = "hls_report.json"
+DEFAULT_BOARD = "pynq-z2"  # for an hls report older than its 'board' field
+MAX_JOBS = 64
 # What the block design adds around the accelerator: AXI DMA (simple mode, 32-bit, burst 16),
 # two AXI interconnects/protocol converters and a reset block. Rough Vivado utilization of
 # such a shell on a Zynq-7020; the HLS estimate it is added to is rough as well.
 SHELL_RESOURCES = {"lut": 3500, "ff": 4500, "bram36": 2, "dsp": 0, "uram": 0}
-OUTPUTS = ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json")
-
-
-class OverlayError(RuntimeError):
-    """The overlay cannot be built as asked; the message says why, with the numbers."""
-
-
-class ResourceError(OverlayError):
-    """The design does not fit the board."""
-
-
-class ToolNotFoundError(OverlayError):
-    """Vivado / Vitis HLS are not on PATH."""
 
 
 @dataclass(frozen=True)
 class OverlayConfig:
     hls_dir: Path
     out_dir: Path
-    board: str = "pynq-z2"
+    board: str | None = None  # None: the board the hls stage checked against (hls_report.json)
     dry_run: bool = False
     max_batch: int = 1024
-    fclk_mhz: float | None = None  # None: the board's fclk0
+    fclk_mhz: float | None = None  # None: the board's fclk0; rounded to what the PS can generate
     top: str = "flipq_top"
     ip_name: str = DEFAULT_IP_NAME
     ip_vlnv: str = DEFAULT_IP_VLNV
@@ -65,6 +61,7 @@ class OverlayConfig:
     control: str = "s_axi_control"
     design: str = "flipq"
     jobs: int = 2
+    board_repo: str | None = None  # Vivado board files folder on the machine that runs the Tcl
     simulate: bool = False  # also make the folder loadable on pynq's simulated device (x86)
 
     def to_dict(self) -> dict:
@@ -78,13 +75,17 @@ class BuildState:
     board: Board | None = None
     model: IntModel | None = None
     report: dict = field(default_factory=dict)
+    clocks: PsClocks | None = None
     meta: AccelMeta | None = None
     usage: dict = field(default_factory=dict)  # resource -> (needed, available)
     files: list[Path] = field(default_factory=list)
+    hls_units: list[str] = field(default_factory=list)  # compile units, relative to <out>/src
     missing_tools: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     tools: dict = field(default_factory=dict)
-    wrapper: Path | None = None  # generated flipq_top.cpp; None when the sources define the top
+    wrapper: Path | None = None  # generated src/flipq_top.cpp; None when the sources define the top
+    project: Path | None = None  # the hls4ml project the wrapper calls
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ class BuildResult:
     ran: tuple[str, ...]
     built: bool  # flipq.bit and flipq.hwh were produced
     dry_run: bool = False
+    notes: tuple[str, ...] = ()
+    fclk_mhz: float | None = None
 
     @property
     def returncode(self) -> int:
@@ -103,46 +106,67 @@ class BuildResult:
         return 0 if self.built or self.dry_run or not self.missing_tools else 1
 
 
-# -- templates -----------------------------------------------------------------------------
-_PLACEHOLDER = re.compile(r"@([a-z_][a-z0-9_]*)@")
+# -- options -------------------------------------------------------------------------------
+def check_count(name: str, value, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int in ``lo..hi``, or an :class:`OverlayInputError` naming ``name``."""
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) == value
+    except TypeError:
+        ok = False
+    if not ok or value < lo or (hi is not None and value > hi):
+        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise OverlayInputError(f"{name} = {value!r}: expected a whole number {allowed}")
+    return int(value)
 
 
-def render(template: str, values: dict) -> str:
-    """Fill ``@name@`` placeholders of ``templates/<template>``; every one must be given."""
-    text = (TEMPLATES / template).read_text()
-    missing = sorted({m for m in _PLACEHOLDER.findall(text) if m not in values})
-    if missing:
-        raise OverlayError(f"template {template}: no value for placeholder(s) {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
+def _report_board(cfg: OverlayConfig, report: dict) -> str:
+    """The board to build for: the hls stage's, which an explicit ``board`` must equal."""
+    checked = report.get("board", {}).get("name") if isinstance(report.get("board"), dict) else None
+    if cfg.board is None:
+        return checked or DEFAULT_BOARD
+    if checked and normalize_name(cfg.board) != normalize_name(checked):
+        raise OverlayInputError(
+            f"--board {cfg.board} differs from {checked}, the board the hls stage checked "
+            f"{Path(cfg.hls_dir) / HLS_REPORT} against; omit --board, or rerun the hls stage "
+            f"with --board {cfg.board}")
+    return cfg.board
 
 
 # -- steps ---------------------------------------------------------------------------------
 def step_load(cfg: OverlayConfig, st: BuildState) -> None:
-    st.board = load_board(cfg.board)
+    check_count("jobs", cfg.jobs, 1, MAX_JOBS)
+    check_count("max_batch", cfg.max_batch, 1)
     hls = Path(cfg.hls_dir)
     if not hls.is_dir():
-        raise OverlayError(f"hls build folder not found: {hls}")
-    st.model = IntModel.load(hls)
+        raise FileNotFoundError(f"hls build folder not found: {hls}")
     path = hls / HLS_REPORT
     if not path.is_file():
-        raise OverlayError(f"{path} not found: the resource estimate comes from the hls stage")
+        raise FileNotFoundError(f"{path} not found: the resource estimate comes from the hls stage")
     try:
         st.report = json.loads(path.read_text())
     except ValueError as e:
-        raise OverlayError(f"{path}: not valid JSON ({e})") from e
+        raise OverlayInputError(f"{path}: not valid JSON ({e}); rerun the hls stage") from e
     totals = st.report.get("totals") if isinstance(st.report, dict) else None
     if not isinstance(totals, dict):
-        raise OverlayError(f"{path}: missing field 'totals' ({{\"lut\", \"ff\", \"bram36\", \"dsp\"}})")
+        raise OverlayInputError(f"{path}: missing field 'totals' ({{\"lut\", \"ff\", \"bram36\", \"dsp\"}})")
     for key in ("lut", "ff", "bram36", "dsp"):
         v = totals.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise OverlayError(f"{path}: field 'totals.{key}' = {v!r} is not a count >= 0")
+            raise OverlayInputError(f"{path}: field 'totals.{key}' = {v!r} is not a count >= 0")
+    st.board = load_board(_report_board(cfg, st.report))
+    st.clocks = pl_clock(st.board, cfg.fclk_mhz)
+    fclk = round(st.clocks.fclk_mhz, 6)
+    if cfg.fclk_mhz is not None and abs(fclk - cfg.fclk_mhz) > 1e-6:
+        st.notes.append(f"note: fclk {mhz_text(cfg.fclk_mhz)} MHz rounded to {mhz_text(fclk)} MHz, the "
+                        f"nearest the {st.board.name} PS generates ({mhz_text(st.clocks.pll_mhz)} MHz / "
+                        f"({st.clocks.divisor0} x {st.clocks.divisor1}))")
+    st.model = IntModel.load(hls)
     try:
         st.meta = accel_meta_for(
             st.model, st.board, max_batch=cfg.max_batch, dma_name=cfg.dma_name,
-            ip_name=cfg.ip_name, ip_vlnv=cfg.ip_vlnv, fclk_mhz=cfg.fclk_mhz)
+            ip_name=cfg.ip_name, ip_vlnv=cfg.ip_vlnv, fclk_mhz=fclk)
     except AccelMetaError as e:
-        raise OverlayError(f"{hls}: {e}") from e
+        raise OverlayInputError(str(e)) from e
 
 
 def step_check_resources(cfg: OverlayConfig, st: BuildState) -> None:
@@ -159,15 +183,13 @@ def step_check_resources(cfg: OverlayConfig, st: BuildState) -> None:
 
 
 def step_write_metadata(cfg: OverlayConfig, st: BuildState) -> None:
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    st.files.append(st.meta.save(out / "accel.json"))
+    out = prepare_out_dir(cfg.out_dir)
+    st.files.append(write_atomic(out / "accel.json", st.meta.to_json() + "\n"))
     # The integer model travels with the overlay: the board can verify against the emulator.
     for name in ("intmodel.json", "intmodel.npz"):
-        shutil.copyfile(Path(cfg.hls_dir) / name, out / name)
-        st.files.append(out / name)
-    (out / "overlay_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    st.files.append(out / "overlay_config.json")
+        st.files.append(copy_atomic(Path(cfg.hls_dir) / name, out / name))
+    config = dict(cfg.to_dict(), fclk_mhz=st.meta.fclk_mhz, board=st.board.name)
+    st.files.append(write_atomic(out / "overlay_config.json", json.dumps(config, indent=1) + "\n"))
 
 
 def _model_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
@@ -178,11 +200,6 @@ def _model_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
     return sorted((hls / "firmware").glob("*.cpp"))
 
 
-def _hls_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
-    """What Vitis HLS compiles: the generated wrapper (when there is one), then the model."""
-    return ([st.wrapper.resolve()] if st.wrapper else []) + _model_sources(cfg, st)
-
-
 def _hls4ml_project(src: Path) -> Path | None:
     """The hls4ml project folder of a top source ``<prj>/firmware/<project>.cpp``, if it is one."""
     if src.parent.name == "firmware" and src.with_suffix(".h").is_file() \
@@ -191,122 +208,109 @@ def _hls4ml_project(src: Path) -> Path | None:
     return None
 
 
-def step_write_wrapper(cfg: OverlayConfig, st: BuildState) -> None:
-    """Generate ``flipq_top`` (DMA streams <-> the hls4ml top) unless the sources bring their own."""
-    from flipq.overlays.wrapper import HEADER, TOP, generate_wrapper
+def step_write_sources(cfg: OverlayConfig, st: BuildState) -> None:
+    """Copy the model's sources into ``src/`` and, unless they bring their own top, generate
+    ``flipq_top`` (DMA streams <-> the hls4ml top) beside them."""
+    from flipq.overlays.wrapper import HEADER, SOURCE, TOP, generate_wrapper
 
     sources = _model_sources(cfg, st)
-    if any(src.name == f"{cfg.top}.cpp" for src in sources):
+    src = Path(cfg.out_dir) / SRC_DIR
+    src.mkdir(exist_ok=True)
+    st.hls_units = copy_sources(sources, src)
+    if f"{cfg.top}.cpp" in st.hls_units:
         return  # a hand-written (or previously generated) top is used as it is
     if cfg.top != TOP:
-        raise OverlayError(f"top = {cfg.top!r}: the generated wrapper defines {TOP}; name it so, or "
-                           f"list your own {cfg.top}.cpp in {HLS_REPORT}'s 'sources'")
+        raise OverlayInputError(f"top = {cfg.top!r}: the generated wrapper defines {TOP}; name it so, "
+                                f"or list your own {cfg.top}.cpp in {HLS_REPORT}'s 'sources'")
     projects = sorted({p for p in map(_hls4ml_project, sources) if p is not None})
     if len(projects) != 1:
         where = Path(cfg.hls_dir) / HLS_REPORT
-        raise OverlayError(
+        raise OverlayInputError(
             f"{where}: field 'sources' = {[str(s) for s in sources]} names "
             f"{len(projects)} hls4ml projects (firmware/<project>.cpp with its .h and defines.h); "
             f"the {cfg.top} wrapper needs exactly one, or a {cfg.top}.cpp among the sources")
-    st.wrapper = generate_wrapper(st.meta, projects[0], Path(cfg.out_dir))
-    st.files += [st.wrapper.parent / HEADER, st.wrapper]
+    st.project = projects[0]
+    st.wrapper = generate_wrapper(st.meta, st.project, src)
+    st.hls_units.insert(0, SOURCE)
+    st.files += [src / HEADER, st.wrapper]
 
 
-def tcl_values(cfg: OverlayConfig, st: BuildState, hls_tool: str = "vitis_hls") -> dict:
-    b, m = st.board, st.meta
-    out = Path(cfg.out_dir).resolve()
-    hls = Path(cfg.hls_dir).resolve()
-    vendor, library, ipname, version = m.ip.vlnv.split(":")
-    sources = _hls_sources(cfg, st)
-    # the model's firmware folders (the wrapper includes <project>.h) and the wrapper's own header;
-    # not hls4ml's ap_types copy: synthesis needs the tool's ap_int.h and ap_axi_sdata.h
-    dirs = [src.parent for src in sources] + ([hls / "firmware"] if not sources else [])
-    incs = " ".join(f"-I{p}" for p in dict.fromkeys(dirs) if p.is_dir())
-    add = "\n".join(f"add_files {{{src}}} -cflags {{-std=c++14 {incs}}}".rstrip()
-                    for src in sources) or f"# no C++ sources found under {hls}/firmware"
+def _identifier(value: str, what: str) -> str:
+    """Cell, port and project names go into Tcl, block-design paths and file names unquoted."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+        raise OverlayInputError(f"{what} = {value!r}: expected a name of letters, digits and '_'")
+    return str(value)
+
+
+def tcl_values(cfg: OverlayConfig, st: BuildState) -> dict:
+    b, m, clk = st.board, st.meta, st.clocks
+    vlnv = m.ip.vlnv.split(":")
+    if len(vlnv) != 4 or not all(vlnv):
+        raise OverlayInputError(f"ip_vlnv = {m.ip.vlnv!r}: expected vendor:library:name:version")
+    vendor, library, ipname, version = (tcl_word(p, "ip_vlnv") for p in vlnv)
+    add = "\n".join(f"add_files {tcl_here_path(Path(SRC_DIR, u), 'HLS source')} -cflags {{-std=c++14}}"
+                    for u in st.hls_units) or "error \"flipq: no C++ sources were found for synthesis\""
     ultra = b.family == "zynq_ultra"
-    values = {
-        "top": cfg.top, "part": b.part, "board": b.name, "board_part": b.board_part,
-        "fclk_mhz": f"{m.fclk_mhz:g}", "clock_period_ns": f"{1000.0 / m.fclk_mhz:g}",
-        "hls_tool": hls_tool, "project": f"{cfg.design}_hls",
-        "add_files": add,
-        "solution_flags": " -flow_target vivado" if hls_tool == "vitis_hls" else "",
+    if cfg.board_repo is not None:
+        repo = tcl_word(cfg.board_repo, "--board-repo")
+        board_repo = ("# --board-repo: where this Vivado finds the board files\n"
+                      f"set_param board.repoPaths [concat [get_param board.repoPaths] [list {repo}]]")
+    else:
+        board_repo = "# no --board-repo: the board files must be in Vivado's own board store"
+    names = {k: _identifier(getattr(cfg, k), k) for k in ("top", "design", "stream_in", "stream_out",
+                                                           "control", "dma_name", "ip_name")}
+    return {
+        "top": names["top"], "part": b.part, "board": b.name, "board_part": b.board_part,
+        "fclk_mhz": mhz_text(m.fclk_mhz), "clock_period_ns": f"{1000.0 / m.fclk_mhz:.6g}",
+        "fclk_divisors": f"{mhz_text(clk.pll_mhz)} MHz / ({clk.divisor0} x {clk.divisor1})",
+        "project": f"{names['design']}_hls", "add_files": add,
         "ip_vendor": vendor, "ip_library": library, "ip_ipname": ipname, "ip_version": version,
-        "stream_in": cfg.stream_in, "stream_out": cfg.stream_out, "control": cfg.control,
+        "stream_in": names["stream_in"], "stream_out": names["stream_out"], "control": names["control"],
         "planes_offset": hex(m.ip.planes_offset),
         "n_samples_offset": hex(m.ip.control["n_samples"]),
-        "design": cfg.design, "vivado_dir": str(out / "vivado"),
-        "ip_repo": str(out / f"{cfg.design}_hls"),
+        "design": names["design"], "ip_repo": f"{names['design']}_hls", "board_repo": board_repo,
         "ps": "zynq_ultra_ps_e_0" if ultra else "processing_system7_0",
         "fclk_pin": "pl_clk0" if ultra else "FCLK_CLK0",
         "gp_master": "M_AXI_HPM0_LPD" if ultra else "M_AXI_GP0",
-        "hp_port": b.hp_port, "dma": m.dma.name, "ip": m.ip.name, "ip_vlnv": m.ip.vlnv,
+        "hp_port": b.hp_port, "dma": names["dma_name"], "ip": names["ip_name"],
+        "ip_vlnv": tcl_word(m.ip.vlnv, "ip_vlnv"),
         "length_width": m.dma.length_width, "max_transfer_bytes": m.dma.max_transfer_bytes,
-        "data_width": m.dma.data_width, "out_dir": str(out), "jobs": cfg.jobs,
+        "data_width": m.dma.data_width, "jobs": cfg.jobs,
     }
-    return values
 
 
 def step_write_tcl(cfg: OverlayConfig, st: BuildState) -> None:
     out = Path(cfg.out_dir)
-    hls_tool = st.tools.get("hls") or "vitis_hls"
-    v = tcl_values(cfg, st, Path(hls_tool).name)
-    hls_values = dict(v, project=f"{cfg.design}_hls")
-    (out / "hls_synth.tcl").write_text(render("hls_synth.tcl", hls_values))
+    v = tcl_values(cfg, st)
     ps = render("ps_zynq_ultra.tcl" if st.board.family == "zynq_ultra" else "ps_zynq.tcl", v)
-    bd_values = dict(v, project=cfg.design, ps_tcl=ps.rstrip())
-    (out / "block_design.tcl").write_text(render("block_design.tcl", bd_values))
-    (out / "bitstream.tcl").write_text(render("bitstream.tcl", dict(v, project=cfg.design)))
-    st.files += [out / "hls_synth.tcl", out / "block_design.tcl", out / "bitstream.tcl"]
-
-
-def find_tools() -> dict:
-    """Vitis HLS (``vitis_hls``, or the older ``vivado_hls``) and ``vivado`` on PATH."""
-    return {"hls": shutil.which("vitis_hls") or shutil.which("vivado_hls"),
-            "vivado": shutil.which("vivado")}
+    scripts = {"hls_synth.tcl": v,
+               "block_design.tcl": dict(v, project=v["design"], ps_tcl=ps.rstrip()),
+               "bitstream.tcl": dict(v, project=v["design"])}
+    for name, values in scripts.items():
+        st.files.append(write_atomic(out / name, render(name, values)))
 
 
 def step_run_tools(cfg: OverlayConfig, st: BuildState) -> None:
-    st.missing_tools = [name for key, name in (("hls", "vitis_hls or vivado_hls"), ("vivado", "vivado"))
-                        if not st.tools.get(key)]
-    if st.missing_tools:
-        msg = (f"not on PATH: {', '.join(st.missing_tools)}. The Tcl is written to {cfg.out_dir}; "
-               "on a machine with Vivado/Vitis HLS (e.g. 2022.1, with the board files for "
-               f"{st.board.board_part}), run there:\n  "
-               + "\n  ".join(run_commands(cfg, st)))
+    problems = tools.tool_problems(st.tools)
+    st.missing_tools = [p.split(":")[0] for p in problems]
+    howto = tools.run_instructions(cfg.out_dir, st.tools)
+    if problems:
+        msg = (f"cannot run the tools here: {'; '.join(problems)}. The overlay folder {cfg.out_dir} holds "
+               f"everything they need; on a machine with Vitis HLS and Vivado (2020.2 or newer, with the "
+               f"board files for {st.board.board_part}), " + "\n".join(howto))
         if cfg.dry_run:
             st.ran.append("dry run: " + msg)
             return
         raise ToolNotFoundError(msg)
     if cfg.dry_run:
-        st.ran.append("dry run: tools found, not run:\n  " + "\n  ".join(run_commands(cfg, st)))
+        st.ran.append("dry run: tools found, not run; to build, " + "\n".join(howto))
         return
-    out = Path(cfg.out_dir).resolve()
-    for i, cmd in enumerate(_commands(st)):
-        log = out / f"{Path(cmd[0]).name}_{i}.log"
-        with open(log, "w") as fh:
-            proc = subprocess.run(cmd, cwd=out, stdout=fh, stderr=subprocess.STDOUT)
-        st.ran.append(" ".join(map(str, cmd)))
-        if proc.returncode != 0:
-            raise OverlayError(f"{' '.join(map(str, cmd))} failed with exit code {proc.returncode}; "
-                               f"see {log}")
+    st.ran += tools.run_tools(cfg.out_dir, st.tools)
+    out = Path(cfg.out_dir)
     for name in ("flipq.bit", "flipq.hwh"):
         if not (out / name).is_file():
             raise OverlayError(f"the tools finished but {out / name} is missing")
         st.files.append(out / name)
-
-
-def _commands(st: BuildState) -> list[list[str]]:
-    hls = st.tools.get("hls") or "vitis_hls"
-    viv = st.tools.get("vivado") or "vivado"
-    return [[hls, "-f", "hls_synth.tcl"],
-            [viv, "-mode", "batch", "-source", "block_design.tcl"],
-            [viv, "-mode", "batch", "-source", "bitstream.tcl"]]
-
-
-def run_commands(cfg: OverlayConfig, st: BuildState) -> list[str]:
-    return [f"cd {Path(cfg.out_dir).resolve()}"] + [
-        " ".join([Path(cmd[0]).name] + cmd[1:]) for cmd in _commands(st)]
 
 
 SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
@@ -327,151 +331,50 @@ def step_simulation_files(cfg: OverlayConfig, st: BuildState) -> None:
     out = Path(cfg.out_dir)
     bit, hwh = out / "flipq.bit", out / "flipq.hwh"
     if bit.is_file() and bit.read_bytes()[:len(SIMULATED_BITSTREAM)] != SIMULATED_BITSTREAM:
-        raise OverlayError(f"{bit} is a real bitstream; --simulate would replace it and its .hwh")
+        raise OverlayInputError(f"{bit} is a real bitstream; --simulate would replace it and its .hwh")
     if st.wrapper is None:
-        raise OverlayError("--simulate compiles the generated flipq_top wrapper, but the sources "
-                           f"bring their own {cfg.top}.cpp")
-    hwh.write_text(generate_hwh(st.meta, st.board))
-    bit.write_bytes(SIMULATED_BITSTREAM + b"made by `flipq overlay build --simulate`; not for a board\n")
-    projects = sorted({p for p in map(_hls4ml_project, _model_sources(cfg, st)) if p is not None})
+        raise OverlayInputError("--simulate compiles the generated flipq_top wrapper, but the sources "
+                                f"bring their own {cfg.top}.cpp")
     (out / "sim").mkdir(exist_ok=True)
-    lib = compile_wrapper(out, projects[0], out / "sim" / "libflipq_top.so")
+    lib = compile_wrapper(st.wrapper.parent, st.project, out / "sim" / "libflipq_top.so")
+    write_atomic(hwh, generate_hwh(st.meta, st.board))
+    write_atomic(bit, SIMULATED_BITSTREAM + b"made by `flipq overlay build --simulate`; not for a board\n")
     st.files += [hwh, bit, lib]
     st.ran.append(f"simulation: {hwh.name} generated, {bit.name} is a stand-in, PL = {lib}")
 
 
 STEPS: tuple[Callable[[OverlayConfig, BuildState], None], ...] = (
-    step_load, step_check_resources, step_write_metadata, step_write_wrapper, step_write_tcl,
+    step_load, step_check_resources, step_write_metadata, step_write_sources, step_write_tcl,
     step_run_tools, step_simulation_files,
 )
 
 
-def run_flow(cfg: OverlayConfig, tools: dict | None = None) -> BuildResult:
-    st = BuildState(tools=find_tools() if tools is None else dict(tools))
+def run_flow(cfg: OverlayConfig, found_tools: dict | None = None) -> BuildResult:
+    st = BuildState(tools=tools.find_tools() if found_tools is None else dict(found_tools))
     for step in STEPS:
         step(cfg, st)
     out = Path(cfg.out_dir)
     built = (out / "flipq.bit").is_file() and (out / "flipq.hwh").is_file() and not cfg.dry_run \
         and not st.missing_tools
     return BuildResult(out, tuple(st.files), st.usage, tuple(st.missing_tools), tuple(st.ran), built,
-                       cfg.dry_run)
+                       cfg.dry_run, tuple(st.notes), st.meta.fclk_mhz)
 
 
-def build_overlay(hls_dir: str | Path, board: str | Board, out_dir: str | Path,
+def build_overlay(hls_dir: str | Path, board: str | Board | None, out_dir: str | Path,
                   dry_run: bool = False, **options) -> BuildResult:
     """Build (or, with ``dry_run``, only prepare) the overlay for the model in ``hls_dir``.
 
-    Without Vivado/Vitis HLS on PATH this raises :class:`ToolNotFoundError` naming what is
-    missing (after writing the Tcl and accel.json); with ``dry_run`` it returns a result whose
-    ``missing_tools`` says the same. ``options`` are :class:`OverlayConfig` fields.
+    ``board`` None builds for the board the hls stage checked against (``hls_report.json``);
+    another board than that one is refused. Without Vitis HLS/Vivado on PATH this raises
+    :class:`ToolNotFoundError` naming what is missing (after writing the folder); with
+    ``dry_run`` it returns a result whose ``missing_tools`` says the same. ``options`` are
+    :class:`OverlayConfig` fields (``max_batch``, ``fclk_mhz``, ``jobs``, ``board_repo``, ...).
     """
-    name = board.name if isinstance(board, Board) else str(board)
+    name = board.name if isinstance(board, Board) else board
     cfg = OverlayConfig(hls_dir=Path(hls_dir), out_dir=Path(out_dir), board=name, dry_run=dry_run,
                         **options)
     return run_flow(cfg)
 
 
-# -- checking a built overlay -------------------------------------------------------------
-class OverlayCheckError(OverlayError):
-    """The .hwh and accel.json disagree; ``problems`` lists each mismatch by field."""
-
-    def __init__(self, problems: list[str], where: Path):
-        super().__init__(f"{where}: the .hwh does not match accel.json:\n  - " + "\n  - ".join(problems))
-        self.problems = problems
-
-
-def check_overlay(overlay_dir: str | Path, hwh: str | Path | None = None) -> dict:
-    """Check ``flipq.hwh`` against ``accel.json`` in ``overlay_dir`` with pynqmetadata: IP
-    names and types, DMA mode, widths and length width, accelerator registers, fclk0, part.
-    Returns a summary; raises :class:`OverlayCheckError` listing every mismatch."""
-    from xml.etree import ElementTree as ET
-
-    from pynqmetadata.frontends import Metadata
-    from pynqmetadata.views.runtime import RuntimeMetadataParser
-
-    d = Path(overlay_dir)
-    meta = AccelMeta.load(d / "accel.json")
-    hwh = Path(hwh) if hwh is not None else d / "flipq.hwh"
-    if not hwh.is_file():
-        raise FileNotFoundError(f"hardware handoff not found: {hwh}")
-    parser = RuntimeMetadataParser(Metadata(input=str(hwh)))
-    ips = parser.ip_dict
-    problems: list[str] = []
-
-    dma = ips.get(meta.dma.name)
-    if dma is None:
-        problems.append(f"dma.name: no IP '{meta.dma.name}' in the .hwh (IP: {', '.join(sorted(ips))})")
-    else:
-        p = dma.get("parameters", {})
-        if not str(dma.get("type", "")).startswith("xilinx.com:ip:axi_dma:"):
-            problems.append(f"dma.name: '{meta.dma.name}' is a {dma.get('type')}, not an AXI DMA")
-        expect = {"c_include_sg": 0, "c_include_mm2s": 1, "c_include_s2mm": 1, "c_micro_dma": 0,
-                  "c_m_axis_mm2s_tdata_width": meta.dma.data_width,
-                  "c_s_axis_s2mm_tdata_width": meta.dma.data_width}
-        for key, want in expect.items():
-            got = p.get(key)
-            if got is None or int(got) != want:
-                problems.append(f"dma.{key}: the .hwh has {got}, accel.json needs {want}")
-        lw = p.get("c_sg_length_width")
-        if lw is None or int(lw) < meta.dma.length_width:
-            problems.append(f"dma.length_width: the .hwh's c_sg_length_width is {lw}, accel.json "
-                            f"needs >= {meta.dma.length_width} ({meta.dma.max_transfer_bytes} bytes)")
-    ip = ips.get(meta.ip.name)
-    if ip is None:
-        problems.append(f"ip.name: no IP '{meta.ip.name}' in the .hwh (IP: {', '.join(sorted(ips))})")
-    else:
-        if ip.get("type") != meta.ip.vlnv:
-            problems.append(f"ip.vlnv: the .hwh has {ip.get('type')}, accel.json says {meta.ip.vlnv}")
-        regs = {k: v["address_offset"] for k, v in ip.get("registers", {}).items()}
-        if regs:
-            wanted = {"planes": meta.ip.planes_offset, "CTRL": meta.ip.control["ap_ctrl"]}
-            wanted.update({k: v for k, v in meta.ip.control.items() if k != "ap_ctrl"})
-            for name, off in wanted.items():
-                field_name = "ip.planes_offset" if name == "planes" else \
-                    f"ip.control.{'ap_ctrl' if name == 'CTRL' else name}"
-                if regs.get(name) != off:
-                    got = "absent" if name not in regs else hex(regs[name])
-                    problems.append(f"{field_name}: register '{name}' is {got} in the .hwh, "
-                                    f"accel.json says {hex(off)}")
-    fclk = _fclk0_mhz(parser)
-    if fclk is None:
-        problems.append("fclk_mhz: fclk0 is not enabled in the .hwh")
-    elif abs(fclk - meta.fclk_mhz) > 0.01 * meta.fclk_mhz:
-        problems.append(f"fclk_mhz: the .hwh clocks fclk0 at {fclk:g} MHz, accel.json says {meta.fclk_mhz:g}")
-    info = ET.parse(hwh).getroot().find("SYSTEMINFO")
-    try:
-        board = load_board(meta.board)
-    except ValueError as e:
-        problems.append(f"board: {e}")
-        board = None
-    if board is not None and info is not None and board.hwh_device:
-        got = (info.get("DEVICE"), info.get("PACKAGE"), info.get("SPEEDGRADE"))
-        want = (board.hwh_device, board.hwh_package, board.hwh_speedgrade)
-        if got != want:
-            problems.append(f"board: the .hwh targets {''.join(g or '' for g in got)}, "
-                            f"{board.name} is {board.part}")
-    if problems:
-        raise OverlayCheckError(problems, hwh)
-    return {"hwh": str(hwh), "dma": meta.dma.name, "ip": meta.ip.name, "fclk_mhz": fclk,
-            "length_width": int(dma["parameters"]["c_sg_length_width"]), "board": meta.board}
-
-
-def _fclk0_mhz(parser) -> float | None:
-    clk = parser.clock_dict.get(0, {})
-    if not clk.get("enable"):
-        return None
-    if clk.get("frequency"):
-        return float(clk["frequency"])
-    ps = parser.ip_dict.get(parser.ps_name, {}).get("parameters", {})
-    for key in ("PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ", "PSU__CRL_APB__PL0_REF_CTRL__ACT_FREQMHZ"):
-        if ps.get(key):
-            return float(ps[key])
-    pll = ps.get("PCW_IO_IO_PLL_FREQMHZ")
-    if pll and clk.get("divisor0") and clk.get("divisor1"):
-        return float(pll) / (int(clk["divisor0"]) * int(clk["divisor1"]))
-    return None
-
-
-__all__ = ["OverlayConfig", "BuildResult", "BuildState", "STEPS", "build_overlay", "check_overlay",
-           "find_tools", "render", "run_flow", "OverlayError", "ResourceError", "ToolNotFoundError",
-           "OverlayCheckError", "SHELL_RESOURCES"]
+__all__ = ["BuildResult", "BuildState", "OverlayConfig", "STEPS", "SHELL_RESOURCES", "build_overlay",
+           "check_count", "run_flow", "tcl_values"]

@@ -11,10 +11,10 @@ they carry nothing the host reads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
 from flipq.host.accelmeta import AccelMeta
+from flipq.overlays.clocks import pl_clock_divisors
 
 DMA_BASE = 0x40400000  # Vivado's default address for the first axi_dma on M_AXI_GP0
 ACCEL_BASE = 0x43C00000  # ... and for the first custom AXI-lite IP
@@ -33,32 +33,6 @@ DMA_REGISTERS = (
 )
 # Vitis HLS s_axilite map for ap_ctrl_hs: control words, then one argument per 8 bytes.
 HLS_CONTROL_REGISTERS = (("CTRL", 0x00), ("GIER", 0x04), ("IP_IER", 0x08), ("IP_ISR", 0x0C))
-
-
-@dataclass(frozen=True)
-class PsClocks:
-    """How the PS derives fclk0 from its PLL: ``pll_mhz / (divisor0 * divisor1)``."""
-
-    pll_mhz: float
-    divisor0: int
-    divisor1: int
-
-    @property
-    def fclk_mhz(self) -> float:
-        return self.pll_mhz / (self.divisor0 * self.divisor1)
-
-
-def pl_clock_divisors(fclk_mhz: float, pll_mhz: float) -> PsClocks:
-    """Two 6-bit divisors that bring ``pll_mhz`` nearest to ``fclk_mhz`` (balanced, as Vivado
-    chooses for 100 MHz from a 1 GHz IO PLL: 5 x 2)."""
-    best = None
-    for d1 in range(1, 64):
-        for d0 in range(1, 64):
-            err = abs(pll_mhz / (d0 * d1) - fclk_mhz)
-            key = (round(err, 9), abs(d0 - d1), -d0)
-            if best is None or key < best[0]:
-                best = (key, d0, d1)
-    return PsClocks(pll_mhz, best[1], best[2])
 
 
 def _sub(parent, tag, **attrs):
@@ -133,8 +107,8 @@ def generate_hwh(meta: AccelMeta, board, design_name: str = "flipq",
     gp_port = "M_AXI_HPM0_LPD" if ultra else "M_AXI_GP0"
     hp_port = board.hp_port
     dma, accel = meta.dma.name, meta.ip.name
-    pll_mhz = 1500.0 if ultra else 1000.0  # ZCU104 IOPLL / PYNQ-Z2 IO PLL
-    clocks = pl_clock_divisors(meta.fclk_mhz, pll_mhz)
+    pll_mhz = board.pll_mhz
+    clocks = pl_clock_divisors(meta.fclk_mhz, pll_mhz, board.divisor_max)
     clk_hz = round(clocks.fclk_mhz * 1e6)
     sw = meta.dma.data_width
 

@@ -279,9 +279,10 @@ class SimDevice(Device):
         from pynqmetadata.frontends import Metadata
         from pynq.metadata.runtime_metadata_parser import RuntimeMetadataParser
 
+        from flipq.overlays.check import read_hwh
+
         hwh = Path(bitfile_name).with_suffix(".hwh")
-        if not hwh.is_file():
-            raise RuntimeError(f"Unable to find metadata for bitstream: {hwh} does not exist")
+        read_hwh(hwh)  # a missing, truncated or foreign .hwh: one line naming it, not a parser traceback
         return RuntimeMetadataParser(Metadata(input=str(hwh)))
 
     def download(self, bitstream, parser=None):

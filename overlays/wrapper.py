@@ -29,7 +29,9 @@ import numpy as np
 from flipq.hls.cxx import CompileError, ap_types, build_shared_library
 from flipq.host.accelmeta import AccelMeta
 from flipq.host.packing import pack
-from flipq.overlays.flow import OverlayError, render
+from flipq.overlays.errors import OverlayError, OverlayInputError
+from flipq.overlays.folder import replacing, write_atomic
+from flipq.overlays.render import render
 
 TOP = "flipq_top"
 HEADER = "flipq_top.h"
@@ -42,6 +44,10 @@ REGISTER_ORDER = (("planes", 0x10), ("n_samples", 0x18))
 
 class WrapperError(OverlayError):
     """The wrapper cannot be generated or run exactly; names the file, field and value."""
+
+
+class WrapperLibraryError(OverlayInputError):
+    """A compiled wrapper library that cannot be loaded (truncated, corrupt, another ABI)."""
 
 
 @dataclass(frozen=True)
@@ -300,10 +306,8 @@ def generate_wrapper(meta: AccelMeta, hls_project_dir: Path, out_dir: Path) -> P
     values = wrapper_values(meta, top)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / HEADER).write_text(render("flipq_top.h.tpl", values))
-    cpp = out_dir / SOURCE
-    cpp.write_text(render("flipq_top.cpp.tpl", values))
-    return cpp
+    write_atomic(out_dir / HEADER, render("flipq_top.h.tpl", values))
+    return write_atomic(out_dir / SOURCE, render("flipq_top.cpp.tpl", values))
 
 
 # -- C simulation ------------------------------------------------------------------------------
@@ -317,14 +321,16 @@ def compile_wrapper(wrapper_dir: Path, hls_project_dir: Path, lib_path: Path | N
         if not (wrapper_dir / name).is_file():
             raise WrapperError(f"{wrapper_dir / name} not found: run generate_wrapper first")
     harness = wrapper_dir / CSIM_SOURCE
-    harness.write_text(render("flipq_top_csim.cpp.tpl", {"project": project}))
+    write_atomic(harness, render("flipq_top_csim.cpp.tpl", {"project": project}))
     units = [project_dir / "firmware" / f"{project}.cpp", wrapper_dir / SOURCE, harness]
     lib = Path(lib_path) if lib_path else wrapper_dir / "libflipq_top_csim.so"
     try:
-        return build_shared_library(units, [ap_types(project_dir), project_dir / "firmware", wrapper_dir],
-                                    lib, wrapper_dir, opt=opt)
+        with replacing(lib) as tmp:  # a failed compile keeps the earlier library
+            build_shared_library(units, [ap_types(project_dir), project_dir / "firmware", wrapper_dir],
+                                 tmp, wrapper_dir, opt=opt)
     except CompileError as e:
         raise WrapperError(str(e)) from e
+    return lib
 
 
 _RUN_ERRORS = {-1: "flipq_top wrote more words than the output buffer holds",
@@ -333,7 +339,18 @@ _RUN_ERRORS = {-1: "flipq_top wrote more words than the output buffer holds",
 
 
 def _load(lib_path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(Path(lib_path).resolve()))
+    rebuild = "rebuild it with `flipq overlay build --simulate`"
+    if not Path(lib_path).is_file():
+        raise FileNotFoundError(f"compiled wrapper not found: {lib_path}; {rebuild}")
+    resolved = str(Path(lib_path).resolve())
+    try:
+        lib = ctypes.CDLL(resolved)
+        for name in ("flipq_top_run", "flipq_top_in_words", "flipq_top_out_words"):
+            getattr(lib, name)
+    except (OSError, AttributeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0].replace(f"{resolved}: ", "")
+        raise WrapperLibraryError(f"{lib_path}: not a loadable compiled flipq_top wrapper ({reason}); "
+                                  f"{rebuild}") from None
     u32p, i32p = ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_int)
     lib.flipq_top_run.argtypes = [u32p, ctypes.c_int, u32p, ctypes.c_int, ctypes.c_int, ctypes.c_int, i32p]
     lib.flipq_top_run.restype = ctypes.c_int
@@ -376,7 +393,9 @@ def pl_from_wrapper(lib_path: Path, meta: AccelMeta):
     """The compiled wrapper as :mod:`flipq.overlays.pynq_sim`'s PL: ``compute(words, planes) -> words``.
 
     The simulated S2MM ends on its length register, a real one on TLAST, so a batch whose TLAST
-    is not on its last word is an error here rather than a silently good transfer."""
+    is not on its last word is an error here rather than a silently good transfer. The library
+    is opened here, so a corrupt one is named before any transfer."""
+    _load(lib_path)
 
     def compute(words: np.ndarray, planes: int) -> np.ndarray:
         out, last = run_words(lib_path, meta, words, planes)
@@ -388,5 +407,5 @@ def pl_from_wrapper(lib_path: Path, meta: AccelMeta):
     return compute
 
 
-__all__ = ["FixedType", "HlsPort", "HlsTop", "WrapperError", "compile_wrapper", "generate_wrapper",
+__all__ = ["FixedType", "HlsPort", "HlsTop", "WrapperError", "WrapperLibraryError", "compile_wrapper", "generate_wrapper",
            "pl_from_wrapper", "read_hls_top", "run_words", "simulate_wrapper", "wrapper_values", "REGISTER_ORDER"]

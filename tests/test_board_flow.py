@@ -20,7 +20,7 @@ def overlay(demo_dir):
                         "--out", str(out / "overlay"), "--dry-run", "--simulate"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "not on PATH: vitis_hls" in r.stdout  # says exactly what is missing
+    assert "vitis_hls: not on PATH" in r.stdout  # says exactly what is missing
     return out / "overlay"
 
 
@@ -35,7 +35,7 @@ def sim(monkeypatch):
 
 def test_dry_run_writes_scripts_and_metadata(overlay, demo_dir):
     out, _ = demo_dir
-    for name in ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json", "flipq_top.cpp"):
+    for name in ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json", "src/flipq_top.cpp"):
         assert (overlay / name).is_file(), name
     meta = json.loads((overlay / "accel.json").read_text())
     report = json.loads((out / "hls" / "hls_report.json").read_text())

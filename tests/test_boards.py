@@ -66,3 +66,20 @@ def test_malformed_file_names_field(tmp_path):
     p.write_text(open(src).read().replace("max_length_width = 26", "max_length_width = 30"))
     with pytest.raises(BoardError, match="dma.max_length_width = 30"):
         load_board_file(p)
+
+
+def test_clock_facts_and_their_checks(tmp_path):
+    z2 = load_board("pynq-z2")
+    assert (z2.pll_mhz, z2.divisor_max, z2.fclk_min_mhz, z2.fclk_max_mhz) == (1000.0, 63, 10.0, 250.0)
+    assert load_board("zcu104").pll_mhz == 1500.0
+    src = open(z2.source).read()
+    p = tmp_path / "bad.toml"
+    p.write_text(src.replace("fclk0_mhz = 100.0", "fclk0_mhz = 300.0"))
+    with pytest.raises(BoardError, match=r"clocks.fclk_min_mhz <= fclk0_mhz <= clocks.fclk_max_mhz"):
+        load_board_file(p)
+    p.write_text(src.replace("divisor_max = 63", "divisor_max = 64"))
+    with pytest.raises(BoardError, match="clocks.divisor_max = 64 is outside 1..63"):
+        load_board_file(p)
+    p.write_text(src.replace("pll_mhz = 1000.0\n", ""))
+    with pytest.raises(BoardError, match="missing field clocks.pll_mhz"):
+        load_board_file(p)

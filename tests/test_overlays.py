@@ -13,8 +13,11 @@ from flipq.overlays.metadata import accel_meta_for
 from flipq.host.bitplan import BitPlan
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 from flipq.overlays.cli import add_overlay_commands
-from flipq.overlays.flow import (OverlayCheckError, OverlayError, ResourceError, ToolNotFoundError,
-                                 build_overlay, check_overlay, render)
+from flipq.overlays.check import check_overlay
+from flipq.overlays.errors import (OverlayCheckError, OverlayError, OverlayInputError, ResourceError,
+                                   ToolNotFoundError)
+from flipq.overlays.flow import build_overlay
+from flipq.overlays.render import render
 from flipq.overlays.hwh import generate_hwh
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pynq-z2-base.hwh"
@@ -47,7 +50,8 @@ def make_hls_dir(path: Path, totals=None) -> Path:
 
 @pytest.fixture
 def no_tools(monkeypatch):
-    monkeypatch.setattr("flipq.overlays.flow.find_tools", lambda: {"hls": None, "vivado": None})
+    monkeypatch.setattr("flipq.overlays.tools.find_tools",
+                        lambda: {"hls": None, "vivado": None, "vivado_hls": None})
 
 
 @pytest.fixture
@@ -60,12 +64,13 @@ def dry(tmp_path, no_tools):
 def test_dry_run_writes_everything_and_says_what_is_missing(dry):
     out, result = dry
     assert result.returncode == 0 and not result.built
-    assert result.missing_tools == ("vitis_hls or vivado_hls", "vivado")
+    assert result.missing_tools == ("vitis_hls", "vivado")
     for name in ("hls_synth.tcl", "block_design.tcl", "bitstream.tcl", "accel.json",
                  "intmodel.json", "intmodel.npz"):
         assert (out / name).is_file(), name
     assert not (out / "flipq.bit").exists()
-    assert "not on PATH: vitis_hls or vivado_hls, vivado" in result.ran[0]
+    assert "vitis_hls: not on PATH (flipq needs vitis_hls 2020.2 or newer); vivado: not on PATH" in result.ran[0]
+    assert "copy the folder" in result.ran[0] and "then cd into it and run" in result.ran[0]
     assert "vivado -mode batch -source block_design.tcl" in result.ran[0]
     assert result.usage["lut"] == (7500.0, 53200)
 
@@ -75,7 +80,11 @@ def test_block_design_golden_settings(dry):
     meta = AccelMeta.load(out / "accel.json")
     bd = (out / "block_design.tcl").read_text()
     assert "create_project -force flipq " in bd and "-part xc7z020clg400-1" in bd
-    assert "set_property board_part tul.com.tw:pynq-z2:part0:1.0 [current_project]" in bd
+    assert "set_property board_part {tul.com.tw:pynq-z2:part0:1.0} [current_project]" in bd
+    # without --board-repo: a clear Tcl error when the board files are missing, before any use
+    check = bd.index("get_board_parts -quiet {tul.com.tw:pynq-z2:part0:1.0}")
+    assert check < bd.index("set_property board_part") and "set_param board.repoPaths" not in bd
+    assert 'error "flipq: board part tul.com.tw:pynq-z2:part0:1.0 is not installed' in bd
     assert "xilinx.com:ip:processing_system7:5.5 processing_system7_0" in bd
     assert 'apply_board_preset "1"' in bd
     assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {100}" in bd
@@ -89,14 +98,23 @@ def test_block_design_golden_settings(dry):
     assert "create_bd_cell -type ip -vlnv flipq.org:hls:flipq_top:1.0 flipq_accel_0" in bd
     assert "[get_bd_intf_pins axi_dma_0/M_AXIS_MM2S] [get_bd_intf_pins flipq_accel_0/in_r]" in bd
     assert "[get_bd_intf_pins flipq_accel_0/out_r] [get_bd_intf_pins axi_dma_0/S_AXIS_S2MM]" in bd
-    assert "Slave {/flipq_accel_0/s_axi_control}" in bd
-    assert "Master {/axi_dma_0/M_AXI_S2MM} Slave {/processing_system7_0/S_AXI_HP0}" in bd
+    assert "Slave /flipq_accel_0/s_axi_control" in bd
+    assert "Master /axi_dma_0/M_AXI_S2MM Slave /processing_system7_0/S_AXI_HP0" in bd
+    # clocks and resets are wired once, by the AXI automation naming fclk0 for every side; no
+    # clkrst rule or connect_bd_net touches ap_clk afterwards (Vivado aborts on a second driver)
+    assert "set fclk /processing_system7_0/FCLK_CLK0" in bd
+    assert bd.count("Clk_master $fclk Clk_slave $fclk Clk_xbar $fclk") == 4
+    assert "bd_rule:clkrst" not in bd and "connect_bd_net" not in bd
+    connects = [line for line in bd.splitlines() if "ap_clk" in line and not line.lstrip().startswith("#")]
+    assert connects == ["foreach pin {flipq_accel_0/ap_clk flipq_accel_0/ap_rst_n axi_dma_0/s_axi_lite_aclk "
+                        "axi_dma_0/m_axi_mm2s_aclk axi_dma_0/m_axi_s2mm_aclk axi_dma_0/axi_resetn} {"]
     hls = (out / "hls_synth.tcl").read_text()
     assert "set_part {xc7z020clg400-1}" in hls and "create_clock -period 10 " in hls
     assert "set_top flipq_top" in hls and "-flow_target vivado" in hls
     assert "-vendor flipq.org -library hls -ipname flipq_top -version 1.0" in hls
     assert "s_axilite port=planes bundle=control      (offset 0x10)" in hls
-    assert "firmware/flipq_top.cpp" in hls
+    assert "add_files [file join $here src flipq_top.cpp] -cflags {-std=c++14}" in hls
+    assert (out / "src" / "flipq_top.cpp").read_text() == "// kernel\n"
     bit = (out / "bitstream.tcl").read_text()
     assert "launch_runs impl_1 -to_step write_bitstream -jobs 2" in bit
     assert "flipq.bit" in bit and "flipq.hwh" in bit
@@ -106,7 +124,7 @@ def test_block_design_golden_settings(dry):
 
 def test_without_tools_and_not_dry_run_raises(tmp_path, no_tools):
     hls = make_hls_dir(tmp_path / "hls")
-    with pytest.raises(ToolNotFoundError, match="not on PATH: vitis_hls or vivado_hls, vivado"):
+    with pytest.raises(ToolNotFoundError, match="vitis_hls: not on PATH"):
         build_overlay(hls, "pynq-z2", tmp_path / "overlay")
     assert (tmp_path / "overlay" / "block_design.tcl").is_file()  # still prepared
 
@@ -128,10 +146,10 @@ def test_refuses_design_that_cannot_fit(tmp_path, no_tools):
 def test_bad_hls_report_named(tmp_path, no_tools):
     hls = make_hls_dir(tmp_path / "hls")
     (hls / "hls_report.json").write_text(json.dumps({"totals": {"lut": 1, "ff": 1, "bram36": -1, "dsp": 0}}))
-    with pytest.raises(OverlayError, match=r"hls_report.json: field 'totals.bram36' = -1"):
+    with pytest.raises(OverlayInputError, match=r"hls_report.json: field 'totals.bram36' = -1"):
         build_overlay(hls, "pynq-z2", tmp_path / "o", dry_run=True)
     (hls / "hls_report.json").unlink()
-    with pytest.raises(OverlayError, match="hls_report.json not found"):
+    with pytest.raises(FileNotFoundError, match="hls_report.json not found"):
         build_overlay(hls, "pynq-z2", tmp_path / "o", dry_run=True)
 
 

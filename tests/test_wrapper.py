@@ -19,7 +19,8 @@ from flipq.overlays.metadata import accel_meta_for
 from flipq.host.emulator import Emulator
 from flipq.host.intmodel import QuantSpec
 from flipq.host.packing import PackingSpec, pack, unpack
-from flipq.overlays.flow import OverlayError, build_overlay
+from flipq.overlays.errors import OverlayInputError
+from flipq.overlays.flow import build_overlay
 from flipq.overlays.wrapper import (WrapperError, compile_wrapper, generate_wrapper, read_hls_top,
                                     simulate_wrapper)
 
@@ -131,7 +132,8 @@ def test_flow_dry_run_generates_and_adds_the_wrapper(real, tiny_chain, tmp_path,
     import json
 
     meta, _, _, project_dir = real
-    monkeypatch.setattr("flipq.overlays.flow.find_tools", lambda: {"hls": None, "vivado": None})
+    monkeypatch.setattr("flipq.overlays.tools.find_tools",
+                        lambda: {"hls": None, "vivado": None, "vivado_hls": None})
     hls = tmp_path / "hls"
     tiny_chain.intmodel.save(hls)
     src = Path(project_dir) / "firmware" / "myproject.cpp"
@@ -139,25 +141,30 @@ def test_flow_dry_run_generates_and_adds_the_wrapper(real, tiny_chain, tmp_path,
         "totals": {"lut": 4000, "ff": 5000, "bram36": 6, "dsp": 0}, "sources": [str(src)]}))
     result = build_overlay(hls, "pynq-z2", tmp_path / "ov", dry_run=True)
     out = tmp_path / "ov"
-    assert out / "flipq_top.cpp" in result.files and (out / "flipq_top.h").is_file()
+    assert out / "src" / "flipq_top.cpp" in result.files and (out / "src" / "flipq_top.h").is_file()
     tcl = (out / "hls_synth.tcl").read_text()
     assert "set_top flipq_top" in tcl
-    adds = re.findall(r"^add_files \{([^}]*)\}", tcl, re.M)
-    assert adds == [str((out / "flipq_top.cpp").resolve()), str(src)]
-    assert f"-I{out.resolve()} -I{src.parent}" in tcl and "ap_types" not in tcl
-    with pytest.raises(OverlayError, match="top = 'other'"):
+    adds = re.findall(r"^add_files (.*) -cflags", tcl, re.M)
+    assert adds == ["[file join $here src flipq_top.cpp]", "[file join $here src myproject.cpp]"]
+    # the model's sources travel with the overlay: its header, defines and kernels, not ap_types
+    for name in ("myproject.cpp", "myproject.h", "defines.h", "parameters.h"):
+        assert (out / "src" / name).read_bytes() == (src.parent / name).read_bytes(), name
+    assert any((out / "src" / "nnet_utils").glob("*.h"))
+    assert not (out / "src" / "ap_types").exists() and "ap_types" not in tcl
+    with pytest.raises(OverlayInputError, match="top = 'other'"):
         build_overlay(hls, "pynq-z2", tmp_path / "ov2", dry_run=True, top="other")
 
 
 def test_flow_names_a_report_without_a_project(tiny_chain, tmp_path, monkeypatch):
     import json
 
-    monkeypatch.setattr("flipq.overlays.flow.find_tools", lambda: {"hls": None, "vivado": None})
+    monkeypatch.setattr("flipq.overlays.tools.find_tools",
+                        lambda: {"hls": None, "vivado": None, "vivado_hls": None})
     hls = tmp_path / "hls"
     tiny_chain.intmodel.save(hls)
     (hls / "hls_report.json").write_text(json.dumps({
         "totals": {"lut": 1, "ff": 1, "bram36": 0, "dsp": 0}, "sources": ["nowhere/model.cpp"]}))
-    with pytest.raises(OverlayError, match="field 'sources'.*0 hls4ml projects"):
+    with pytest.raises(OverlayInputError, match=r"HLS source .*nowhere/model.cpp not found"):
         build_overlay(hls, "pynq-z2", tmp_path / "ov", dry_run=True)
 
 
