@@ -64,7 +64,7 @@ def plan_from_genome(names: list[str], genome) -> BitPlan:
 def integer_weights(model: QuantNet) -> dict[str, np.ndarray]:
     """Per MAC layer, the quantized integer weights as the ``(K, N)`` matrix of the integer
     model (channels-last K order, as the exported graph has it)."""
-    from flipq.quant.flip import as_kn, flatten_inputs
+    from flipq.quant.layout import as_kn, flatten_inputs
 
     chw = flatten_inputs(model)
     out = {}

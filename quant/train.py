@@ -7,8 +7,6 @@ Training hooks (used by flip-based allocation) are objects with any of
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from flipq.quant.atomic import replacing
 from flipq.quant.models import as_tensor
 
 
@@ -145,9 +144,8 @@ def load_runtime_stats(model: torch.nn.Module, stats: dict) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a run killed mid-save keeps the previous epoch's checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -157,7 +155,3 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1))

@@ -78,8 +78,12 @@ def test_lowering_checks_group_bits(tiny_chain):
 
     fc2 = tiny_chain.intmodel.mac_layers[-1]
     k, n = fc2.weight.shape
-    too_narrow = tiny_chain.plan.with_layer("fc2", group_size=4, group_bits=(2,) * (n * (k // 4)))
-    with pytest.raises(BitPlanError, match=r"layer 'fc2': group \(output \d+, group \d+\) is declared 2 bits"):
+    # fc2 is stored at 6 bits: declared as a 5-bit base with one 6-bit group, the other groups'
+    # weights still use their LSB plane
+    bits = tiny_chain.plan["fc2"].weight_bits
+    too_narrow = tiny_chain.plan.with_layer("fc2", weight_bits=bits - 1, group_size=4,
+                                            group_bits=(bits,) + (bits - 1,) * (n * (k // 4) - 1))
+    with pytest.raises(BitPlanError, match=rf"layer 'fc2': group \(output \d+, group \d+\) is declared {bits - 1} bits"):
         lower_qonnx(tiny_chain.prepared, too_narrow)
     wrong_count = tiny_chain.plan.with_layer("fc2", group_size=4, group_bits=(6, 6))
     with pytest.raises(BitPlanError, match="group_bits has 2 entries"):
