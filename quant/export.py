@@ -57,5 +57,6 @@ def execute_qonnx(model, x_nhwc: np.ndarray, progress: bool = False) -> np.ndarr
     iname = model.graph.input[0].name
     oname = model.graph.output[0].name
     rows = [oxe.execute_onnx(model, {iname: x_nhwc[i:i + 1].astype(np.float32)})[oname]
-            for i in tqdm(range(len(x_nhwc)), desc="qonnx", disable=not progress, leave=False)]
+            for i in tqdm(range(len(x_nhwc)), desc="QONNX check", unit="row", disable=not progress,
+                         leave=False)]
     return np.concatenate(rows).astype(np.float64)

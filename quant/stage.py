@@ -117,6 +117,7 @@ def stage_train(cfg) -> None:
             return
         else:  # interrupted between the last checkpoint and the artifacts after it
             print(f"train: {ckpt} already trained {done} epochs; writing plan.toml and train.json")
+    cfg.folder.mkdir(parents=True, exist_ok=True)
     write_json(cfg.folder / "config.json", asdict(cfg))
     with replacing(cfg.folder / "data.npz") as tmp:
         np.savez(tmp, x_test=ds.x_test, y_test=ds.y_test)
@@ -176,7 +177,7 @@ def trained_model(cfg):
     from flipq.pipeline import _need
     from flipq.quant.layout import layer_shapes
     from flipq.quant.models import build_model
-    from flipq.quant.train import load_checkpoint
+    from flipq.quant.train import load_checkpoint, load_model_state
 
     info = json.loads(_need(cfg.folder / "train.json", "train").read_text())
     plan = BitPlan.load(_need(cfg.folder / "plan.toml", "train"))
@@ -186,7 +187,7 @@ def trained_model(cfg):
     ckpt = _need(cfg.folder / "checkpoint.pt", "train")
     state = load_checkpoint(ckpt)
     check_checkpoint_fits(model, state, ckpt, cfg.arch)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, ckpt)
     model.eval()
     return model, plan, info
 

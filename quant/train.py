@@ -59,7 +59,7 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, ckpt)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history = state["history"]
@@ -146,6 +146,17 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a run killed mid-save keeps the previous epoch's checkpoint."""
     with replacing(path) as tmp:
         torch.save(state, tmp)
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights into ``model``; a checkpoint of another network is a
+    one-line ValueError naming the file, not torch's list of every key."""
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} does not fit this network ({detail}); use --fresh to discard it, "
+                         "or another --out folder") from e
 
 
 def load_checkpoint(path: Path) -> dict:
