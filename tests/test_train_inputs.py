@@ -226,3 +226,18 @@ def test_a_failed_write_leaves_the_earlier_artifact(tmp_path):
     plan = BitPlan.uniform(["fc1"], 4, 4).save(tmp_path / "plan.toml")
     assert BitPlan.load(plan) == BitPlan.uniform(["fc1"], 4, 4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.toml", "train.json"]
+
+
+def test_export_shows_the_qonnx_check_progress(trained, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    out = _copy(trained, tmp_path)
+    # the folder was trained with --no-progress, which config.json keeps
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "progress": True}))
+    assert main(["export", "--out", str(out), "--check-rows", "12"]) == 0
+    assert "QONNX check" in capsys.readouterr().err
+    torch_out, qonnx_out = (np.load(out / "outputs" / f"{n}.npy") for n in ("torch", "qonnx"))
+    assert qonnx_out.shape == (12, 10) and np.array_equal(torch_out, qonnx_out)
