@@ -96,6 +96,14 @@ def stage_train(cfg) -> None:
     t0 = time.perf_counter()
     ckpt = cfg.folder / "checkpoint.pt"
     check_resumable(cfg)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                       threads=cfg.threads, progress=cfg.progress)  # refuses bad values before any write
+    flip_cfg = None
+    if cfg.flip is not None:
+        from flipq.quant.flipconfig import FlipConfig
+
+        flip_cfg = FlipConfig.from_dict(cfg.flip)
+        flip_cfg.allocation_epochs(cfg.epochs)  # an allocation epoch past the run fails here, not after a write
     ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
     plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
     model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input, cfg.weight_scale)
@@ -121,8 +129,6 @@ def stage_train(cfg) -> None:
     write_json(cfg.folder / "config.json", asdict(cfg))
     with replacing(cfg.folder / "data.npz") as tmp:
         np.savez(tmp, x_test=ds.x_test, y_test=ds.y_test)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                       threads=cfg.threads, progress=cfg.progress)
     info: dict = {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
                   "signed_input": ds.signed_input}
     try:
@@ -132,12 +138,12 @@ def stage_train(cfg) -> None:
                                              seed=cfg.seed, threads=cfg.threads, progress=cfg.progress))
             info["float_accuracy"] = fh["test_accuracy"][-1]
             copy_mac_weights(twin, model)
-        if cfg.flip is not None:
-            from flipq.quant.flip import FlipConfig, train_flip
+        if flip_cfg is not None:
+            from flipq.quant.flip import train_flip
             from flipq.quant.flipplot import plot_allocation
             from flipq.quant.storage import stored_weight_bits
 
-            history, plan = train_flip(model, ds, tcfg, FlipConfig.from_dict(cfg.flip), checkpoint=ckpt)
+            history, plan = train_flip(model, ds, tcfg, flip_cfg, checkpoint=ckpt)
             fractions = history.get("flip", {}).get("fractions", {})
             with replacing(cfg.folder / "flip_allocation.png") as tmp:
                 plot_allocation(plan, tmp, {n: f["weights"] for n, f in fractions.items()} or None)

@@ -7,6 +7,7 @@ Training hooks (used by flip-based allocation) are objects with any of
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,22 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_counts(self, epochs=0, batch_size=1, threads=1)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+
+
+def check_counts(cfg, **minimum: int) -> None:
+    """Raise a ValueError naming the first field of ``cfg`` that is not an int (bools are not)
+    of at least its ``minimum``."""
+    for name, low in minimum.items():
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{name}={v!r} must be an int >= {low}")
 
 
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray | None = None,

@@ -241,3 +241,26 @@ def test_export_shows_the_qonnx_check_progress(trained, tmp_path, capsys):
     assert "QONNX check" in capsys.readouterr().err
     torch_out, qonnx_out = (np.load(out / "outputs" / f"{n}.npy") for n in ("torch", "qonnx"))
     assert qonnx_out.shape == (12, 10) and np.array_equal(torch_out, qonnx_out)
+
+
+def test_configs_refuse_out_of_range_values_from_python_too():
+    from flipq.quant.search import SearchConfig
+    from flipq.quant.train import TrainConfig
+
+    for bad, message in (({"epochs": -1}, "epochs=-1 must be an int >= 0"),
+                         ({"batch_size": 0}, "batch_size=0 must be an int >= 1"),
+                         ({"threads": True}, "threads=True must be an int >= 1"),
+                         ({"lr": float("nan")}, "lr=nan must be a finite number > 0")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
+    for bad, message in (({"population": 1}, "population=1 must be an int >= 2"),
+                         ({"generations": 0}, "generations=0 must be an int >= 1"),
+                         ({"qat_epochs": 0}, "qat_epochs=0 must be an int >= 1")):
+        with pytest.raises(ValueError, match=message):
+            SearchConfig(**bad)
+
+
+def test_flip_allocation_after_the_last_epoch_is_refused_before_any_write(tmp_path, capsys):
+    assert _train(tmp_path / "b", "--flip", "--flip-allocate-epochs", "5") == 2
+    assert f"allocation epoch 5 is not inside the {EPOCHS}-epoch run" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
