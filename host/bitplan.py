@@ -160,7 +160,10 @@ class BitPlan:
             )
         if not layers:
             raise BitPlanError(f"{source}: the plan has no layers")
-        return cls(tuple(layers), dict(d.get("meta", {})))
+        meta = d.get("meta", {})
+        if not isinstance(meta, Mapping):
+            raise BitPlanError(f"{source}: meta = {meta!r} must be a table ([meta])")
+        return cls(tuple(layers), dict(meta))
 
     def to_dict(self) -> dict:
         d: dict = {"layers": {lb.name: lb.to_dict() for lb in self.layers}}

@@ -131,3 +131,8 @@ def test_group_counts_are_checked_against_layer_shapes():
         whole.check_shapes({"fc1": (50, 4)})
     with pytest.raises(BitPlanError, match=r"plan names layer 'conv1', which the model does not have"):
         plan.check_shapes({"fc1": (20, 4)})
+
+
+def test_meta_that_is_not_a_table_is_refused():
+    with pytest.raises(BitPlanError, match=r"plan: meta = 5 must be a table"):
+        BitPlan.from_dict({"meta": 5, "layers": {"fc1": {"weight_bits": 4, "act_bits": 4}}})
