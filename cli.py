@@ -19,26 +19,32 @@ from pathlib import Path
 
 
 def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
+    # Standard library only (no torch), so `flipq --help` stays fast.
+    from flipq.quant.archs import ARCHS
+    from flipq.quant.argtypes import nonnegative_int, positive_float, positive_int
+    from flipq.quant.data import DATASETS
+    from flipq.quant.flipconfig import add_flip_arguments
+    from flipq.quant.scalerules import WEIGHT_SCALE_RULES
+
     p.add_argument("--out", required=True, help="build folder (artifacts of every stage)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--check-rows", type=int, default=None,
+    p.add_argument("--check-rows", type=nonnegative_int, default=None,
                    help="test rows the stage checks compare (default 500; 0: the whole test split)")
     if training:
-        p.add_argument("--dataset", default=None, choices=["digits", "fashion-mnist", "cifar10"])
+        p.add_argument("--dataset", default=None, choices=DATASETS)
         p.add_argument("--data-path", default=None, help="folder of the data set (CIFAR-10: required)")
-        p.add_argument("--arch", default=None, help="network: digits-cnn, mlp, vgg7-fm, vgg9, vgg9-small")
+        p.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
+                       help=f"network: {', '.join(ARCHS)}")
         p.add_argument("--plan", default=None, help="BitPlan TOML to train with")
-        p.add_argument("--epochs", type=int, default=None)
-        p.add_argument("--batch-size", type=int, default=None)
-        p.add_argument("--lr", type=float, default=None)
-        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--epochs", type=positive_int, default=None)
+        p.add_argument("--batch-size", type=positive_int, default=None)
+        p.add_argument("--lr", type=positive_float, default=None)
+        p.add_argument("--seed", type=nonnegative_int, default=None)
         p.add_argument("--fresh", action="store_true",
                        help="discard a checkpoint already in --out instead of resuming it")
-        p.add_argument("--threads", type=int, default=None, help="torch threads for training (default 1)")
-        p.add_argument("--float-epochs", type=int, default=None,
+        p.add_argument("--threads", type=positive_int, default=None, help="torch threads for training (default 1)")
+        p.add_argument("--float-epochs", type=nonnegative_int, default=None,
                        help="train a float twin for this many epochs and start QAT from it")
-        from flipq.quant.flip import add_flip_arguments
-        from flipq.quant.scaling import WEIGHT_SCALE_RULES
 
         p.add_argument("--weight-scale", default=None, choices=WEIGHT_SCALE_RULES,
                        help="power-of-two weight scale: least-squares choice (mse, default) or Brevitas' absmax rule")
@@ -47,7 +53,7 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--io-type", default=None, choices=["io_parallel", "io_stream"])
     p.add_argument("--kernel", default=None, choices=["bitserial", "stock"],
                    help="MAC kernels in hls4ml (default: bitserial)")
-    p.add_argument("--group-size", type=int, default=None,
+    p.add_argument("--group-size", type=nonnegative_int, default=None,
                    help="weight-group size for layers whose plan gives none (0: whole fan-in)")
     p.add_argument("--pe", default=None, help="PEs per layer, e.g. conv1=4,fc1=2 (default 1 each)")
     p.add_argument("--board", default=None, help="board whose resources the hls report is checked against")
@@ -85,18 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--batch", type=_positive_int, default=256)
             p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    from flipq.quant.archs import ARCHS
+    from flipq.quant.argtypes import int_at_least, nonnegative_int, positive_int
+    from flipq.quant.data import DATASETS
+
     p = sub.add_parser("search", help="NSGA-II over per-layer bits: accuracy, cycles, energy, memory")
     p.add_argument("--out", required=True, help="folder for search.json, pareto_*.toml, search.png")
-    p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "cifar10"])
+    p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-path", default=None)
-    p.add_argument("--arch", default="digits-cnn")
-    p.add_argument("--generations", type=int, default=6)
-    p.add_argument("--population", type=int, default=12)
-    p.add_argument("--qat-epochs", type=int, default=3, help="short QAT per candidate")
-    p.add_argument("--float-epochs", type=int, default=10, help="training of the shared float start")
-    p.add_argument("--group-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, default=None, help="train on a random subset of this size")
+    p.add_argument("--arch", default="digits-cnn", choices=list(ARCHS), metavar="ARCH",
+                   help=f"network: {', '.join(ARCHS)}")
+    p.add_argument("--generations", type=positive_int, default=6)
+    # NSGA-II mates two parents per offspring: one candidate has no one to cross with
+    p.add_argument("--population", type=int_at_least(2), default=12)
+    p.add_argument("--qat-epochs", type=positive_int, default=3, help="short QAT per candidate")
+    p.add_argument("--float-epochs", type=nonnegative_int, default=10, help="training of the shared float start")
+    p.add_argument("--group-size", type=nonnegative_int, default=16)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--limit-train", type=positive_int, default=None, help="train on a random subset of this size")
     p.add_argument("--no-progress", action="store_true")
     from flipq.overlays.cli import add_overlay_commands
 
@@ -225,7 +237,7 @@ def _config(args, fresh: bool):
                   "check_rows")}
     overrides["progress"] = False if args.no_progress else None
     if getattr(args, "flip", False):
-        from flipq.quant.flip import flip_config_from_args
+        from flipq.quant.flipconfig import flip_config_from_args
 
         overrides["flip"] = flip_config_from_args(args).to_dict()
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -124,100 +124,15 @@ def load_check_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
 
 # -- stages --------------------------------------------------------------------------------
 def stage_train(cfg: BuildConfig) -> None:
-    """Train the plan's network (optionally from a float twin, optionally with flip-based
-    extra-bit allocation); writes plan.toml (with per-group widths after flip), checkpoint.pt,
-    data.npz (the test split) and train.json."""
-    from flipq.quant.data import load_dataset
-    from flipq.quant.models import FloatNet, build_model, copy_mac_weights, default_plan, get_arch
-    from flipq.quant.train import TrainConfig, train
+    from flipq.quant.stage import stage_train as train_stage
 
-    t0 = time.perf_counter()
-    _check_resumable(cfg)
-    cfg.save()
-    ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
-    plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
-    model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input, cfg.weight_scale)
-    np.savez(cfg.folder / "data.npz", x_test=ds.x_test, y_test=ds.y_test)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                       threads=cfg.threads, progress=cfg.progress)
-    info: dict = {"input_shape": list(ds.input_shape), "num_classes": ds.num_classes,
-                  "signed_input": ds.signed_input}
-    if cfg.float_epochs and not (cfg.folder / "checkpoint.pt").is_file():
-        twin = FloatNet(get_arch(cfg.arch), ds.input_shape, ds.num_classes)
-        fh = train(twin, ds, TrainConfig(epochs=cfg.float_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                         seed=cfg.seed, threads=cfg.threads, progress=cfg.progress))
-        info["float_accuracy"] = fh["test_accuracy"][-1]
-        copy_mac_weights(twin, model)
-    if cfg.flip is not None:
-        from flipq.quant.flip import FlipConfig, plot_allocation, stored_weight_bits, train_flip
-
-        history, plan = train_flip(model, ds, tcfg, FlipConfig.from_dict(cfg.flip),
-                                   checkpoint=cfg.folder / "checkpoint.pt")
-        fractions = history.get("flip", {}).get("fractions", {})
-        plot_allocation(plan, cfg.folder / "flip_allocation.png",
-                        {n: f["weights"] for n, f in fractions.items()} or None)
-        info["stored_weight_bits"] = stored_weight_bits(plan, model)
-    else:
-        history = train(model, ds, tcfg, checkpoint=cfg.folder / "checkpoint.pt")
-    plan.save(cfg.folder / "plan.toml")
-    _record(cfg, "train", {"seconds": time.perf_counter() - t0, "history": history, **info})
-
-
-# Fields that change what a checkpoint means; the others (progress, io_type) do not.
-_TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs",
-                    "weight_scale")
-
-
-class StaleBuildError(ValueError):
-    """The build folder holds a checkpoint trained with a different configuration."""
-
-
-def _check_resumable(cfg: BuildConfig) -> None:
-    ckpt = cfg.folder / "checkpoint.pt"
-    saved = cfg.folder / "config.json"
-    if not ckpt.is_file() or not saved.is_file():
-        return
-    old = {**_LEGACY_DEFAULTS, **json.loads(saved.read_text())}
-    diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in _TRAINING_FIELDS
-            if old.get(k) != getattr(cfg, k)]
-    if diff:
-        raise StaleBuildError(
-            f"{ckpt} was trained with another configuration ({'; '.join(diff)}); "
-            "use a new --out folder or --fresh to discard it")
-
-
-def _trained_model(cfg: BuildConfig):
-    from flipq.quant.models import build_model
-    from flipq.quant.train import load_checkpoint
-
-    info = json.loads(_need(cfg.folder / "train.json", "train").read_text())
-    plan = BitPlan.load(_need(cfg.folder / "plan.toml", "train"))
-    model = build_model(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
-                        info["signed_input"], cfg.weight_scale)
-    model.load_state_dict(load_checkpoint(_need(cfg.folder / "checkpoint.pt", "train"))["model"])
-    model.eval()
-    return model, plan, info
+    train_stage(cfg)
 
 
 def stage_export(cfg: BuildConfig) -> None:
-    from flipq.hls.prepare import load_qonnx, prepare_qonnx
-    from flipq.quant.export import execute_qonnx, export_model
-    from flipq.quant.train import evaluate
+    from flipq.quant.stage import stage_export as export_stage
 
-    t0 = time.perf_counter()
-    model, plan, info = _trained_model(cfg)
-    x, _ = load_check_split(cfg)
-    path = export_model(model, tuple(info["input_shape"]), cfg.folder / "model.onnx", plan)
-    out_torch, _ = evaluate(model, x)
-    prepared = prepare_qonnx(load_qonnx(path))
-    out_qonnx = execute_qonnx(prepared, _channels_last(x), progress=cfg.progress)
-    np.save(_outputs(cfg) / "torch.npy", out_torch)
-    np.save(_outputs(cfg) / "qonnx.npy", out_qonnx)
-    _record(cfg, "export", {"seconds": time.perf_counter() - t0})
-
-
-def _channels_last(x: np.ndarray) -> np.ndarray:
-    return x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+    export_stage(cfg)
 
 
 def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.quant.data import Dataset, load_dataset
-from flipq.quant.flip import (FlipConfig, plot_allocation, stored_weight_bits,
-                              train_flip, weight_bits_breakdown)
+from flipq.quant.flip import FlipConfig, train_flip
+from flipq.quant.flipplot import plot_allocation
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
 from flipq.quant.scaling import WEIGHT_SCALE_RULES, pow2_weight_scale, quantize
+from flipq.quant.storage import stored_weight_bits, weight_bits_breakdown
 from flipq.quant.train import TrainConfig, evaluate, train
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -326,6 +326,8 @@ def summary_table(summary: dict, variants) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
+    # Made before minutes of training, so a new folder (or one that cannot be made) is settled first.
+    out.mkdir(parents=True, exist_ok=True)
     # Checkpoints are build output, not documentation; quick runs keep their own baselines.
     work = Path(args.work) if args.work else ROOT / "build" / ("mpq_runs_quick" if args.quick else "mpq_runs")
     work.mkdir(parents=True, exist_ok=True)

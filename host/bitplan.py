@@ -19,6 +19,7 @@ width of the model's input quantizer.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -36,8 +37,14 @@ class LayerBits:
     """Precision of one MAC layer.
 
     ``group_size`` groups the weights along the input (fan-in) dimension; 0 means one group
-    per output row. ``group_bits`` (optional) gives each group its own weight width, flat in
+    per output column. ``group_bits`` (optional) gives each group its own weight width, flat in
     row-major order over (output, group); absent means every group has ``weight_bits``.
+
+    What a plan may say, checked here and when it is read: every width is an int (not a bool)
+    in 2..8; ``group_bits`` is a list whose widths are ``weight_bits`` or ``weight_bits + 1``
+    (the base width and flip allocation's one extra bit; the layer then stores
+    ``max_weight_bits`` planes). The count of ``group_bits`` depends on the weights' shape:
+    :meth:`BitPlan.check_shapes` checks it against the model.
     """
 
     name: str
@@ -49,17 +56,32 @@ class LayerBits:
     def __post_init__(self) -> None:
         for what in ("weight_bits", "act_bits"):
             v = getattr(self, what)
-            if not isinstance(v, int) or isinstance(v, bool) or not MIN_BITS <= v <= MAX_BITS:
+            if not _is_int(v) or not MIN_BITS <= v <= MAX_BITS:
                 raise BitPlanError(
                     f"layer '{self.name}': {what}={v!r} is outside {MIN_BITS}..{MAX_BITS}"
                 )
-        if not isinstance(self.group_size, int) or self.group_size < 0:
+        if not _is_int(self.group_size) or self.group_size < 0:
             raise BitPlanError(f"layer '{self.name}': group_size={self.group_size!r} must be an int >= 0")
         if self.group_bits is not None:
-            bad = [b for b in self.group_bits if not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS]
+            if not isinstance(self.group_bits, tuple):
+                raise BitPlanError(f"layer '{self.name}': group_bits={self.group_bits!r} must be a list of "
+                                   f"widths, one per group")
+            if not self.group_bits:
+                raise BitPlanError(f"layer '{self.name}': group_bits is empty (leave it out for a uniform layer)")
+            wide = self.weight_bits + 1
+            bad = [b for b in self.group_bits if not _is_int(b) or not MIN_BITS <= b <= MAX_BITS]
             if bad:
                 raise BitPlanError(
                     f"layer '{self.name}': group_bits holds {bad[0]!r}, outside {MIN_BITS}..{MAX_BITS}"
+                )
+            # Training stores a layer with extra bits one bit wider than its base, on half the
+            # base scale (flipq.quant.extrabit), so a group is either width; narrower or wider
+            # groups have no quantizer behind them.
+            odd = [b for b in self.group_bits if b not in (self.weight_bits, wide)]
+            if odd:
+                raise BitPlanError(
+                    f"layer '{self.name}': group_bits holds {odd[0]}, but a group is weight_bits "
+                    f"({self.weight_bits}) or one extra bit ({wide}) wide"
                 )
 
     @property
@@ -74,6 +96,17 @@ class LayerBits:
         if self.group_bits is not None:
             d["group_bits"] = list(self.group_bits)
         return d
+
+
+def _is_int(v) -> bool:
+    """An int that is not a bool: TOML's ``true`` would otherwise read as 1."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def groups_per_column(fan_in: int, group_size: int) -> int:
+    """Weight groups along a fan-in of ``fan_in`` (``flipq.host.groups``): ``group_size`` 0 is
+    one group per output column."""
+    return 1 if group_size <= 0 else -(-fan_in // group_size)
 
 
 _KNOWN_KEYS = {"weight_bits", "act_bits", "group_size", "group_bits"}
@@ -113,6 +146,9 @@ class BitPlan:
                 if key not in entry:
                     raise BitPlanError(f"{source}: layer '{name}' lacks {key}")
             gb = entry.get("group_bits")
+            if gb is not None and not isinstance(gb, (list, tuple)):
+                raise BitPlanError(f"{source}: layer '{name}': group_bits = {gb!r} must be a list "
+                                   f"of widths, one per group")
             layers.append(
                 LayerBits(
                     name=str(name),
@@ -124,7 +160,10 @@ class BitPlan:
             )
         if not layers:
             raise BitPlanError(f"{source}: the plan has no layers")
-        return cls(tuple(layers), dict(d.get("meta", {})))
+        meta = d.get("meta", {})
+        if not isinstance(meta, Mapping):
+            raise BitPlanError(f"{source}: meta = {meta!r} must be a table ([meta])")
+        return cls(tuple(layers), dict(meta))
 
     def to_dict(self) -> dict:
         d: dict = {"layers": {lb.name: lb.to_dict() for lb in self.layers}}
@@ -148,11 +187,16 @@ class BitPlan:
         return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | Path) -> Path:
+        """Write TOML (or JSON for a ``.json`` path) atomically: a failed write leaves the
+        previous file as it was."""
         path = Path(path)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=1))
-        else:
-            path.write_text(self.to_toml())
+        text = json.dumps(self.to_dict(), indent=1) if path.suffix == ".json" else self.to_toml()
+        tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def to_toml(self) -> str:
@@ -207,6 +251,33 @@ class BitPlan:
             raise BitPlanError(
                 f"plan order {self.names} differs from the model's layer order {model_layers}"
             )
+
+    def check_shapes(self, shapes: Mapping[str, tuple[int, int]]) -> None:
+        """Raise unless every layer's ``group_bits`` has one entry per group of its weights.
+
+        ``shapes`` maps each layer to its weights as the ``(K, N)`` matrix of
+        ``flipq.host.groups`` (fan-in, outputs); a layer has ``N * ceil(K / group_size)``
+        groups (``N`` when ``group_size`` is 0).
+
+        >>> plan = BitPlan((LayerBits("fc1", 2, 4, group_size=8, group_bits=(2, 3)),))
+        >>> try:
+        ...     plan.check_shapes({"fc1": (16, 2)})
+        ... except BitPlanError as e:
+        ...     print(e)
+        layer 'fc1': group_bits has 2 entries, the layer has 2 outputs x 2 groups of 8 = 4
+        """
+        for lb in self.layers:
+            if lb.name not in shapes:
+                raise BitPlanError(f"plan names layer '{lb.name}', which the model does not have "
+                                   f"(model layers: {', '.join(shapes)})")
+            if lb.group_bits is None:
+                continue
+            k, n = shapes[lb.name]
+            per_column = groups_per_column(k, lb.group_size)
+            if len(lb.group_bits) != n * per_column:
+                raise BitPlanError(
+                    f"layer '{lb.name}': group_bits has {len(lb.group_bits)} entries, the layer has "
+                    f"{n} outputs x {per_column} groups of {lb.group_size or k} = {n * per_column}")
 
     def distinct_bit_widths(self) -> set[int]:
         return {lb.weight_bits for lb in self} | {lb.act_bits for lb in self}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+DATASETS = ("digits", "fashion-mnist", "cifar10")
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path("/usr/share/fashion-mnist"))
 
 
@@ -42,7 +43,7 @@ class Dataset:
 
 def load_dataset(name: str, path: str | Path | None = None, seed: int = 0,
                  limit_train: int | None = None) -> Dataset:
-    loaders = {"digits": _digits, "fashion-mnist": _fashion, "cifar10": _cifar10}
+    loaders = dict(zip(DATASETS, (_digits, _fashion, _cifar10)))
     if name not in loaders:
         raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(loaders)})")
     ds = loaders[name](path, seed)

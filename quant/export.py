@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from flipq.host.bitplan import BitPlan
+from flipq.quant.atomic import replacing
 
 
 def export_model(model: torch.nn.Module, input_shape, path: str | Path, plan: BitPlan | None = None) -> Path:
@@ -22,19 +22,18 @@ def export_model(model: torch.nn.Module, input_shape, path: str | Path, plan: Bi
 
     path = Path(path)
     model.eval()
-    tmp = path.with_suffix(".tmp.onnx")
     example = torch.zeros((1, *input_shape), dtype=torch.float32)
     # torch.onnx narrates each export step on stdout and warns about torchvision ops it
     # cannot register; neither concerns a QONNX export.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):
-        export_qonnx(model, example, export_path=str(tmp))
-    if plan is not None:
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "flipq.bitplan", plan.to_toml()
-        onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            export_qonnx(model, example, export_path=str(tmp))
+        if plan is not None:
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "flipq.bitplan", plan.to_toml()
+            onnx.save(proto, str(tmp))
     return path
 
 
@@ -58,5 +57,6 @@ def execute_qonnx(model, x_nhwc: np.ndarray, progress: bool = False) -> np.ndarr
     iname = model.graph.input[0].name
     oname = model.graph.output[0].name
     rows = [oxe.execute_onnx(model, {iname: x_nhwc[i:i + 1].astype(np.float32)})[oname]
-            for i in tqdm(range(len(x_nhwc)), desc="qonnx", disable=not progress, leave=False)]
+            for i in tqdm(range(len(x_nhwc)), desc="QONNX check", unit="row", disable=not progress,
+                         leave=False)]
     return np.concatenate(rows).astype(np.float64)

@@ -20,6 +20,10 @@ How the extra bit is represented (what the hardware stores):
 - The BitPlan records it per weight group (``flipq.host.groups`` layout): a group is ``b + 1`` bits
   when one of its weights has the extra bit, else ``b``.
 
+The knobs and their command-line options are in ``flipq.quant.flipconfig`` (no torch), the
+``(K, N)`` weight layout in ``flipq.quant.layout``, storage accounting in
+``flipq.quant.storage`` and the allocation plot in ``flipq.quant.flipplot``.
+
 Example (a short run on the digits data; see ``docs/mpq.md`` for the defaults' rationale)::
 
     >>> from flipq.quant.data import load_dataset
@@ -35,171 +39,22 @@ Example (a short run on the digits data; see ``docs/mpq.md`` for the defaults' r
 
 from __future__ import annotations
 
-import argparse
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from flipq.host.bitplan import BitPlan, LayerBits
-from flipq.host.groups import group_count
 from flipq.quant.extrabit import set_weight_bits
-from flipq.quant.models import trace_shapes
+from flipq.quant.flipconfig import LR_MODES, FlipConfig, FlipError
+from flipq.quant.layout import expand_groups, flatten_inputs, group_flags
 from flipq.quant.scaling import pow2_weight_scale, quantize
 from flipq.quant.train import TrainConfig, load_checkpoint, train
 
-LR_MODES = ("step", "grad", "off")
-PROMOTE_MODES = ("weight", "group")
+__all__ = ["FlipConfig", "FlipCounter", "FlipError", "ThresholdAwareLR", "train_flip"]
 
 
-class FlipError(ValueError):
-    """A flip configuration or model state that cannot work; the message names layer and value."""
-
-
-# -- configuration ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FlipConfig:
-    """Knobs of flip-based allocation. The paper does not publish them; the defaults were picked
-    by experiment on Fashion-MNIST (``docs/mpq.md``).
-
-    - ``group_size``: weights per group along the fan-in (the PE's weight group), the unit of
-      per-group widths in the BitPlan.
-    - ``window``: counting window before each allocation point, in epochs (fractions allowed).
-    - ``threshold``: a weight gets the extra bit when it switched between adjacent levels at
-      least this often in the window; below 1 it is a fraction of the window's steps.
-    - ``allocate_epochs``: allocate at the end of these epochs (0-based); empty means once,
-      at the end of the middle epoch. Each later allocation adds weights that are still on the
-      coarse grid.
-    - ``promote``: ``"weight"`` gives the extra level only to the flagged weights; ``"group"``
-      lets every weight of a group that pays for ``b + 1`` bits use it (same storage).
-    - ``lr_factor``, ``lr_band``, ``lr_mode``: weights with ``|frac(w/step) - 0.5| < lr_band``
-      (near a rounding threshold) learn ``lr_factor`` times slower; ``"step"`` scales the
-      optimizer's update (effective under Adam, whose normalisation cancels a constant gradient
-      scale), ``"grad"`` scales the gradient, ``"off"`` disables it.
-    - ``max_fraction``: optional cap on the fraction of a layer's weights flagged in one
-      allocation (the most frequent switchers win); ``None`` for no cap.
-    """
-
-    group_size: int = 16
-    window: float = 1.0
-    threshold: float = 2
-    allocate_epochs: tuple[int, ...] = ()
-    promote: str = "group"
-    lr_factor: float = 0.5
-    lr_band: float = 0.1
-    lr_mode: str = "grad"
-    max_fraction: float | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.group_size, int) or self.group_size < 1:
-            raise FlipError(f"group_size={self.group_size!r} must be an int >= 1")
-        if not self.window > 0:
-            raise FlipError(f"window={self.window!r} must be > 0 epochs")
-        if not self.threshold > 0:
-            raise FlipError(f"threshold={self.threshold!r} must be > 0 (a count, or a fraction < 1)")
-        if any(not isinstance(e, int) or e < 0 for e in self.allocate_epochs):
-            raise FlipError(f"allocate_epochs={self.allocate_epochs!r} must be epoch numbers >= 0")
-        if self.promote not in PROMOTE_MODES:
-            raise FlipError(f"promote={self.promote!r} is not one of {PROMOTE_MODES}")
-        if self.lr_mode not in LR_MODES:
-            raise FlipError(f"lr_mode={self.lr_mode!r} is not one of {LR_MODES}")
-        if not 0 < self.lr_factor <= 1:
-            raise FlipError(f"lr_factor={self.lr_factor!r} must be in (0, 1]")
-        if not 0 <= self.lr_band < 0.5:
-            raise FlipError(f"lr_band={self.lr_band!r} must be in [0, 0.5)")
-        if self.max_fraction is not None and not 0 < self.max_fraction <= 1:
-            raise FlipError(f"max_fraction={self.max_fraction!r} must be in (0, 1]")
-
-    def allocation_epochs(self, epochs: int) -> tuple[int, ...]:
-        chosen = self.allocate_epochs or (max(epochs // 2 - 1, 0),)
-        late = [e for e in chosen if e >= epochs]
-        if late:
-            raise FlipError(f"allocation epoch {late[0]} is not inside the {epochs}-epoch run")
-        return tuple(sorted(set(chosen)))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["allocate_epochs"] = list(self.allocate_epochs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FlipConfig":
-        """Inverse of :meth:`to_dict` (a JSON round trip, e.g. inside the build's config.json)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise FlipError(f"unknown flip option(s) {sorted(unknown)} (known: {sorted(known)})")
-        d = dict(d)
-        if "allocate_epochs" in d:
-            d["allocate_epochs"] = tuple(d["allocate_epochs"])
-        return cls(**d)
-
-
-# -- weight layout (K, N) as in flipq.host.groups ----------------------------------------------
-def as_kn(weight: torch.Tensor, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """Torch weight -> the ``(K, N)`` matrix of ``flipq.host.groups`` in the integer model's
-    (channels-last) order. Conv2d ``(N, cin, kh, kw)`` becomes HWIO flattened, K ordered
-    ``(kh, kw, cin)``. Linear ``(N, K)`` is transposed; when it reads a flattened ``(C, H, W)``
-    feature map (``chw``), its rows are reordered ``(H, W, C)``, as the channels-last
-    conversion of the exported graph does."""
-    if weight.dim() == 2:
-        if chw is not None:
-            weight = weight.reshape(weight.shape[0], *chw).permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
-        return weight.t()
-    if weight.dim() == 4:
-        return weight.permute(2, 3, 1, 0).reshape(-1, weight.shape[0])
-    raise FlipError(f"weights of shape {tuple(weight.shape)} are neither Linear nor Conv2d")
-
-
-def from_kn(matrix: torch.Tensor, shape: torch.Size, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
-    if len(shape) == 2:
-        w = matrix.t()
-        if chw is not None:
-            c, h, wd = chw
-            w = w.reshape(shape[0], h, wd, c).permute(0, 3, 1, 2)
-        return w.reshape(shape)
-    n, cin, kh, kw = shape
-    return matrix.reshape(kh, kw, cin, n).permute(3, 2, 0, 1).reshape(shape)
-
-
-def flatten_inputs(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
-    """Per MAC layer: the ``(C, H, W)`` feature map a Linear layer reads through a flatten, else
-    None. Found with one forward pass on zeros."""
-    traced = trace_shapes(model)
-    shapes = {"map": traced[n][0] for n, m in model.body.named_children() if isinstance(m, nn.Flatten)}
-    out: dict[str, tuple[int, int, int] | None] = {n: None for n in model.layer_names}
-    seen_flatten = False
-    for name, m in model.body.named_children():
-        if isinstance(m, nn.Flatten):
-            seen_flatten = True
-        elif name in out and seen_flatten and len(shapes.get("map", ())) == 3:
-            out[name] = shapes["map"]
-            break  # only the first layer after the flatten reads the feature map
-    return out
-
-
-def group_flags(flags: torch.Tensor, group_size: int, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """Weight-shaped booleans -> ``(N, n_groups)``: does the group hold a flagged weight."""
-    m = as_kn(flags, chw)
-    k, n = m.shape
-    ng = group_count(k, group_size)
-    padded = torch.zeros(ng * group_size, n, dtype=torch.bool)
-    padded[:k] = m
-    return padded.reshape(ng, group_size, n).any(1).t()
-
-
-def expand_groups(gflags: torch.Tensor, group_size: int, shape: torch.Size,
-                  chw: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """``(N, n_groups)`` -> weight-shaped booleans, every weight of a flagged group set."""
-    k = as_kn(torch.empty(shape), chw).shape[0]
-    m = gflags.t().repeat_interleave(group_size, dim=0)[:k]
-    return from_kn(m, shape, chw)
-
-
-# -- the hooks ----------------------------------------------------------------------------------
 def _switches(prev: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     return (level - prev).abs() == 1
 
@@ -450,115 +305,3 @@ def train_flip(model: nn.Module, ds, train_cfg: TrainConfig, flip_cfg: FlipConfi
     history["flip"] = {"config": flip_cfg.to_dict(), "allocations": counter.allocations,
                        "fractions": counter.fractions()}
     return history, plan
-
-
-# -- storage ------------------------------------------------------------------------------------
-def _layer_shapes(model_or_intmodel) -> dict[str, tuple[int, int]]:
-    """``{layer: (K, N)}`` from a QuantNet or an IntModel."""
-    if hasattr(model_or_intmodel, "mac_layers") and callable(model_or_intmodel.mac_layers):
-        return {n: tuple(as_kn(m.weight.detach()).shape) for n, m in model_or_intmodel.mac_layers().items()}
-    shapes = {}
-    for layer in model_or_intmodel.mac_layers:
-        w = layer.weight
-        shapes[layer.name] = (int(np.prod(w.shape[:-1])), int(w.shape[-1]))
-    return shapes
-
-
-def weight_bits_breakdown(plan: BitPlan, model_or_intmodel) -> dict[str, dict[str, int]]:
-    """Per layer: payload bits (weights x their group width) and metadata bits (one width flag
-    per group where a layer mixes two widths; uniform layers need none). Partial last groups
-    are counted at their real length."""
-    shapes = _layer_shapes(model_or_intmodel)
-    out = {}
-    for lb in plan:
-        if lb.name not in shapes:
-            raise FlipError(f"plan layer '{lb.name}' is not in the model (has {', '.join(shapes)})")
-        k, n = shapes[lb.name]
-        if lb.group_bits is None:
-            out[lb.name] = {"payload": k * n * lb.weight_bits, "metadata": 0, "weights": k * n}
-            continue
-        g = lb.group_size or k
-        ng = group_count(k, lb.group_size)
-        if len(lb.group_bits) != n * ng:
-            raise FlipError(f"layer '{lb.name}': group_bits has {len(lb.group_bits)} entries, "
-                            f"expected {n} outputs x {ng} groups = {n * ng}")
-        lengths = np.array([min(g, k - i * g) for i in range(ng)])
-        bits = np.asarray(lb.group_bits).reshape(n, ng)
-        widths = len(set(lb.group_bits))
-        flag_bits = math.ceil(math.log2(widths)) if widths > 1 else 0
-        out[lb.name] = {"payload": int((bits * lengths).sum()), "metadata": n * ng * flag_bits,
-                        "weights": k * n}
-    return out
-
-
-def stored_weight_bits(plan: BitPlan, model_or_intmodel) -> int:
-    """Total bits to store the weights under ``plan``, group-width flags included.
-
-    >>> plan = BitPlan.uniform(["fc1"], 4, 4)
-    >>> class One:  # anything with mac_layers() of torch layers, or an IntModel
-    ...     def mac_layers(self): return {"fc1": nn.Linear(32, 10, bias=False)}
-    >>> stored_weight_bits(plan, One())
-    1280
-    """
-    return sum(v["payload"] + v["metadata"] for v in weight_bits_breakdown(plan, model_or_intmodel).values())
-
-
-# -- plot ---------------------------------------------------------------------------------------
-def plot_allocation(plan: BitPlan, path: str | Path, weight_fractions: dict[str, float] | None = None,
-                    title: str = "Where the extra bits went") -> Path:
-    """Bar chart per layer: fraction of groups at ``b + 1`` bits (from the plan) and, when given,
-    fraction of weights with the extra level."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = plan.names
-    groups = [np.mean([b > lb.weight_bits for b in lb.group_bits]) if lb.group_bits else 0.0 for lb in plan]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 3.5))
-    width = 0.4 if weight_fractions else 0.6
-    ax.bar(x - (width / 2 if weight_fractions else 0), groups, width, label="groups at b+1 bits")
-    if weight_fractions:
-        ax.bar(x + width / 2, [weight_fractions.get(n, 0.0) for n in names], width,
-               label="weights with the extra level")
-    ax.set_xticks(x, [f"{n}\n(b={lb.weight_bits})" for n, lb in zip(names, plan)], fontsize=8)
-    ax.set_ylabel("fraction")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-# -- CLI glue for the lead ----------------------------------------------------------------------
-def add_flip_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options for ``flipq train --flip ...``; read them back with :func:`flip_config_from_args`."""
-    d = FlipConfig()
-    g = parser.add_argument_group("flip-based mixed precision")
-    g.add_argument("--flip", action="store_true", help="retrain with flip counting and extra-bit allocation")
-    g.add_argument("--flip-group-size", type=int, default=d.group_size, help="weights per group along the fan-in")
-    g.add_argument("--flip-window", type=float, default=d.window, help="counting window in epochs")
-    g.add_argument("--flip-threshold", type=float, default=d.threshold,
-                   help="switches needed for the extra bit: a count, or a fraction of the window's steps if < 1")
-    g.add_argument("--flip-allocate-epochs", type=int, nargs="*", default=list(d.allocate_epochs),
-                   help="allocate at the end of these epochs (default: the middle one)")
-    g.add_argument("--flip-promote", choices=PROMOTE_MODES, default=d.promote,
-                   help="extra level for the flagged weights only, or for their whole group")
-    g.add_argument("--flip-lr-factor", type=float, default=d.lr_factor, help="learning-rate factor near thresholds")
-    g.add_argument("--flip-lr-band", type=float, default=d.lr_band, help="half-width of the band around a threshold")
-    g.add_argument("--flip-lr-mode", choices=LR_MODES, default=d.lr_mode)
-    g.add_argument("--flip-max-fraction", type=float, default=None,
-                   help="cap on the fraction of a layer's weights flagged per allocation")
-
-
-def flip_config_from_args(args: argparse.Namespace) -> FlipConfig | None:
-    """The FlipConfig the options describe, or ``None`` without ``--flip``."""
-    if not getattr(args, "flip", False):
-        return None
-    return FlipConfig(group_size=args.flip_group_size, window=args.flip_window,
-                      threshold=args.flip_threshold, allocate_epochs=tuple(args.flip_allocate_epochs),
-                      promote=args.flip_promote, lr_factor=args.flip_lr_factor, lr_band=args.flip_lr_band,
-                      lr_mode=args.flip_lr_mode, max_fraction=args.flip_max_fraction)

@@ -30,17 +30,15 @@ import torch
 import torch.nn as nn
 from brevitas.quant import Int8WeightPerTensorFixedPoint
 
-WEIGHT_SCALE_RULES = ("absmax", "mse")
+from flipq.quant.scalerules import WEIGHT_SCALE_RULES, check_rule
+
+__all__ = ["MSE_OCTAVES", "WEIGHT_SCALE_RULES", "MSEPowerOfTwoScaling", "MSEWeightQuant", "absmax_scale",
+           "check_rule", "pow2_weight_scale", "quantize", "weight_quantizer"]
+
 # Candidate exponents relative to the absmax scale, coarsest first (ties go to the coarser).
 # +1 covers a 2-bit layer whose weights already sit on its grid (absmax = the top level s):
 # the absmax statistic gives s/2 there, and only 2*(s/2) reproduces the weights.
 MSE_OCTAVES = (1, 0, -1, -2, -3)
-
-
-def check_rule(rule: str) -> str:
-    if rule not in WEIGHT_SCALE_RULES:
-        raise ValueError(f"weight scale rule {rule!r} is not one of {WEIGHT_SCALE_RULES}")
-    return rule
 
 
 def absmax_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 
 from flipq.host.bitplan import MAX_BITS, MIN_BITS, BitPlan, LayerBits
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names, trace_shapes
-from flipq.quant.train import TrainConfig, evaluate, train
+from flipq.quant.train import TrainConfig, check_counts, evaluate, train
 
 OBJECTIVES = ("error", "cycles", "energy_pj", "memory_bits")
 
@@ -47,6 +47,13 @@ class SearchConfig:
     threads: int = 1  # many short trainings of small nets: one thread each is fastest
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # NSGA-II mates two parents per offspring: a population of one has no one to cross with
+        check_counts(self, generations=1, population=2, qat_epochs=1, float_epochs=0, batch_size=1,
+                     group_size=0, threads=1)
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} must be in (0, 1)")
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -64,7 +71,7 @@ def plan_from_genome(names: list[str], genome) -> BitPlan:
 def integer_weights(model: QuantNet) -> dict[str, np.ndarray]:
     """Per MAC layer, the quantized integer weights as the ``(K, N)`` matrix of the integer
     model (channels-last K order, as the exported graph has it)."""
-    from flipq.quant.flip import as_kn, flatten_inputs
+    from flipq.quant.layout import as_kn, flatten_inputs
 
     chw = flatten_inputs(model)
     out = {}

@@ -7,8 +7,7 @@ Training hooks (used by flip-based allocation) are objects with any of
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from flipq.quant.atomic import replacing
 from flipq.quant.models import as_tensor
 
 
@@ -30,6 +30,22 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_counts(self, epochs=0, batch_size=1, threads=1)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} must be a finite number > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+
+
+def check_counts(cfg, **minimum: int) -> None:
+    """Raise a ValueError naming the first field of ``cfg`` that is not an int (bools are not)
+    of at least its ``minimum``."""
+    for name, low in minimum.items():
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{name}={v!r} must be an int >= {low}")
 
 
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray | None = None,
@@ -60,7 +76,7 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
+        load_model_state(model, state, ckpt)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history = state["history"]
@@ -145,9 +161,19 @@ def load_runtime_stats(model: torch.nn.Module, stats: dict) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write atomically: a run killed mid-save keeps the previous epoch's checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights into ``model``; a checkpoint of another network is a
+    one-line ValueError naming the file, not torch's list of every key."""
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} does not fit this network ({detail}); use --fresh to discard it, "
+                         "or another --out folder") from e
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -157,7 +183,3 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
-
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1))

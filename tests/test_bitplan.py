@@ -78,9 +78,61 @@ def test_lowering_checks_group_bits(tiny_chain):
 
     fc2 = tiny_chain.intmodel.mac_layers[-1]
     k, n = fc2.weight.shape
-    too_narrow = tiny_chain.plan.with_layer("fc2", group_size=4, group_bits=(2,) * (n * (k // 4)))
-    with pytest.raises(BitPlanError, match=r"layer 'fc2': group \(output \d+, group \d+\) is declared 2 bits"):
+    # fc2 is stored at 6 bits: declared as a 5-bit base with one 6-bit group, the other groups'
+    # weights still use their LSB plane
+    bits = tiny_chain.plan["fc2"].weight_bits
+    too_narrow = tiny_chain.plan.with_layer("fc2", weight_bits=bits - 1, group_size=4,
+                                            group_bits=(bits,) + (bits - 1,) * (n * (k // 4) - 1))
+    with pytest.raises(BitPlanError, match=rf"layer 'fc2': group \(output \d+, group \d+\) is declared {bits - 1} bits"):
         lower_qonnx(tiny_chain.prepared, too_narrow)
     wrong_count = tiny_chain.plan.with_layer("fc2", group_size=4, group_bits=(6, 6))
     with pytest.raises(BitPlanError, match="group_bits has 2 entries"):
         lower_qonnx(tiny_chain.prepared, wrong_count)
+
+
+def _plan_toml(tmp_path, fc1_extra: str):
+    path = tmp_path / "plan.toml"
+    path.write_text(f"[layers.fc1]\nweight_bits = 3\nact_bits = 4\n{fc1_extra}\n")
+    return path
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("group_size = true", r"layer 'fc1': group_size=True must be an int >= 0"),
+    ("group_size = 4\ngroup_bits = 5", r"layer 'fc1': group_bits = 5 must be a list of widths, one per group"),
+    ("group_size = 4\ngroup_bits = [3, true]", r"layer 'fc1': group_bits holds True, outside 2..8"),
+    ("group_size = 4\ngroup_bits = []", r"layer 'fc1': group_bits is empty"),
+    ("group_size = 4\ngroup_bits = [3, 5]", r"layer 'fc1': group_bits holds 5, but a group is weight_bits \(3\) "
+                                            r"or one extra bit \(4\) wide"),
+    ("group_size = 4\ngroup_bits = [2, 3]", r"group_bits holds 2, but a group is weight_bits \(3\)"),
+])
+def test_malformed_group_fields_are_refused_when_read(tmp_path, extra, message):
+    path = _plan_toml(tmp_path, extra)
+    with pytest.raises(BitPlanError, match=message) as e:
+        BitPlan.load(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["weight_bits", "act_bits"])
+def test_bool_widths_are_refused(field):
+    entry = {"weight_bits": 4, "act_bits": 4, field: True}
+    with pytest.raises(BitPlanError, match=rf"layer 'fc1': {field}=True is outside 2..8"):
+        BitPlan.from_dict({"layers": {"fc1": entry}})
+
+
+def test_group_counts_are_checked_against_layer_shapes():
+    plan = BitPlan((LayerBits("conv1", 4, 8), LayerBits("fc1", 3, 4, group_size=8, group_bits=(3, 4) * 6)))
+    plan.check_shapes({"conv1": (27, 8), "fc1": (20, 4)})  # fc1: ceil(20 / 8) = 3 groups x 4 outputs
+    with pytest.raises(BitPlanError, match=r"layer 'fc1': group_bits has 12 entries, the layer has "
+                                           r"4 outputs x 2 groups of 8 = 8"):
+        plan.check_shapes({"conv1": (27, 8), "fc1": (16, 4)})
+    whole = BitPlan((LayerBits("fc1", 3, 4, group_size=0, group_bits=(3, 4, 4)),))
+    whole.check_shapes({"fc1": (50, 3)})  # group_size 0: one group per output column
+    with pytest.raises(BitPlanError, match=r"4 outputs x 1 groups of 50 = 4"):
+        whole.check_shapes({"fc1": (50, 4)})
+    with pytest.raises(BitPlanError, match=r"plan names layer 'conv1', which the model does not have"):
+        plan.check_shapes({"fc1": (20, 4)})
+
+
+def test_meta_that_is_not_a_table_is_refused():
+    with pytest.raises(BitPlanError, match=r"plan: meta = 5 must be a table"):
+        BitPlan.from_dict({"meta": 5, "layers": {"fc1": {"weight_bits": 4, "act_bits": 4}}})

@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from flipq.host.bitplan import BitPlan, LayerBits
+from flipq.host.bitplan import BitPlan, BitPlanError, LayerBits
 from flipq.host.groups import as_matrix, min_group_bits
-from flipq.quant.flip import (FlipConfig, FlipCounter, FlipError, ThresholdAwareLR, add_flip_arguments,
-                              as_kn, expand_groups, flip_config_from_args, group_flags,
-                              plot_allocation, set_weight_bits, stored_weight_bits, train_flip)
+from flipq.quant.extrabit import set_weight_bits
+from flipq.quant.flip import FlipCounter, ThresholdAwareLR, train_flip
+from flipq.quant.flipconfig import FlipConfig, FlipError, add_flip_arguments, flip_config_from_args
+from flipq.quant.flipplot import plot_allocation
+from flipq.quant.layout import as_kn, expand_groups, group_flags
+from flipq.quant.storage import stored_weight_bits
 from flipq.quant.models import QuantNet, mac_names
 from flipq.quant.scaling import absmax_scale
 from flipq.quant.train import TrainConfig
@@ -81,7 +84,7 @@ def test_dense_after_a_conv_uses_the_channels_last_row_order():
     kn = as_kn(weight, (c, h, w))
     expected = weight.reshape(n, c, h, w).permute(2, 3, 1, 0).reshape(h * w * c, n)
     assert torch.equal(kn, expected)
-    from flipq.quant.flip import from_kn
+    from flipq.quant.layout import from_kn
     assert torch.equal(from_kn(kn, weight.shape, (c, h, w)), weight)
 
 
@@ -230,7 +233,7 @@ def test_stored_bits_count_payload_and_one_flag_per_group():
     plan = BitPlan((LayerBits("fc1", 2, 4, 3, tuple(bits)), LayerBits("fc2", 2, 4)))
     payload_fc1 = 4 * (3 * 3 + 1 * 2) + 4 * (3 * 2 + 1 * 2)
     assert stored_weight_bits(plan, net) == payload_fc1 + 16 + 8 * 3 * 2
-    with pytest.raises(FlipError, match="fc1.*group_bits has 3 entries"):
+    with pytest.raises(BitPlanError, match=r"layer 'fc1': group_bits has 3 entries, the layer has 8 outputs x 2 groups of 3 = 16"):
         stored_weight_bits(plan.with_layer("fc1", group_bits=(2, 2, 3)), net)
 
 
@@ -407,3 +410,19 @@ def test_benchmark_validation_rows_are_training_rows_outside_the_subset(monkeypa
     full, idx, val = bench.split(args, seed=3)
     assert len(idx) == 200 and len(val) == 100 and not np.intersect1d(idx, val).size
     assert full.x_test is fake.x_test  # the test set is left whole, only scored at the end
+
+
+def test_benchmark_makes_its_output_folder_before_training(tmp_path, monkeypatch):
+    bench = _benchmark()
+    out = tmp_path / "new" / "results"
+
+    class Trained(Exception):
+        pass
+
+    def run_seeds(args, work):  # minutes of training in a real run: the folder must exist by now
+        assert out.is_dir()
+        raise Trained
+
+    monkeypatch.setattr(bench, "run_seeds", run_seeds)
+    with pytest.raises(Trained):
+        bench.main(["--out", str(out), "--work", str(tmp_path / "work")])

@@ -102,7 +102,8 @@ def test_unknown_rule_is_refused_by_name():
 def test_old_build_configs_rebuild_with_absmax(tmp_path):
     """A build folder from before the rule was recorded was trained with absmax scales: loading
     its config must not switch the rebuilt network to another grid, nor call it stale."""
-    from flipq.pipeline import BuildConfig, _check_resumable
+    from flipq.pipeline import BuildConfig
+    from flipq.quant.stage import StaleBuildError, check_resumable
 
     cfg = BuildConfig(out=str(tmp_path))
     assert cfg.weight_scale == "mse"
@@ -112,6 +113,6 @@ def test_old_build_configs_rebuild_with_absmax(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     loaded = BuildConfig.load(tmp_path)
     assert loaded.weight_scale == "absmax"
-    _check_resumable(loaded)  # same configuration: no StaleBuildError
-    with pytest.raises(ValueError, match="weight_scale: 'absmax' -> 'mse'"):
-        _check_resumable(cfg)
+    check_resumable(loaded)  # same configuration: no StaleBuildError
+    with pytest.raises(StaleBuildError, match="weight_scale: 'absmax' -> 'mse'"):
+        check_resumable(cfg)
