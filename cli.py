@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_options(p, False)
     _add_build_options(sub.add_parser("emulate", help="run the integer emulator on the test split"), False)
     _add_build_options(sub.add_parser("report", help="write report.json and print the summary"), False)
+    from flipq.quant.argtypes import positive_int  # standard library only, as the board side needs
+
     for name, text in (("run", "run inference on a backend and save the outputs"),
                        ("bench", "benchmark a backend: per-stage times, latency, throughput")):
         p = sub.add_parser(name, help=text)
@@ -83,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                        + ("" if name == "run" else "; default: random inputs in the input range"))
         p.add_argument("--quantized", action="store_true",
                        help="--input holds integers already on the input quantizer's grid")
-        p.add_argument("--planes", type=_positive_int, default=None,
+        p.add_argument("--planes", type=positive_int, default=None,
                        help="weight planes to accumulate (1 .. the widest layer's; default all)")
         if name == "run":
             p.add_argument("--output", default=None, help="write outputs to this .npy file")
             p.add_argument("--verify", action="store_true", help="also compare with the emulator")
         else:
-            p.add_argument("--batch", type=_positive_int, default=256)
+            p.add_argument("--batch", type=positive_int, default=256)
             p.add_argument("--json", default=None, help="write the figures to this JSON file")
     from flipq.quant.archs import ARCHS
     from flipq.quant.argtypes import int_at_least, nonnegative_int, positive_int
@@ -114,17 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_overlay_commands(sub)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 class InputFileError(ValueError):
@@ -162,12 +153,10 @@ def _output_path(path: str) -> Path:
 def _save_npy(path: Path, array) -> None:
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp.npy")
-    try:
+    from flipq.host.files import replacing
+
+    with replacing(path) as tmp:
         np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _open_accelerator(args):
@@ -235,7 +224,7 @@ def _config(args, fresh: bool):
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
                   "kernel", "group_size", "pe", "float_epochs", "board", "threads", "weight_scale",
                   "check_rows")}
-    overrides["progress"] = False if args.no_progress else None
+    overrides["progress"] = not args.no_progress  # this command's choice, not the saved one
     if getattr(args, "flip", False):
         from flipq.quant.flipconfig import flip_config_from_args
 
@@ -273,26 +262,12 @@ _USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectory
 _FAILURES = (RuntimeError, OSError)
 
 
-def check_out_folder(path: str | Path, option: str = "--out") -> Path:
-    """Refuse, before any work, an output folder that is a file or cannot be written (a
-    read-only mount, a folder without write permission): minutes of training would otherwise
-    end in a traceback. Creates the folder when it is missing."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{option} {path} is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".flipq-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
-    return out
-
-
 def _dispatch(args) -> int:
     if getattr(args, "out", None) is not None and args.command != "overlay":
-        check_out_folder(args.out)
+        # minutes of training would otherwise end in a traceback at the first write
+        from flipq.host.files import prepare_out_dir
+
+        prepare_out_dir(args.out, "--out", create=False)
     if args.command == "overlay":
         return args.func(args)
     if args.command in ("run", "bench"):
@@ -333,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     try:
         return _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # training raises one naming its last checkpoint
         if args.debug:
             raise
-        print("flipq: interrupted", file=sys.stderr)
-        return 130
+        print(f"flipq: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except _USAGE_ERRORS + _FAILURES as e:
         if args.debug:
             raise

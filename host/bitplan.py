@@ -19,10 +19,11 @@ width of the model's input quantizer.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
+
+from flipq.host.files import write_atomic
 
 MIN_BITS = 2
 MAX_BITS = 8
@@ -191,13 +192,7 @@ class BitPlan:
         previous file as it was."""
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=1) if path.suffix == ".json" else self.to_toml()
-        tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(path, text)
 
     def to_toml(self) -> str:
         lines = ["# flipq BitPlan: per-layer weight/activation bits (2..8), keyed by layer name.",

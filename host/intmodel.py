@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from flipq.host.bitplan import BitPlan
+from flipq.host.files import replacing, write_json
 
 FORMAT_VERSION = 1
 MAC_OPS = ("conv", "dense")
@@ -134,8 +134,9 @@ class IntModel:
             # what load() checks, so an edited file (an output_exp, a weight) cannot run unnoticed
             "digest": self.digest(),
         }
-        _write_atomic(folder / "intmodel.npz", lambda f: np.savez(f, **arrays))
-        _write_atomic(folder / "intmodel.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        with replacing(folder / "intmodel.npz") as tmp:
+            np.savez(tmp, **arrays)
+        write_json(folder / "intmodel.json", meta)
         return folder
 
     @classmethod
@@ -199,14 +200,3 @@ class IntModel:
                     h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
         return h.hexdigest()
 
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(file)`` into a temporary beside ``path``, then rename: a failed or interrupted
-    save leaves the previous file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

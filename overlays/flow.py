@@ -30,7 +30,7 @@ from flipq.overlays import tools
 from flipq.overlays.clocks import PsClocks, mhz_text, pl_clock
 from flipq.overlays.errors import (OverlayError, OverlayInputError, ResourceError,
                                    ToolNotFoundError)
-from flipq.overlays.folder import copy_atomic, prepare_out_dir, write_atomic
+from flipq.host.files import copy_atomic, prepare_out_dir, write_atomic
 from flipq.overlays.render import render, tcl_here_path, tcl_word
 from flipq.overlays.metadata import accel_meta_for
 from flipq.overlays.sources import SRC_DIR, copy_sources
@@ -183,7 +183,7 @@ def step_check_resources(cfg: OverlayConfig, st: BuildState) -> None:
 
 
 def step_write_metadata(cfg: OverlayConfig, st: BuildState) -> None:
-    out = prepare_out_dir(cfg.out_dir)
+    out = prepare_out_dir(cfg.out_dir, "overlay folder")
     st.files.append(write_atomic(out / "accel.json", st.meta.to_json() + "\n"))
     # The integer model travels with the overlay: the board can verify against the emulator.
     for name in ("intmodel.json", "intmodel.npz"):

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from flipq.overlays.errors import OverlayInputError
-from flipq.overlays.folder import copy_atomic
+from flipq.host.files import copy_atomic
 
 SRC_DIR = "src"
 _QUOTED_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"\n]+)"', re.M)

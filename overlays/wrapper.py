@@ -30,7 +30,7 @@ from flipq.hls.cxx import CompileError, ap_types, build_shared_library
 from flipq.host.accelmeta import AccelMeta
 from flipq.host.packing import pack
 from flipq.overlays.errors import OverlayError, OverlayInputError
-from flipq.overlays.folder import replacing, write_atomic
+from flipq.host.files import replacing, write_atomic
 from flipq.overlays.render import render
 
 TOP = "flipq_top"

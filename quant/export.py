@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from flipq.host.bitplan import BitPlan
-from flipq.quant.atomic import replacing
+from flipq.host.files import replacing
 
 
 def export_model(model: torch.nn.Module, input_shape, path: str | Path, plan: BitPlan | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 ``stage_train(cfg)`` trains the plan's network in ``cfg.out`` and resumes a checkpoint already
 there; ``stage_export(cfg)`` exports the trained network as QONNX and runs the export on the
-stage-check rows. Every artifact is replaced atomically (``flipq.quant.atomic``).
+stage-check rows. Every artifact is replaced atomically (``flipq.host.files``).
 
 Rerunning ``flipq train`` with the same command is always safe: a checkpoint that holds fewer
 epochs than ``--epochs`` is resumed, one that holds exactly as many is left alone, and one that
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from flipq.host.bitplan import BitPlan, BitPlanError
-from flipq.quant.atomic import replacing, write_json
+from flipq.host.files import replacing, write_json
 
 # Fields that change what a checkpoint means; the others (progress, io_type) do not.
 TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from flipq.quant.atomic import replacing
+from flipq.host.files import replacing
 from flipq.quant.models import as_tensor
 
 

@@ -104,7 +104,7 @@ def test_out_onto_a_file_or_a_read_only_place_is_refused(capsys, tmp_path, comma
     afile = tmp_path / "afile"
     afile.write_text("x")
     rc, _, err = _run(capsys, command, "--out", str(afile))
-    assert rc == 2 and f"--out {afile} is a file; give a folder" in err
+    assert rc == 2 and f"--out {afile} is an existing file, not a folder" in err
     import os
 
     # root writes through permission bits, so use a read-only file system: /proc
@@ -112,4 +112,4 @@ def test_out_onto_a_file_or_a_read_only_place_is_refused(capsys, tmp_path, comma
     if readonly is None:
         pytest.skip("no read-only file system to write to")
     rc, _, err = _run(capsys, command, "--out", readonly)
-    assert rc == 2 and f"--out {readonly}: cannot write there" in err
+    assert rc == 2 and f"--out {readonly} cannot be created" in err

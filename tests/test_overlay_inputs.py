@@ -25,7 +25,7 @@ from flipq.overlays.check import HwhError, check_overlay
 from flipq.overlays.clocks import ClockError, pl_clock
 from flipq.overlays.errors import OverlayInputError, ToolNotFoundError
 from flipq.overlays.flow import build_overlay
-from flipq.overlays.folder import replacing, write_atomic
+from flipq.host.files import replacing, write_atomic
 from flipq.overlays.hwh import generate_hwh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: siblings by path
