@@ -129,27 +129,3 @@ def active_planes(mask: np.ndarray, bits: int, planes: int | None = None) -> np.
     m = np.asarray(mask, dtype=np.uint8) & keep
     return np.unpackbits(m[..., None], axis=-1).sum(axis=-1)
 
-
-def input_ranges(intmodel) -> dict[str, tuple[int, int, int]]:
-    """Per MAC layer: exponent and integer range (lo, hi) of its input, walking the model.
-
-    A MAC layer's own output range is bounded for *any* ``planes``: truncating a weight toward
-    minus infinity keeps it within ``-2**(B-1) .. 2**(B-1)-1``.
-    """
-    spec = intmodel.input_quant
-    exp, lo, hi = spec.exp, spec.qmin, spec.qmax
-    out = {}
-    for layer in intmodel.layers:
-        a = layer.attrs
-        if layer.is_mac:
-            out[layer.name] = (exp, lo, hi)
-            k = int(np.prod(layer.weight.shape[:-1]))
-            bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
-            bound = k * max(abs(lo), abs(hi)) * 2 ** (a["weight_bits"] - 1) + bias
-            exp, lo, hi = exp + a["w_exp"], -bound, bound
-        elif layer.op == "requant":
-            q = layer.requant
-            lo, hi, exp = q.qmin, q.qmax, q.exp
-        elif layer.op == "relu":
-            lo, hi = max(lo, 0), max(hi, 0)
-    return out

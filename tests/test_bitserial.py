@@ -11,7 +11,8 @@ import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-from flipq.hls.bitserial import BitSerialError, build_bitserial, compile_project, plan_layers
+from flipq.hls.bitserial import build_bitserial, compile_project
+from flipq.hls.hwplan import HardwarePlanError, plan_hardware
 from flipq.hls.planes import PlaneError, active_planes, pack_layer, unpack_layer
 from flipq.host.csim import CsimBackend, CsimError
 from flipq.host.emulator import Emulator
@@ -171,8 +172,8 @@ def cnn_build(request, cnn, tmp_path_factory):
 def test_cnn_csim_equals_emulator_and_qonnx(cnn, cnn_build):
     check_build(cnn_build, cnn)
     assert [lay.name for lay in cnn_build.layers] == [lay.name for lay in cnn.intmodel.mac_layers]
-    assert cnn_build.layers[0].n_pe == 2
-    assert all(lay.hls_name for lay in cnn_build.layers)
+    assert cnn_build.layers[0].pe == 2
+    assert set(cnn_build.hls_names) == {lay.name for lay in cnn_build.layers}
 
 
 def test_generated_code_is_bit_serial(cnn_build):
@@ -280,17 +281,17 @@ def test_errors_name_layer_and_value(cnn):
     with pytest.raises(PlaneError, match=r"layer 'fcx'.*weight 9"):
         pack_layer(np.array([[9]]), 4, 0, "fcx")
     first = cnn.intmodel.mac_layers[0].name
-    with pytest.raises(BitSerialError, match=rf"layer '{first}': pe=0"):
-        plan_layers(cnn.intmodel, {first: 0})
-    with pytest.raises(BitSerialError, match="nope"):
-        plan_layers(cnn.intmodel, {"nope": 1})
+    with pytest.raises(HardwarePlanError, match=rf"layer '{first}': pe=0"):
+        plan_hardware(cnn.intmodel, {first: 0})
+    with pytest.raises(HardwarePlanError, match="nope"):
+        plan_hardware(cnn.intmodel, {"nope": 1})
     layer = cnn.intmodel.mac_layers[0]
     saved = list(layer.attrs["group_bits"])
     try:
         layer.attrs["group_bits"] = [2] * len(saved)
         if any(b > 2 for b in saved):
             with pytest.raises(PlaneError, match=rf"layer '{first}': output \d+, group \d+ is declared 2 bits"):
-                plan_layers(cnn.intmodel)
+                plan_hardware(cnn.intmodel)
     finally:
         layer.attrs["group_bits"] = saved
 
@@ -299,7 +300,7 @@ def test_registration_is_idempotent_and_leaves_stock_conversions_alone(cnn, tmp_
     import hls4ml
     from hls4ml.model.flow import get_flow
 
-    from flipq.hls.bitserial import PASS_NAME, WRITE_PASS_NAME, register_bitserial
+    from flipq.hls.bitserial_plugin import PASS_NAME, WRITE_PASS_NAME, register_bitserial
 
     register_bitserial()
     register_bitserial()
