@@ -187,6 +187,21 @@ def test_generated_code_is_bit_serial(cnn_build):
     assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
 
 
+def test_declared_widths_are_the_plans(cnn_build):
+    """accum_t/psum_t in the generated config are the hardware plan's (the CNN's inputs sit on
+    their own grids, so hls4ml adds no shift)."""
+    import re
+
+    params = (cnn_build.project_dir / "firmware" / "parameters.h").read_text()
+    for lay in cnn_build.layers:
+        block = params[params.index(f"// {lay.name}: "):]
+        block = block[:block.index("};")]
+        assert f"typedef ap_int<{lay.acc_bits}> accum_t;" in block, (lay.name, lay.acc_bits)
+        assert f"typedef ap_int<{lay.psum_bits}> psum_t;" in block, (lay.name, lay.psum_bits)
+        assert f"static const unsigned n_pe = {lay.pe};" in block
+        assert re.search(rf"static const unsigned group_size = {lay.group_size};", block)
+
+
 def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
     """Make the kernel subtract plane 0 instead of the sign plane: C-sim must notice."""
     params = cnn_build.project_dir / "firmware" / "parameters.h"
