@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from flipq.hls.hwplan import HardwarePlan, LayerHw, ValueRange, layer_hw, plan_hardware
+from flipq.hls.hwplan import HardwarePlan, LayerHw, ValueRange, bits_for, layer_hw, plan_hardware
 from flipq.hls.planes import WORD_BITS, active_planes
 
 BRAM36_BITS = 36 * 1024
@@ -57,7 +57,7 @@ def layer_cost(*, name: str, kernel: str, fan_in: int, n_out: int, n_pix: int, w
     """Cycles and resources of one bit-serial layer given its shape and input range (for
     models that are not lowered yet; an IntModel goes through :func:`hls_report`)."""
     hw = layer_hw(name=name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix, weight_bits=weight_bits,
-                  group_size=group_size, mask=mask, inp=ValueRange(act_lo, act_hi, 0, act_lo < 0, 0), pe=pe,
+                  group_size=group_size, mask=mask, inp=ValueRange(act_lo, act_hi, 0, act_lo < 0, bits_for(act_lo, act_hi)), pe=pe,
                   frame_elems=frame_elems)
     return hw_cost(hw, planes, frame_elems)
 

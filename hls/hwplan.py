@@ -134,10 +134,6 @@ class HardwarePlan:
                 return lay
         raise KeyError(name)
 
-    @property
-    def names(self) -> list[str]:
-        return [lay.name for lay in self.layers]
-
 
 def truncation_range(w_kn: np.ndarray, bits: int, lo: int, hi: int, bias=None) -> tuple[int, int]:
     """(lo, hi) of a layer's final accumulators over every ``planes``, inputs in ``lo .. hi``."""
@@ -152,13 +148,6 @@ def truncation_range(w_kn: np.ndarray, bits: int, lo: int, hi: int, bias=None) -
     return int(acc_lo.min(initial=0)), int(acc_hi.max(initial=0))
 
 
-def _check_pe(pe: dict, names: list[str]) -> None:
-    unknown = sorted(set(pe) - set(names))
-    if unknown:
-        raise HardwarePlanError(f"pe names layer '{unknown[0]}', which the model does not have "
-                                f"(layers: {', '.join(names)})")
-
-
 def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> HardwarePlan:
     """Walk the model once: pack every MAC layer's planes and derive its widths.
 
@@ -166,7 +155,11 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
     BitPlan gives none (0: the whole fan-in).
     """
     pe = dict(pe or {})
-    _check_pe(pe, [layer.name for layer in intmodel.mac_layers])
+    names = [layer.name for layer in intmodel.mac_layers]
+    unknown = sorted(set(pe) - set(names))
+    if unknown:
+        raise HardwarePlanError(f"pe names layer '{unknown[0]}', which the model does not have "
+                                f"(layers: {', '.join(names)})")
     q = intmodel.input_quant
     cur = ValueRange(q.qmin, q.qmax, q.exp, q.signed, q.bits)
     first = cur
