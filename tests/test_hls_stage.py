@@ -4,6 +4,8 @@ bad settings refused in one line before any conversion, the C-sim checked on the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,12 +36,15 @@ def test_bad_settings_are_one_line_value_errors(tiny_chain, tmp_path, fields, me
     assert not (tmp_path / "hls" / "bitserial").exists()  # refused before hls4ml ran
 
 
-def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_path):
+def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_path, capsys):
     """A model given as a file still takes pe, group_size, io_type and check_rows from cfg;
     the C-sim runs on the first check_rows rows, in chunks, and equals the emulator."""
     np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
-    cfg = _cfg(tmp_path, pe="conv1=2,fc1=3", group_size=8, io_type="io_stream", check_rows=70)
+    cfg = replace(_cfg(tmp_path, pe="conv1=2,fc1=3", group_size=8, io_type="io_stream", check_rows=70),
+                  progress=True)
     report = stage_hls(cfg, tiny_chain.onnx_path)
+    err = capsys.readouterr().err
+    assert "hls: compiling the C simulation with g++" in err and "hls: compiled in" in err
     by_name = {lay["name"]: lay for lay in report["layers"]}
     assert (by_name["conv1"]["pe"], by_name["fc1"]["pe"], by_name["fc2"]["pe"]) == (2, 3, 1)
     assert by_name["fc1"]["group_size"] == 8 and report["io_type"] == "io_stream"
@@ -64,3 +69,34 @@ def test_compile_failure_is_a_runtime_error_with_a_one_line_summary(tmp_path):
     assert isinstance(info.value, CompileError)
     first, _, rest = str(info.value).partition("\n")
     assert first == f"g++ failed on {unit}:" and "error" in rest
+
+
+def _stub_graph(io_type: str):
+    """What write_bridge reads of an hls4ml ModelGraph: I/O variables, their types, IOType."""
+    def var(name, shape, width, integer, signed):
+        prec = SimpleNamespace(width=width, integer=integer, signed=signed)
+        return SimpleNamespace(shape=shape, type=SimpleNamespace(name=name, precision=prec))
+
+    return SimpleNamespace(get_input_variables=lambda: [var("input_t", [4, 4, 2], 8, 0, False)],
+                           get_output_variables=lambda: [var("result_t", [10], 16, 4, True)],
+                           config=SimpleNamespace(get_config_value=lambda key: io_type))
+
+
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_bridge_template_fills_every_placeholder(tmp_path, io_type):
+    from flipq.hls.bitserial_writer import write_bridge
+
+    # input 8 fractional bits on a 2^-8 grid: no shift; output 12 fractional bits on 2^-9: shift 3
+    text = write_bridge(_stub_graph(io_type), tmp_path, "myproject", input_exp=-8, output_exp=-9).read_text()
+    assert "${" not in text and "$" not in text
+    assert "int flipq_n_in(void) { return 32; }" in text and "int flipq_n_out(void) { return 10; }" in text
+    assert "<< 0);" in text and "ap_int<16> r =" in text and ">> 3;" in text
+    assert ("hls::stream<input_t> in_s" in text) == (io_type == "io_stream")
+    assert "myproject(in_a, out_a, (ap_uint<4>)planes);" in text or io_type == "io_stream"
+
+
+def test_bridge_refuses_a_coarser_grid(tmp_path):
+    from flipq.hls.bitserial_writer import BitSerialError, write_bridge
+
+    with pytest.raises(BitSerialError, match="coarser than the integer model's grid"):
+        write_bridge(_stub_graph("io_parallel"), tmp_path, "myproject", input_exp=-9, output_exp=-9)
