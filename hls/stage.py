@@ -67,12 +67,12 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
         out_dir = cfg.folder / "outputs"
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / "csim.npy", outputs)
+    digest = intmodel.digest()
     report = hls_report(intmodel, io_type=cfg.io_type, plan=plan)
-    report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=intmodel.digest(),
+    report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest,
                   sources=info.pop("sources"), board=board_check(board, report["totals"]))
     (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
-    info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type,
-                model_hash=intmodel.digest())
+    info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest)
     (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
     return report
 

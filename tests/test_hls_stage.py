@@ -59,6 +59,15 @@ def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_pa
         tmp_path / "hls" / "bitserial" / "hls4ml_prj" / "flipq_bridge.cpp").read_text()
 
 
+def test_stock_kernel_from_a_model_file(tiny_chain, tmp_path):
+    np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
+    report = stage_hls(_cfg(tmp_path, kernel="stock", check_rows=20), tiny_chain.onnx_path)
+    assert report["kernel"] == "stock" and (tmp_path / "hls" / "stock").is_dir()
+    assert not (tmp_path / "hls" / "bitserial").exists()
+    csim = np.load(tmp_path / "outputs" / "csim.npy")
+    assert np.array_equal(csim, Emulator(tiny_chain.intmodel).forward(tiny_chain.x[:20]))
+
+
 def test_compile_failure_is_a_runtime_error_with_a_one_line_summary(tmp_path):
     from flipq.hls.cxx import CompileError, build_shared_library
 
