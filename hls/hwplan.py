@@ -182,7 +182,9 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
 def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int) -> LayerHw:
     a = layer.attrs
     bits = int(a["weight_bits"])
-    gs = int(a.get("group_size", 0) or default_group)
+    # declared group widths fix the layer's groups (0: one group per column); the default
+    # group size is for layers without them
+    gs = int(a.get("group_size", 0) or (0 if a.get("group_bits") is not None else default_group))
     if gs < 0:
         raise HardwarePlanError(f"layer '{layer.name}': group_size={gs} must be >= 0")
     packed: PackedLayer = pack_layer(layer.weight, bits, gs, layer.name)

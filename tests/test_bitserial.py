@@ -305,7 +305,7 @@ def test_errors_name_layer_and_value(cnn):
     try:
         layer.attrs["group_bits"] = [2] * len(saved)
         if any(b > 2 for b in saved):
-            with pytest.raises(PlaneError, match=rf"layer '{first}': output \d+, group \d+ is declared 2 bits"):
+            with pytest.raises(PlaneError, match=rf"layer .{first}.: group \(output \d+, group \d+\) is declared 2 bits"):
                 plan_hardware(cnn.intmodel)
     finally:
         layer.attrs["group_bits"] = saved

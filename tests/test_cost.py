@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from flipq.hls.cost import ResourceError, check_fits, hls_report, matvec_steps
 from flipq.hls.hwplan import HardwarePlanError, output_range_bits, plan_hardware
+from flipq.hls.planes import PlaneError
 from flipq.host.emulator import Emulator
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 
@@ -138,3 +139,16 @@ def test_output_range_holds_for_every_planes(seed, b1, b2):
     for planes in range(1, 9):
         acc = Emulator(model, planes=planes).run(q)
         assert out.lo <= acc.min() and acc.max() <= out.hi, planes
+
+
+def test_declared_group_widths_keep_their_groups():
+    """group_bits given for whole-fan-in groups: a default group size must not regroup them."""
+    layer = IntLayer("dense", "fc", {"out_shape": [1], "w_exp": 0, "weight_bits": 4, "group_bits": [3]},
+                     weight=np.array([[2], [4], [-2], [6]]))
+    model = IntModel((4,), QuantSpec(2, False, False, 0), [layer], output_exp=0)
+    hw = plan_hardware(model, group_size=2).layers[0]
+    assert (hw.group_size, hw.n_groups) == (4, 1)
+    layer.attrs["group_bits"] = [2]
+    with pytest.raises(PlaneError, match=r"layer 'fc': group \(output 0, group 0\) is declared 2 bits "
+                                                r"but its weights need 3"):
+        plan_hardware(model)
