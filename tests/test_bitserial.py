@@ -195,7 +195,7 @@ def test_declared_widths_are_the_plans(cnn_build):
     params = (cnn_build.project_dir / "firmware" / "parameters.h").read_text()
     for lay in cnn_build.layers:
         block = params[params.index(f"// {lay.name}: "):]
-        block = block[:block.index("};")]
+        block = block[:block.index("\n};")]  # the config struct closes on its own line
         assert f"typedef ap_int<{lay.acc_bits}> accum_t;" in block, (lay.name, lay.acc_bits)
         assert f"typedef ap_int<{lay.psum_bits}> psum_t;" in block, (lay.name, lay.psum_bits)
         assert f"static const unsigned n_pe = {lay.pe};" in block
