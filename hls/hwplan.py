@@ -124,6 +124,8 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
 
 @dataclass(frozen=True, eq=False)
 class HardwarePlan:
+    """Every MAC layer's :class:`LayerHw`, in model order, and the model's input/output ranges."""
+
     layers: tuple[LayerHw, ...]
     input: ValueRange
     output: ValueRange  # the model's output values, for every planes
@@ -168,6 +170,7 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
         if layer.is_mac:
             layers.append(_mac_layer(layer, cur, pe.get(layer.name, 1), group_size))
             hw = layers[-1]
+            # accumulators travel as signed integers, even where every value is >= 0
             cur = ValueRange(hw.out_lo, hw.out_hi, cur.exp + hw.w_exp, True,
                              bits_for(min(hw.out_lo, -1), hw.out_hi))
         elif layer.op == "requant":
