@@ -137,93 +137,11 @@ def stage_export(cfg: BuildConfig) -> None:
 
 def stage_hls(cfg: BuildConfig, model_path: str | Path | None = None) -> dict:
     """Lower QONNX to the integer model, convert with hls4ml (bit-serial kernels by default),
-    compile the C simulation, run it on the test split, write ``hls/hls_report.json``."""
-    import contextlib
-    import io
+    compile the C simulation, run it on the check rows, write ``hls/hls_report.json``
+    (:func:`flipq.hls.stage.stage_hls`)."""
+    from flipq.hls.stage import stage_hls as run_hls
 
-    from flipq.hls.cost import hls_report
-    from flipq.hls.lower import check_mappable, lower_qonnx
-    from flipq.hls.prepare import load_qonnx, prepare_qonnx
-    from flipq.quant.export import plan_from_onnx
-
-    if cfg.kernel not in ("bitserial", "stock"):
-        raise ValueError(f"kernel '{cfg.kernel}' is unknown (bitserial or stock)")
-    cfg.pe_map()  # a malformed --pe or an unknown board fails before minutes of work
-    from flipq.boards import load_board
-
-    load_board(cfg.board)
-    t0 = time.perf_counter()
-    src = Path(model_path) if model_path else cfg.folder / "model.onnx"
-    raw = load_qonnx(src)
-    check_mappable(raw)
-    plan_file = cfg.folder / "plan.toml"
-    plan = BitPlan.load(plan_file) if plan_file.is_file() and model_path is None else plan_from_onnx(raw)
-    prepared = prepare_qonnx(raw)
-    intmodel = lower_qonnx(prepared, plan)
-    hls_dir = cfg.folder / "hls"
-    intmodel.save(hls_dir)
-    prepared.save(str(hls_dir / "model_prepared.onnx"))
-    q = None
-    if (cfg.folder / "data.npz").is_file():
-        from flipq.host.emulator import Emulator
-
-        q = Emulator(intmodel).quantize_input(load_check_split(cfg)[0])
-    log = io.StringIO()
-    with contextlib.redirect_stdout(log):  # hls4ml narrates its topology walk; keep it in a log
-        if cfg.kernel == "bitserial":
-            outputs, info = _csim_bitserial(cfg, intmodel, prepared, hls_dir, q)
-        else:
-            outputs, info = _csim_stock(cfg, intmodel, prepared, hls_dir, q)
-    (hls_dir / "hls4ml.log").write_text(log.getvalue())
-    if outputs is not None:
-        np.save(_outputs(cfg) / "csim.npy", outputs)
-    report = hls_report(intmodel, pe=cfg.pe_map(), group_size=cfg.group_size, io_type=cfg.io_type)
-    report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=intmodel.digest(),
-                  sources=info.pop("sources"), board=_board_check(cfg.board, report["totals"]))
-    (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
-    info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type,
-                model_hash=intmodel.digest())
-    (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
-    return report
-
-
-def _board_check(board_name: str, totals: dict) -> dict:
-    """Modeled totals against the board's resources (the overlay build refuses what does not
-    fit; here it is reported early)."""
-    from flipq.boards import load_board
-
-    board = load_board(board_name)
-    return {"name": board.name, "fits": not board.fits(totals), "over": board.fits(totals),
-            "utilization": {k: round(float(totals.get(k, 0)) / v, 4) for k, v in board.resources.items() if v}}
-
-
-def _firmware_sources(project_dir: Path, hls_dir: Path) -> list[str]:
-    return [str(p.relative_to(hls_dir)) for p in sorted((project_dir / "firmware").glob("*.cpp"))]
-
-
-def _csim_bitserial(cfg, intmodel, prepared, hls_dir: Path, q):
-    from flipq.hls.bitserial import build_bitserial
-    from flipq.host.csim import CsimBackend
-
-    build = build_bitserial(intmodel, prepared, hls_dir / "bitserial", io_type=cfg.io_type,
-                            pe=cfg.pe_map(), group_size=cfg.group_size)
-    (hls_dir / "csim.json").write_text(json.dumps(
-        {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta}, indent=1))
-    outputs = None
-    if q is not None:
-        with CsimBackend(build.lib_path, build.meta) as backend:
-            outputs = backend.run(q, None).reshape(len(q), -1).astype(np.float64) * 2.0 ** intmodel.output_exp
-    return outputs, {"seconds_compile": build.compile_seconds,
-                     "sources": _firmware_sources(build.project_dir, hls_dir)}
-
-
-def _csim_stock(cfg, intmodel, prepared, hls_dir: Path, q):
-    from flipq.hls.stock import build_stock, predict_stock
-
-    build = build_stock(prepared, intmodel, hls_dir / "stock", io_type=cfg.io_type)
-    outputs = predict_stock(build, intmodel, q) if q is not None else None
-    return outputs, {"seconds_compile": build.seconds_compile,
-                     "sources": _firmware_sources(build.project_dir, hls_dir)}
+    return run_hls(cfg, model_path)
 
 
 def stage_emulate(cfg: BuildConfig) -> None:

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from flipq.hls.planes import WORD_BITS, active_planes, input_ranges, pack_layer
+from flipq.hls.hwplan import HardwarePlan, LayerHw, ValueRange, bits_for, layer_hw, plan_hardware
+from flipq.hls.planes import WORD_BITS, active_planes
 
 BRAM36_BITS = 36 * 1024
 BRAM36_PORT_BITS = 72  # simple dual port, one read port per block
@@ -29,13 +30,6 @@ RESOURCES = ("lut", "ff", "bram36", "dsp")
 
 class ResourceError(ValueError):
     """A design that does not fit the device; the message lists every resource over its limit."""
-
-
-def _bits_for(lo: int, hi: int) -> int:
-    """Width of a two's-complement (or unsigned, when lo >= 0) integer holding lo..hi."""
-    if lo >= 0:
-        return max(int(hi).bit_length(), 1)
-    return max(int(max(-lo - 1, hi)).bit_length() + 1, 2)
 
 
 def matvec_steps(mask: np.ndarray, bits: int, n_words: int, planes: int | None, pe: int) -> int:
@@ -60,76 +54,57 @@ def memory_cost(bits: int, port_bits: int = WORD_BITS) -> dict:
 def layer_cost(*, name: str, kernel: str, fan_in: int, n_out: int, n_pix: int, weight_bits: int, act_lo: int,
                act_hi: int, group_size: int, mask: np.ndarray, planes: int | None, pe: int,
                frame_elems: int = 0) -> dict:
-    """Cycles and resources of one bit-serial layer (docs/cost_model.md, section by section)."""
-    g = fan_in if group_size <= 0 or group_size > fan_in else group_size
-    n_groups = -(-fan_in // g)
-    n_words = -(-g // WORD_BITS)
-    lanes = min(g, WORD_BITS)
-    act_bits = _bits_for(act_lo, act_hi)
-    amax = max(abs(act_lo), abs(act_hi))
-    psum_bits = _bits_for(-lanes * amax, lanes * amax) + (n_words > 1) * math.ceil(math.log2(n_words))
-    acc_bits = _bits_for(-fan_in * amax * 2 ** (weight_bits - 1), fan_in * amax * 2 ** (weight_bits - 1))
+    """Cycles and resources of one bit-serial layer given its shape and input range (for
+    models that are not lowered yet; an IntModel goes through :func:`hls_report`)."""
+    hw = layer_hw(name=name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix, weight_bits=weight_bits,
+                  group_size=group_size, mask=mask, inp=ValueRange(act_lo, act_hi, 0, act_lo < 0, bits_for(act_lo, act_hi)), pe=pe,
+                  frame_elems=frame_elems)
+    return hw_cost(hw, planes, frame_elems)
+
+
+def hw_cost(hw: LayerHw, planes: int | None, frame_elems: int = 0) -> dict:
+    """Cycles and resources of one planned layer (docs/cost_model.md, section by section);
+    ``frame_elems``: the input frame the layer buffers (a streaming conv), 0 for none."""
+    lanes, act_bits, psum_bits, acc_bits = hw.lanes, hw.act_bits, hw.psum_bits, hw.acc_bits
     depth = 3 + math.ceil(math.log2(max(lanes, 2)))
 
-    steps = matvec_steps(mask, weight_bits, n_words, planes, pe)
-    cycles = n_pix * (steps + depth)
+    steps = matvec_steps(hw.mask, hw.weight_bits, hw.n_words, planes, hw.pe)
+    cycles = hw.n_pix * (steps + depth)
 
     tree = (lanes - 1) * (act_bits + math.ceil(math.log2(max(lanes, 2))) / 2)
     lut_pe = math.ceil(tree + lanes * act_bits / 2 + 2 * psum_bits + acc_bits + PE_CONTROL_LUT)
     ff_pe = math.ceil(lanes * act_bits / 2 + psum_bits + acc_bits + PE_CONTROL_FF)
-    weight_mem = n_out * n_groups * weight_bits * n_words * WORD_BITS + n_out * n_groups * 8
-    wmem = memory_cost(weight_mem, pe * WORD_BITS)
+    weight_mem = hw.n_out * hw.n_groups * hw.weight_bits * hw.n_words * WORD_BITS + hw.n_out * hw.n_groups * 8
+    wmem = memory_cost(weight_mem, hw.pe * WORD_BITS)
     fmem = memory_cost(frame_elems * act_bits, lanes * act_bits)
-    kept = active_planes(mask, weight_bits, planes)
+    kept = active_planes(hw.mask, hw.weight_bits, planes)
     return {
-        "name": name, "kernel": kernel, "weight_bits": weight_bits, "act_bits": act_bits,
-        "fan_in": fan_in, "n_out": n_out, "n_pix": n_pix, "group_size": g, "n_groups": n_groups,
-        "pe": pe, "planes": min(planes or weight_bits, weight_bits),
+        "name": hw.name, "kernel": hw.kernel, "weight_bits": hw.weight_bits, "act_bits": act_bits,
+        "fan_in": hw.fan_in, "n_out": hw.n_out, "n_pix": hw.n_pix, "group_size": hw.group_size,
+        "n_groups": hw.n_groups, "pe": hw.pe, "planes": min(planes or hw.weight_bits, hw.weight_bits),
         "mean_active_planes": float(kept.mean()) if kept.size else 0.0,
         "steps_per_vector": steps, "cycles": int(cycles),
-        "lut": int(pe * lut_pe + wmem["lut"] + fmem["lut"] + LAYER_CONTROL_LUT),
-        "ff": int(pe * ff_pe + LAYER_CONTROL_FF),
+        "lut": int(hw.pe * lut_pe + wmem["lut"] + fmem["lut"] + LAYER_CONTROL_LUT),
+        "ff": int(hw.pe * ff_pe + LAYER_CONTROL_FF),
         "bram36": int(wmem["bram36"] + fmem["bram36"]), "dsp": 0,
         "weight_storage_bits": int(weight_mem),
     }
 
 
 def hls_report(intmodel, pe: dict | None = None, planes: int | None = None, group_size: int = 0,
-               io_type: str = "io_parallel", clock_mhz: float = 100.0) -> dict:
+               io_type: str = "io_parallel", clock_mhz: float = 100.0, plan: HardwarePlan | None = None) -> dict:
     """Per-layer and total cost of an IntModel's bit-serial datapath at run-time ``planes``.
 
     ``totals.cycles`` is one sample's latency (layers back to back); ``totals.interval`` is
     the slowest layer (the throughput bound once layers overlap in a dataflow pipeline).
+    ``plan``: the model's :class:`~flipq.hls.hwplan.HardwarePlan` when the caller has it
+    (``pe`` and ``group_size`` are then the plan's).
     """
-    pe = dict(pe or {})
-    names = [layer.name for layer in intmodel.mac_layers]
-    unknown = sorted(set(pe) - set(names))
-    if unknown:
-        raise ValueError(f"pe names layer '{unknown[0]}', which the model does not have (layers: {', '.join(names)})")
     if planes is not None and not 1 <= int(planes) <= 8:
         raise ValueError(f"planes must be in 1..8 (or None for all), got {planes}")
-    ranges = input_ranges(intmodel)
-    layers = []
-    for layer in intmodel.mac_layers:
-        a = layer.attrs
-        bits = int(a["weight_bits"])
-        gs = int(a.get("group_size", 0) or group_size)
-        packed = pack_layer(layer.weight, bits, gs, layer.name)
-        n_pe = int(pe.get(layer.name, 1))
-        if not 1 <= n_pe <= packed.n_out:
-            raise ValueError(f"layer '{layer.name}': pe={n_pe} must be in 1..{packed.n_out}")
-        _, lo, hi = ranges[layer.name]
-        out_shape = a.get("out_shape") or [packed.n_out]
-        n_pix = int(np.prod(out_shape[:-1])) if layer.op == "conv" else 1
-        frame = 0
-        if layer.op == "conv" and io_type == "io_stream":
-            # the streaming conv buffers its whole (zero-padded, as hls4ml streams it) input frame
-            kh, kw, cin = layer.weight.shape[:3]
-            sy, sx = a["stride"]
-            frame = ((out_shape[0] - 1) * sy + kh) * ((out_shape[1] - 1) * sx + kw) * cin
-        layers.append(layer_cost(name=layer.name, kernel=layer.op, fan_in=packed.fan_in, n_out=packed.n_out,
-                                 n_pix=n_pix, weight_bits=bits, act_lo=lo, act_hi=hi, group_size=gs,
-                                 mask=packed.mask, planes=planes, pe=n_pe, frame_elems=frame))
+    plan = plan or plan_hardware(intmodel, pe, group_size)
+    # the streaming conv buffers its whole input frame; io_parallel holds it in the layer before
+    layers = [hw_cost(hw, planes, hw.frame_elems if io_type == "io_stream" else 0) for hw in plan.layers]
     totals = {r: sum(lay[r] for lay in layers) for r in RESOURCES}
     cycles = sum(lay["cycles"] for lay in layers)
     interval = max(lay["cycles"] for lay in layers)

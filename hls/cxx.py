@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-class CompileError(ValueError):
+class CompileError(RuntimeError):
     """g++ is missing or a unit failed; the message names the file and carries g++'s tail."""
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
+from flipq.hls.planes import PlaneError, check_group_bits, pack_layer
 from flipq.host.bitplan import BitPlan, BitPlanError
-from flipq.host.groups import as_matrix, min_group_bits
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 
 
@@ -220,16 +220,7 @@ def _apply_plan(plan: BitPlan, macs) -> None:
 
 def _check_group_bits(lb, weight: np.ndarray, bits: int) -> None:
     """Each group's declared width must hold its weights (low planes zero below it)."""
-    matrix = as_matrix(weight)
-    need = min_group_bits(matrix, bits, lb.group_size)
-    if len(lb.group_bits) != need.size:
-        raise BitPlanError(
-            f"layer '{lb.name}': group_bits has {len(lb.group_bits)} entries, the layer has "
-            f"{need.shape[0]} outputs x {need.shape[1]} groups of {lb.group_size or matrix.shape[0]} = {need.size}")
-    declared = np.asarray(lb.group_bits).reshape(need.shape)
-    bad = np.argwhere(declared < need)
-    if bad.size:
-        n, g = bad[0]
-        raise BitPlanError(
-            f"layer '{lb.name}': group (output {n}, group {g}) is declared {declared[n, g]} bits "
-            f"but its weights need {need[n, g]}")
+    try:
+        check_group_bits(pack_layer(weight, bits, lb.group_size, lb.name), lb.group_bits, lb.name)
+    except PlaneError as e:
+        raise BitPlanError(str(e)) from None

@@ -104,12 +104,13 @@ def group_bit_mask(bits: int, group_bits) -> np.ndarray:
 
 
 def check_group_bits(packed: PackedLayer, group_bits, name: str = "?") -> None:
-    """A group declared ``b`` bits wide must have its low ``bits - b`` planes all zero."""
+    """A group declared ``b`` bits wide must have its low ``bits - b`` planes all zero (the
+    one check of declared group widths: lowering and the hardware plan both call it)."""
     n, n_groups = packed.mask.shape
     gb = np.asarray(group_bits, dtype=np.int64).ravel()
     if gb.size != n * n_groups:
         raise PlaneError(f"layer '{name}': group_bits has {gb.size} entries, the layer has "
-                         f"{n} outputs x {n_groups} groups = {n * n_groups}")
+                         f"{n} outputs x {n_groups} groups of {packed.group_size} = {n * n_groups}")
     if gb.min() < 1 or gb.max() > packed.bits:
         raise PlaneError(f"layer '{name}': group_bits holds {int(gb.max() if gb.max() > packed.bits else gb.min())}, "
                          f"outside 1..{packed.bits}")
@@ -117,9 +118,11 @@ def check_group_bits(packed: PackedLayer, group_bits, name: str = "?") -> None:
     stray = packed.mask & ~allowed
     if stray.any():
         col, grp = (int(v) for v in np.argwhere(stray)[0])
-        raise PlaneError(f"layer '{name}': output {col}, group {grp} is declared "
-                         f"{int(gb[col * n_groups + grp])} bits but uses plane mask "
-                         f"{int(packed.mask[col, grp]):#04x} of {packed.bits} planes")
+        mask = int(packed.mask[col, grp])
+        lowest = (mask & -mask).bit_length() - 1
+        raise PlaneError(f"layer '{name}': group (output {col}, group {grp}) is declared "
+                         f"{int(gb[col * n_groups + grp])} bits but its weights need {packed.bits - lowest} "
+                         f"(plane mask {mask:#04x} of {packed.bits} planes)")
 
 
 def active_planes(mask: np.ndarray, bits: int, planes: int | None = None) -> np.ndarray:
@@ -129,27 +132,3 @@ def active_planes(mask: np.ndarray, bits: int, planes: int | None = None) -> np.
     m = np.asarray(mask, dtype=np.uint8) & keep
     return np.unpackbits(m[..., None], axis=-1).sum(axis=-1)
 
-
-def input_ranges(intmodel) -> dict[str, tuple[int, int, int]]:
-    """Per MAC layer: exponent and integer range (lo, hi) of its input, walking the model.
-
-    A MAC layer's own output range is bounded for *any* ``planes``: truncating a weight toward
-    minus infinity keeps it within ``-2**(B-1) .. 2**(B-1)-1``.
-    """
-    spec = intmodel.input_quant
-    exp, lo, hi = spec.exp, spec.qmin, spec.qmax
-    out = {}
-    for layer in intmodel.layers:
-        a = layer.attrs
-        if layer.is_mac:
-            out[layer.name] = (exp, lo, hi)
-            k = int(np.prod(layer.weight.shape[:-1]))
-            bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
-            bound = k * max(abs(lo), abs(hi)) * 2 ** (a["weight_bits"] - 1) + bias
-            exp, lo, hi = exp + a["w_exp"], -bound, bound
-        elif layer.op == "requant":
-            q = layer.requant
-            lo, hi, exp = q.qmin, q.qmax, q.exp
-        elif layer.op == "relu":
-            lo, hi = max(lo, 0), max(hi, 0)
-    return out

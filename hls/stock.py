@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flipq.hls.cxx import CompileError
 from flipq.host.intmodel import IntModel
 
 
@@ -34,18 +35,24 @@ def build_stock(prepared, intmodel: IntModel, out_dir: str | Path, io_type: str 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = io.StringIO()
-    with contextlib.redirect_stdout(log):  # hls4ml prints its topology walk; keep it in a log
-        cfg = hls4ml.utils.config.config_from_onnx_model(
-            prepared, granularity="name", backend=backend, default_precision="fixed<16,6>")
-        inp = cfg["LayerName"].setdefault(prepared.graph.input[0].name, {})
-        inp.setdefault("Precision", {})["result"] = intmodel.input_quant.fixed_type()
-        hls_model = hls4ml.converters.convert_from_onnx_model(
-            prepared, output_dir=str(out_dir), io_type=io_type, backend=backend,
-            hls_config=cfg, part=part)
-        t0 = time.perf_counter()
-        hls_model.compile()
-        seconds = time.perf_counter() - t0
-    (out_dir / "hls4ml.log").write_text(log.getvalue())
+    try:
+        with contextlib.redirect_stdout(log):  # hls4ml prints its topology walk; keep it in a log
+            cfg = hls4ml.utils.config.config_from_onnx_model(
+                prepared, granularity="name", backend=backend, default_precision="fixed<16,6>")
+            inp = cfg["LayerName"].setdefault(prepared.graph.input[0].name, {})
+            inp.setdefault("Precision", {})["result"] = intmodel.input_quant.fixed_type()
+            hls_model = hls4ml.converters.convert_from_onnx_model(
+                prepared, output_dir=str(out_dir), io_type=io_type, backend=backend,
+                hls_config=cfg, part=part)
+            t0 = time.perf_counter()
+            try:
+                hls_model.compile()
+            except Exception as e:  # hls4ml raises a bare Exception and prints g++'s output
+                raise CompileError(f"hls4ml's stock C-sim in {out_dir} did not compile ({e}; g++ output in "
+                                   f"{out_dir / 'hls4ml.log'})\n{log.getvalue()[-4000:]}") from e
+            seconds = time.perf_counter() - t0
+    finally:
+        (out_dir / "hls4ml.log").write_text(log.getvalue())
     return StockBuild(hls_model, out_dir, seconds)
 
 

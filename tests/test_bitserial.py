@@ -11,7 +11,8 @@ import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-from flipq.hls.bitserial import BitSerialError, build_bitserial, compile_project, plan_layers
+from flipq.hls.bitserial import build_bitserial, compile_project
+from flipq.hls.hwplan import HardwarePlanError, plan_hardware
 from flipq.hls.planes import PlaneError, active_planes, pack_layer, unpack_layer
 from flipq.host.csim import CsimBackend, CsimError
 from flipq.host.emulator import Emulator
@@ -171,8 +172,8 @@ def cnn_build(request, cnn, tmp_path_factory):
 def test_cnn_csim_equals_emulator_and_qonnx(cnn, cnn_build):
     check_build(cnn_build, cnn)
     assert [lay.name for lay in cnn_build.layers] == [lay.name for lay in cnn.intmodel.mac_layers]
-    assert cnn_build.layers[0].n_pe == 2
-    assert all(lay.hls_name for lay in cnn_build.layers)
+    assert cnn_build.layers[0].pe == 2
+    assert set(cnn_build.hls_names) == {lay.name for lay in cnn_build.layers}
 
 
 def test_generated_code_is_bit_serial(cnn_build):
@@ -184,6 +185,21 @@ def test_generated_code_is_bit_serial(cnn_build):
     params = (firmware / "parameters.h").read_text()
     assert params.count("static const uint64_t fq_planes") == len(cnn_build.layers)
     assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
+
+
+def test_declared_widths_are_the_plans(cnn_build):
+    """accum_t/psum_t in the generated config are the hardware plan's (the CNN's inputs sit on
+    their own grids, so hls4ml adds no shift)."""
+    import re
+
+    params = (cnn_build.project_dir / "firmware" / "parameters.h").read_text()
+    for lay in cnn_build.layers:
+        block = params[params.index(f"// {lay.name}: "):]
+        block = block[:block.index("\n};")]  # the config struct closes on its own line
+        assert f"typedef ap_int<{lay.acc_bits}> accum_t;" in block, (lay.name, lay.acc_bits)
+        assert f"typedef ap_int<{lay.psum_bits}> psum_t;" in block, (lay.name, lay.psum_bits)
+        assert f"static const unsigned n_pe = {lay.pe};" in block
+        assert re.search(rf"static const unsigned group_size = {lay.group_size};", block)
 
 
 def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
@@ -280,17 +296,17 @@ def test_errors_name_layer_and_value(cnn):
     with pytest.raises(PlaneError, match=r"layer 'fcx'.*weight 9"):
         pack_layer(np.array([[9]]), 4, 0, "fcx")
     first = cnn.intmodel.mac_layers[0].name
-    with pytest.raises(BitSerialError, match=rf"layer '{first}': pe=0"):
-        plan_layers(cnn.intmodel, {first: 0})
-    with pytest.raises(BitSerialError, match="nope"):
-        plan_layers(cnn.intmodel, {"nope": 1})
+    with pytest.raises(HardwarePlanError, match=rf"layer '{first}': pe=0"):
+        plan_hardware(cnn.intmodel, {first: 0})
+    with pytest.raises(HardwarePlanError, match="nope"):
+        plan_hardware(cnn.intmodel, {"nope": 1})
     layer = cnn.intmodel.mac_layers[0]
     saved = list(layer.attrs["group_bits"])
     try:
         layer.attrs["group_bits"] = [2] * len(saved)
         if any(b > 2 for b in saved):
-            with pytest.raises(PlaneError, match=rf"layer '{first}': output \d+, group \d+ is declared 2 bits"):
-                plan_layers(cnn.intmodel)
+            with pytest.raises(PlaneError, match=rf"layer .{first}.: group \(output \d+, group \d+\) is declared 2 bits"):
+                plan_hardware(cnn.intmodel)
     finally:
         layer.attrs["group_bits"] = saved
 
@@ -299,7 +315,7 @@ def test_registration_is_idempotent_and_leaves_stock_conversions_alone(cnn, tmp_
     import hls4ml
     from hls4ml.model.flow import get_flow
 
-    from flipq.hls.bitserial import PASS_NAME, WRITE_PASS_NAME, register_bitserial
+    from flipq.hls.bitserial_plugin import PASS_NAME, WRITE_PASS_NAME, register_bitserial
 
     register_bitserial()
     register_bitserial()

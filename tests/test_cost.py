@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flipq.hls.cost import ResourceError, check_fits, hls_report, matvec_steps
+from flipq.hls.hwplan import HardwarePlanError, output_range_bits, plan_hardware
+from flipq.hls.planes import PlaneError
+from flipq.host.emulator import Emulator
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
 
 
@@ -95,3 +98,57 @@ def test_errors_name_layer():
         hls_report(small_model(), pe={"conv1": 9})
     with pytest.raises(ValueError, match="planes must be in 1..8"):
         hls_report(small_model(), planes=0)
+    with pytest.raises(HardwarePlanError, match=r"pe names layer 'fc9'.*layers: conv1, fc1"):
+        hls_report(small_model(), pe={"fc9": 2})
+
+
+def test_cost_reads_the_plan():
+    model = small_model(group_size=70)
+    plan = plan_hardware(model, pe={"fc1": 3})
+    rep = hls_report(model, plan=plan)
+    for hw, lay in zip(plan.layers, rep["layers"]):
+        assert (lay["act_bits"], lay["group_size"], lay["pe"]) == (hw.act_bits, hw.group_size, hw.pe)
+    conv, fc = plan.layers
+    assert (conv.group_size, conv.n_words, conv.lanes) == (18, 1, 18)
+    assert (fc.group_size, fc.n_groups, fc.n_words, fc.lanes) == (70, 2, 2, 64)
+    # accumulator: K * max|a| * 2**(B-1); psum: one group's activations
+    assert conv.acc_bits == (18 * 255 * 16).bit_length() + 1 and conv.psum_bits == (18 * 255).bit_length() + 1
+    assert fc.inp.amax == 15 and fc.acc_bits == (96 * 15 * 8).bit_length() + 1
+
+
+def test_output_range_by_hand():
+    """dense 2->1, 3-bit weights [1, -2], inputs 0..3: over every planes the weights range
+    over [0, 1] and [-4, -2], so the output over -12 .. 3 (5 signed bits)."""
+    layer = IntLayer("dense", "fc", {"out_shape": [1], "w_exp": 0, "weight_bits": 3}, weight=np.array([[1], [-2]]))
+    model = IntModel((2,), QuantSpec(2, False, False, 0), [layer], output_exp=0)
+    out = plan_hardware(model).output
+    assert (out.lo, out.hi, out.bits, out.signed) == (-12, 3, 5, True)
+    assert output_range_bits(model) == (5, True, 0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 1000), b1=st.integers(2, 8), b2=st.integers(2, 8))
+def test_output_range_holds_for_every_planes(seed, b1, b2):
+    model = small_model((b1, b2), 4, seed=seed)
+    bits, signed, exp = output_range_bits(model)
+    out = plan_hardware(model).output
+    assert signed and exp == -3 - 1 and -(2 ** (bits - 1)) <= out.lo and out.hi < 2 ** (bits - 1)
+    rng = np.random.default_rng(seed)
+    q = np.concatenate([rng.integers(0, 256, size=(40, 6, 6, 2)), np.zeros((1, 6, 6, 2), int),
+                        np.full((1, 6, 6, 2), 255)])
+    for planes in range(1, 9):
+        acc = Emulator(model, planes=planes).run(q)
+        assert out.lo <= acc.min() and acc.max() <= out.hi, planes
+
+
+def test_declared_group_widths_keep_their_groups():
+    """group_bits given for whole-fan-in groups: a default group size must not regroup them."""
+    layer = IntLayer("dense", "fc", {"out_shape": [1], "w_exp": 0, "weight_bits": 4, "group_bits": [3]},
+                     weight=np.array([[2], [4], [-2], [6]]))
+    model = IntModel((4,), QuantSpec(2, False, False, 0), [layer], output_exp=0)
+    hw = plan_hardware(model, group_size=2).layers[0]
+    assert (hw.group_size, hw.n_groups) == (4, 1)
+    layer.attrs["group_bits"] = [2]
+    with pytest.raises(PlaneError, match=r"layer 'fc': group \(output 0, group 0\) is declared 2 bits "
+                                                r"but its weights need 3"):
+        plan_hardware(model)

@@ -1,0 +1,233 @@
+"""flipq's bit-serial layers as an hls4ml (Vitis backend) extension.
+
+Everything is registered explicitly by :func:`register_bitserial`: two layer classes, one
+graph pass appended to ``vivado:optimize`` that replaces Dense/Conv2D (it only acts on
+models whose HLS ``Model`` config carries a ``FlipqBitSerial`` entry, so stock hls4ml
+conversions in the same process are untouched), config/function templates, the kernel
+headers as custom source, and one pass appended to ``vitis:write`` that adds the ``planes``
+argument and the C-ABI bridge (``flipq.hls.bitserial_writer``).
+
+Widths come from the hardware plan (``flipq.hls.hwplan``), carried to the pass in the spec
+file; the pass only moves them onto the grid hls4ml chose for the layer's input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from hls4ml.backends import get_backend
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
+from hls4ml.model import layers as hl
+from hls4ml.model.flow import get_flow, update_flow
+from hls4ml.model.optimizer.optimizer import ModelOptimizerPass, OptimizerPass, optimizer_map
+from hls4ml.model.types import FixedPrecisionType
+
+from flipq.hls.bitserial_writer import PLANES_ARG, TEMPLATES, BitSerialError, add_planes_argument, render, write_bridge
+
+KERNEL_HEADERS = ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h")
+SPEC_KEY = "FlipqBitSerial"
+PASS_NAME = "flipq_bitserial"
+WRITE_PASS_NAME = "flipq_write_bitserial"
+
+
+def spec_of(model) -> dict | None:
+    """The flipq spec (plan facts + arrays file) a converted model was configured with."""
+    hls_config = model.config.config.get("HLSConfig", {}) or {}
+    entry = (hls_config.get("Model") or {}).get(SPEC_KEY)
+    if not entry:
+        return None
+    return json.loads(Path(entry["spec"]).read_text())
+
+
+def _match_spec(spec: dict, node_name: str) -> dict | None:
+    for entry in spec["layers"]:
+        onnx = entry["onnx_node"]
+        if node_name == onnx or node_name.endswith("_" + onnx):
+            return entry
+    return None
+
+
+_CONV_GEOMETRY = ("in_height", "in_width", "n_chan", "filt_height", "filt_width", "stride_height",
+                  "stride_width", "pad_top", "pad_left", "out_height", "out_width")
+
+
+class BitSerialDense(hl.Layer):
+    """A Dense whose weights live as bit-planes in its config (no hls4ml weight variables)."""
+
+    _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
+
+    def initialize(self):
+        self.add_output_variable([self.attributes["n_out"]], precision=self.attributes["flipq_result_precision"])
+
+
+class BitSerialConv2D(hl.Layer):
+    """A channels-last Conv2D on bit-planes; geometry copied from the hls4ml Conv2D it replaces."""
+
+    _expected_attributes = [hl.Attribute("n_in"), hl.Attribute("n_out")]
+
+    def initialize(self):
+        a = self.attributes
+        self.add_output_variable([a["out_height"], a["out_width"], a["n_out"]],
+                                 precision=a["flipq_result_precision"])
+
+
+class ReplaceWithBitSerial(OptimizerPass):
+    """Dense/Conv2D of a flipq build -> BitSerialDense/BitSerialConv2D with packed planes.
+
+    Runs after ``infer_precision_types``: the layers around keep hls4ml's types, ours get the
+    plan's accumulator on the grid of the input type hls4ml chose.
+    """
+
+    def match(self, node):
+        if not isinstance(node, (hl.Dense, hl.Conv2D)):
+            return False
+        spec = spec_of(node.model)
+        return spec is not None and _match_spec(spec, node.name) is not None
+
+    def transform(self, model, node):
+        spec = spec_of(model)
+        entry = _match_spec(spec, node.name)
+        with np.load(spec["arrays"]) as arrays:
+            words, mask = arrays[entry["name"] + "/words"], arrays[entry["name"] + "/mask"]
+            bias = arrays[entry["name"] + "/bias"]
+        in_prec = node.get_input_variable().type.precision
+        frac_in = in_prec.width - in_prec.integer
+        # raw input integer = q * 2**shift: every width of the plan grows by the shift
+        shift = entry["exp_in"] + frac_in
+        if shift < 0:
+            raise BitSerialError(
+                f"layer '{entry['name']}': hls4ml feeds it {in_prec} (2^-{frac_in} grid), coarser than "
+                f"its input's 2^{entry['exp_in']} grid; the chain would not be exact")
+        acc_w = entry["acc_bits"] + shift
+        k = entry["fan_in"]
+        frac_out = frac_in - entry["w_exp"]
+        attrs = {
+            "n_in": k, "n_out": entry["n_out"],
+            "flipq_result_precision": FixedPrecisionType(acc_w, acc_w - frac_out, signed=True),
+            "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
+                          psum_width=entry["psum_bits"] + shift),
+            "flipq_words": words, "flipq_mask": mask, "flipq_bias": [int(b) << shift for b in bias],
+        }
+        if isinstance(node, hl.Conv2D):
+            kh, kw, cin = node.get_attr("filt_height"), node.get_attr("filt_width"), node.get_attr("n_chan")
+            if kh * kw * cin != k:
+                raise BitSerialError(f"layer '{entry['name']}': hls4ml sees a {kh}x{kw}x{cin} kernel, "
+                                     f"the integer model a fan-in of {k}")
+            attrs.update({key: node.get_attr(key) for key in _CONV_GEOMETRY})
+            cls = BitSerialConv2D
+        else:
+            if node.get_attr("n_in") != k:
+                raise BitSerialError(f"layer '{entry['name']}': hls4ml sees n_in={node.get_attr('n_in')}, "
+                                     f"the integer model {k}")
+            cls = BitSerialDense
+        new = model.make_node(cls, node.name, attrs, list(node.inputs), list(node.outputs))
+        model.replace_node(node, new)
+        return True
+
+
+def _c_words(words: np.ndarray) -> str:
+    return ",".join(f"0x{int(v):x}ULL" for v in words.reshape(-1))
+
+
+def _config_params(node) -> dict:
+    f = node.get_attr("flipq")
+    words, mask = node.get_attr("flipq_words"), node.get_attr("flipq_mask")
+    params = {
+        "index": node.index, "layer": f["name"], "n_in": f["fan_in"], "n_out": f["n_out"],
+        "group_size": f["group_size"], "n_groups": words.shape[1], "n_words": words.shape[3],
+        "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1, "n_pe": f["pe"],
+        "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
+        "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
+        "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,
+        "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
+        "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
+        "base": "flipq::bitserial_config", "geometry": "",
+    }
+    if node.class_name == "BitSerialConv2D":
+        params["base"] = "flipq::bitserial_conv2d_config"
+        params["geometry"] = "\n".join(f"    static const unsigned {key} = {node.get_attr(key)};"
+                                       for key in _CONV_GEOMETRY)
+    return params
+
+
+class _BitSerialConfig(LayerConfigTemplate):
+    def format(self, node):
+        return render("flipq_bitserial_config.tpl", **_config_params(node))
+
+
+class _BitSerialCall(FunctionCallTemplate):
+    function = ""
+
+    def format(self, node):
+        p = self._default_function_params(node)
+        return (f"flipq::{self.function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
+                f"({p['input']}, {p['output']}, fq_planes{node.index}, fq_mask{node.index}, "
+                f"fq_bias{node.index}, {PLANES_ARG});")
+
+
+class BitSerialDenseConfigTemplate(_BitSerialConfig):
+    def __init__(self):
+        super().__init__(BitSerialDense)
+
+
+class BitSerialConv2DConfigTemplate(_BitSerialConfig):
+    def __init__(self):
+        super().__init__(BitSerialConv2D)
+
+
+class BitSerialDenseFunctionTemplate(_BitSerialCall):
+    function = "bitserial_dense"
+
+    def __init__(self):
+        super().__init__(BitSerialDense, include_header=["nnet_utils/flipq_bitserial_dense.h"])
+
+
+class BitSerialConv2DFunctionTemplate(_BitSerialCall):
+    function = "bitserial_conv2d"
+
+    def __init__(self):
+        super().__init__(BitSerialConv2D, include_header=["nnet_utils/flipq_bitserial_conv2d.h"])
+
+
+TEMPLATE_CLASSES = (BitSerialDenseConfigTemplate, BitSerialConv2DConfigTemplate, BitSerialDenseFunctionTemplate,
+                    BitSerialConv2DFunctionTemplate)
+LAYER_CLASSES = {"BitSerialDense": BitSerialDense, "BitSerialConv2D": BitSerialConv2D}
+
+
+def _write_pass(model) -> bool:
+    """After hls4ml's writer: ``planes`` on the top function, and the C-ABI bridge."""
+    if not any(layer.class_name.startswith("BitSerial") for layer in model.get_layers()):
+        return False
+    out = Path(model.config.get_output_dir())
+    project = model.config.get_project_name()
+    spec = spec_of(model)
+    add_planes_argument(out, project)
+    write_bridge(model, out, project, spec["input_exp"], spec["output_exp"])
+    return False
+
+
+def register_bitserial() -> None:
+    """Register flipq's layers, passes, templates and headers with hls4ml's Vitis backend.
+
+    Idempotent: hls4ml's registries are process-global and refuse duplicates, so every
+    item is checked before it is added.
+    """
+    for name, cls in LAYER_CLASSES.items():
+        if hl.layer_map.get(name) is not cls:
+            hl.register_layer(name, cls)
+    backend = get_backend("Vitis")
+    if f"vitis:{PASS_NAME}" not in optimizer_map:
+        backend.register_pass(PASS_NAME, ReplaceWithBitSerial)
+    if f"vitis:{PASS_NAME}" not in get_flow("vivado:optimize").optimizers:
+        update_flow("vivado:optimize", add_optimizers=[f"vitis:{PASS_NAME}"])
+    for template in TEMPLATE_CLASSES:
+        if f"vitis:{template().get_name()}" not in optimizer_map:
+            backend.register_template(template)
+    if f"vitis:{WRITE_PASS_NAME}" not in optimizer_map:
+        backend.register_pass(WRITE_PASS_NAME, ModelOptimizerPass(WRITE_PASS_NAME, _write_pass))
+    if f"vitis:{WRITE_PASS_NAME}" not in get_flow("vitis:write").optimizers:
+        update_flow("vitis:write", add_optimizers=[f"vitis:{WRITE_PASS_NAME}"])
+    for header in KERNEL_HEADERS:
+        backend.register_source(TEMPLATES / header)

@@ -1,0 +1,111 @@
+"""The hls stage as one call: every BuildConfig field honoured (also with a model file),
+bad settings refused in one line before any conversion, the C-sim checked on the check rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from flipq.hls.stage import stage_hls
+from flipq.host.emulator import Emulator
+from flipq.pipeline import BuildConfig
+
+
+def _cfg(tmp_path, **kw) -> BuildConfig:
+    return BuildConfig(out=str(tmp_path), progress=False, **kw)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"kernel": "systolic"}, "kernel 'systolic' is unknown (known: bitserial, stock)"),
+    ({"io_type": "io_serial"}, "io_type 'io_serial' is unknown"),
+    ({"group_size": -3}, "group_size -3 must be an int >= 0"),
+    ({"board": "zcu999"}, "unknown board 'zcu999'"),
+    ({"pe": "conv1=x"}, "--pe entry 'conv1=x'"),
+    ({"pe": "conv9=2"}, "pe names layer 'conv9', which the model does not have (layers: conv1, fc1, fc2)"),
+    ({"pe": "fc2=99"}, "layer 'fc2': pe=99 must be an int in 1..10"),
+])
+def test_bad_settings_are_one_line_value_errors(tiny_chain, tmp_path, fields, message):
+    with pytest.raises(ValueError) as info:
+        stage_hls(_cfg(tmp_path, **fields), tiny_chain.onnx_path)
+    text = str(info.value)
+    assert message in text and "\n" not in text
+    assert not (tmp_path / "hls" / "bitserial").exists()  # refused before hls4ml ran
+
+
+def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_path, capsys):
+    """A model given as a file still takes pe, group_size, io_type and check_rows from cfg;
+    the C-sim runs on the first check_rows rows, in chunks, and equals the emulator."""
+    np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
+    cfg = replace(_cfg(tmp_path, pe="conv1=2,fc1=3", group_size=8, io_type="io_stream", check_rows=70),
+                  progress=True)
+    report = stage_hls(cfg, tiny_chain.onnx_path)
+    err = capsys.readouterr().err
+    assert "hls: compiling the C simulation with g++" in err and "hls: compiled in" in err
+    by_name = {lay["name"]: lay for lay in report["layers"]}
+    assert (by_name["conv1"]["pe"], by_name["fc1"]["pe"], by_name["fc2"]["pe"]) == (2, 3, 1)
+    assert by_name["fc1"]["group_size"] == 8 and report["io_type"] == "io_stream"
+    assert report["board"]["name"] and "fits" in report["board"]
+    csim = np.load(tmp_path / "outputs" / "csim.npy")
+    assert csim.shape[0] == 70
+    assert np.array_equal(csim, Emulator(tiny_chain.intmodel).forward(tiny_chain.x[:70]))
+    info = json.loads((tmp_path / "hls" / "hls.json").read_text())
+    assert info["check_rows"] == 70 and info["seconds_check"] >= 0 and info["seconds_compile"] > 0
+    params = (tmp_path / "hls" / "bitserial" / "hls4ml_prj" / "firmware" / "parameters.h").read_text()
+    assert "static const unsigned n_pe = 3;" in params and "hls::stream" in (
+        tmp_path / "hls" / "bitserial" / "hls4ml_prj" / "flipq_bridge.cpp").read_text()
+
+
+def test_stock_kernel_from_a_model_file(tiny_chain, tmp_path):
+    np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
+    report = stage_hls(_cfg(tmp_path, kernel="stock", check_rows=20), tiny_chain.onnx_path)
+    assert report["kernel"] == "stock" and (tmp_path / "hls" / "stock").is_dir()
+    assert not (tmp_path / "hls" / "bitserial").exists()
+    csim = np.load(tmp_path / "outputs" / "csim.npy")
+    assert np.array_equal(csim, Emulator(tiny_chain.intmodel).forward(tiny_chain.x[:20]))
+
+
+def test_compile_failure_is_a_runtime_error_with_a_one_line_summary(tmp_path):
+    from flipq.hls.cxx import CompileError, build_shared_library
+
+    unit = tmp_path / "broken.cpp"
+    unit.write_text("int f( { return 0; }\n")
+    with pytest.raises(RuntimeError) as info:
+        build_shared_library([unit], [], tmp_path / "libbroken.so", tmp_path)
+    assert isinstance(info.value, CompileError)
+    first, _, rest = str(info.value).partition("\n")
+    assert first == f"g++ failed on {unit}:" and "error" in rest
+
+
+def _stub_graph(io_type: str):
+    """What write_bridge reads of an hls4ml ModelGraph: I/O variables, their types, IOType."""
+    def var(name, shape, width, integer, signed):
+        prec = SimpleNamespace(width=width, integer=integer, signed=signed)
+        return SimpleNamespace(shape=shape, type=SimpleNamespace(name=name, precision=prec))
+
+    return SimpleNamespace(get_input_variables=lambda: [var("input_t", [4, 4, 2], 8, 0, False)],
+                           get_output_variables=lambda: [var("result_t", [10], 16, 4, True)],
+                           config=SimpleNamespace(get_config_value=lambda key: io_type))
+
+
+@pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
+def test_bridge_template_fills_every_placeholder(tmp_path, io_type):
+    from flipq.hls.bitserial_writer import write_bridge
+
+    # input 8 fractional bits on a 2^-8 grid: no shift; output 12 fractional bits on 2^-9: shift 3
+    text = write_bridge(_stub_graph(io_type), tmp_path, "myproject", input_exp=-8, output_exp=-9).read_text()
+    assert "${" not in text and "$" not in text
+    assert "int flipq_n_in(void) { return 32; }" in text and "int flipq_n_out(void) { return 10; }" in text
+    assert "<< 0);" in text and "ap_int<16> r =" in text and ">> 3;" in text
+    assert ("hls::stream<input_t> in_s" in text) == (io_type == "io_stream")
+    assert "myproject(in_a, out_a, (ap_uint<4>)planes);" in text or io_type == "io_stream"
+
+
+def test_bridge_refuses_a_coarser_grid(tmp_path):
+    from flipq.hls.bitserial_writer import BitSerialError, write_bridge
+
+    with pytest.raises(BitSerialError, match="coarser than the integer model's grid"):
+        write_bridge(_stub_graph("io_parallel"), tmp_path, "myproject", input_exp=-9, output_exp=-9)
