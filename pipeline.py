@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flipq.host.bitplan import BitPlan
+from flipq.host.files import replacing, write_json
 
-STAGE_NAMES = ("train", "export", "hls", "emulate", "report")
+STAGE_NAMES = ("train", "export", "hls", "emulate", "report", "overlay")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class BuildConfig:
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "config.json").write_text(json.dumps(asdict(self), indent=1))
+        write_json(self.folder / "config.json", asdict(self))
 
     @classmethod
     def load(cls, out: str | Path, **overrides) -> "BuildConfig":
@@ -100,7 +100,7 @@ def _need(path: Path, stage: str) -> Path:
 
 
 def _record(cfg: BuildConfig, name: str, info: dict) -> None:
-    (cfg.folder / f"{name}.json").write_text(json.dumps(info, indent=1))
+    write_json(cfg.folder / f"{name}.json", info)
 
 
 def _outputs(cfg: BuildConfig) -> Path:
@@ -151,7 +151,8 @@ def stage_emulate(cfg: BuildConfig) -> None:
     t0 = time.perf_counter()
     emu = Emulator(IntModel.load(_need(cfg.folder / "hls" / "intmodel.json", "hls").parent))
     x, _ = load_check_split(cfg)
-    np.save(_outputs(cfg) / "emulator.npy", emu.forward(x))
+    with replacing(_outputs(cfg) / "emulator.npy") as tmp:
+        np.save(tmp, emu.forward(x))
     _record(cfg, "emulate", {"seconds": time.perf_counter() - t0})
 
 
@@ -195,12 +196,19 @@ def stage_report(cfg: BuildConfig) -> dict:
         if p.is_file():
             timings[stage] = round(json.loads(p.read_text())["seconds"], 3)
     report["timings"] = timings
-    (cfg.folder / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(cfg.folder / "report.json", report)
     return report
 
 
+def stage_overlay(cfg: BuildConfig):
+    """The PYNQ overlay folder for the build's board (:func:`flipq.overlays.flow.stage_overlay`)."""
+    from flipq.overlays.flow import stage_overlay as overlay_stage
+
+    return overlay_stage(cfg)
+
+
 STAGES = {"train": stage_train, "export": stage_export, "hls": stage_hls,
-          "emulate": stage_emulate, "report": stage_report}
+          "emulate": stage_emulate, "report": stage_report, "overlay": stage_overlay}
 
 
 def run(cfg: BuildConfig, start: str = "train", stop: str = "report") -> dict | None:

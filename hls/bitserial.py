@@ -131,7 +131,6 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
             log(f"compiling the C simulation with g++ ({project_dir})")
         lib = compile_project(project_dir, project)
     compile_s = time.perf_counter() - t1
-    meta["lib"] = str(lib.resolve())
     (out_dir / "csim_meta.json").write_text(json.dumps(meta, indent=1))
     return BitSerialBuild(lib_path=lib, project_dir=project_dir, io_type=io_type, plan=plan, hls_names=hls_names,
                           meta=meta, compile_seconds=compile_s, convert_seconds=convert_s)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from flipq.host.files import replacing, write_json
 
 KERNELS = ("bitserial", "stock")
 IO_TYPES = ("io_parallel", "io_stream")
@@ -44,7 +46,12 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
     t0 = time.perf_counter()
     intmodel, prepared = _lower(cfg, model_path)
     plan = plan_hardware(intmodel, pe, cfg.group_size)
-    hls_dir = cfg.folder / "hls"
+    # Built beside the current hls/ and swapped in only when complete: a failed conversion or
+    # compile leaves the earlier integer model, library and reports as they were.
+    final_dir = cfg.folder / "hls"
+    hls_dir = cfg.folder / "hls.partial"
+    if hls_dir.exists():
+        shutil.rmtree(hls_dir)
     intmodel.save(hls_dir)
     prepared.save(str(hls_dir / "model_prepared.onnx"))
 
@@ -59,22 +66,39 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
         finally:
             (hls_dir / "hls4ml.log").write_text(log.getvalue())
     info["check_rows"] = 0 if q is None else len(q)
+    outputs = None
     if q is not None:
         t1 = time.perf_counter()
         with runner as run:
             outputs = _in_chunks(run, q, cfg.progress)
         info["seconds_check"] = time.perf_counter() - t1
-        out_dir = cfg.folder / "outputs"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        np.save(out_dir / "csim.npy", outputs)
     digest = intmodel.digest()
     report = hls_report(intmodel, io_type=cfg.io_type, plan=plan)
     report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest,
                   sources=info.pop("sources"), board=board_check(board, report["totals"]))
-    (hls_dir / "hls_report.json").write_text(json.dumps(report, indent=1))
+    write_json(hls_dir / "hls_report.json", report)
     info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest)
-    (hls_dir / "hls.json").write_text(json.dumps(info, indent=1))
+    write_json(hls_dir / "hls.json", info)
+    _swap_in(hls_dir, final_dir)
+    if outputs is not None:
+        out_dir = cfg.folder / "outputs"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with replacing(out_dir / "csim.npy") as tmp:
+            np.save(tmp, outputs)
     return report
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace the folder ``final`` by ``new`` (the old one is removed only once the new one is
+    in place)."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def _check_settings(cfg) -> None:
@@ -131,8 +155,7 @@ def _bitserial(cfg, intmodel, prepared, plan, hls_dir: Path):
     build = build_bitserial(intmodel, prepared, hls_dir / "bitserial", io_type=cfg.io_type, plan=plan,
                             log=lambda text: _say(cfg, text))
     _say(cfg, f"compiled in {build.compile_seconds:.1f} s")
-    (hls_dir / "csim.json").write_text(json.dumps(
-        {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta}, indent=1))
+    write_json(hls_dir / "csim.json", {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta})
     scale = 2.0 ** intmodel.output_exp
 
     @contextlib.contextmanager

@@ -8,7 +8,7 @@ side writes through it too.
 
 >>> import tempfile, pathlib
 >>> folder = prepare_out_dir(pathlib.Path(tempfile.mkdtemp()) / "build")
->>> write_json(folder / "train.json", {"epochs": 3})
+>>> _ = write_json(folder / "train.json", {"epochs": 3})
 >>> sorted(p.name for p in folder.iterdir())
 ['train.json']
 """
@@ -37,12 +37,7 @@ def prepare_out_dir(path: str | Path, what: str = "output folder", create: bool 
         base = next((a for a in p.absolute().parents if a.exists()), None)
         if base is None or not base.is_dir():
             raise NotADirectoryError(f"{what} {p}: a part of the path is a file, not a folder")
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".flipq-write-test-", dir=base)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise PermissionError(f"{what} {p} cannot be created ({e.strerror}); give a writable place") from None
+        _probe(base, f"{what} {p} cannot be created ({{}}); give a writable place")
         return p
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -50,13 +45,18 @@ def prepare_out_dir(path: str | Path, what: str = "output folder", create: bool 
         raise NotADirectoryError(f"{what} {p}: a part of the path is a file, not a folder") from None
     except OSError as e:
         raise PermissionError(f"{what} {p} cannot be created ({e.strerror}); give a writable place") from None
+    _probe(p, f"{what} {p} is not writable ({{}}); give a writable folder")
+    return p
+
+
+def _probe(folder: Path, message: str) -> None:
+    """Create and remove a file in ``folder``; on failure raise ``message`` (``{}``: the reason)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".flipq-write-test-", dir=p)
+        fd, probe = tempfile.mkstemp(prefix=".flipq-write-test-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"{what} {p} is not writable ({e.strerror}); give a writable folder") from None
-    return p
+        raise PermissionError(message.format(e.strerror)) from None
 
 
 @contextmanager

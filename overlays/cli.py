@@ -2,53 +2,30 @@
 :mod:`flipq.overlays.check`.
 
 The main CLI adds these with one line: ``add_overlay_commands(subparsers)``; each parsed
-command carries ``func(args) -> int`` (the exit status). Bad input (a ValueError, or a path that
-is missing, a file, or not writable) prints ``flipq: error: ...`` and returns 2; a build or check
-that fails (a RuntimeError: tools missing, design too big, .hwh mismatch) prints the same way and
-returns 1. Option ranges fail inside argparse (exit 2 with the usage line).
+command carries ``func(args) -> int`` (the exit status). Errors propagate to
+:func:`flipq.cli.main`, which prints bad input (a ValueError, or a path that is missing, a file,
+or not writable) as ``flipq: error: ...`` with exit status 2, and a build or check that fails
+(a RuntimeError: tools missing, design too big, .hwh mismatch) the same way with status 1.
+Option ranges fail inside argparse (exit 2 with the usage line).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 from pathlib import Path
 
 from flipq.boards import known_boards
 
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a whole number >= 1")
-    return value
-
-
-def positive_mhz(text: str) -> float:
-    """argparse type: a finite frequency > 0 (the board's range is checked by the flow)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a frequency in MHz") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} MHz is not a positive finite frequency")
-    return value
-
-
 def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
+    from flipq.quant.argtypes import positive_float, positive_int  # standard library only
+
     overlay = subparsers.add_parser("overlay", help="build or check a PYNQ overlay")
     sub = overlay.add_subparsers(dest="overlay_command", required=True)
 
     b = sub.add_parser("build", help="hls folder -> a portable overlay folder (sources, Tcl, accel.json) "
                                      "and, with Vitis HLS and Vivado, flipq.bit/.hwh")
-    b.add_argument("hls_dir", type=Path, help="hls build folder (intmodel.json/.npz, hls_report.json)")
+    b.add_argument("hls_dir", type=Path, metavar="DIR",
+                   help="a build folder (its hls/ is used) or an hls folder (intmodel.json/.npz, hls_report.json)")
     b.add_argument("--board", default=None,
                    help=f"target board ({', '.join(known_boards())}); default and only choice: the board "
                         "the hls stage was checked against")
@@ -57,7 +34,7 @@ def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
                    help="write the folder, run no tool; exit 0 even without Vitis HLS/Vivado")
     b.add_argument("--max-batch", type=positive_int, default=1024,
                    help="samples per DMA transfer (sizes the DMA; at most what its length register carries)")
-    b.add_argument("--fclk-mhz", type=positive_mhz, default=None,
+    b.add_argument("--fclk-mhz", type=positive_float, default=None,
                    help="PL clock (default: the board's fclk0); rounded to the nearest the PS generates")
     b.add_argument("--jobs", type=positive_int, default=2, help="Vivado synthesis/implementation jobs (1..64)")
     b.add_argument("--board-repo", default=None, metavar="PATH",
@@ -75,21 +52,16 @@ def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
     return overlay
 
 
-def _fail(e: BaseException) -> int:
-    print(f"flipq: error: {e}", file=sys.stderr)
-    return 2 if isinstance(e, INPUT_ERRORS) else 1
-
-
 def _build(args) -> int:
     from flipq.overlays.flow import build_overlay
 
-    out = args.out or args.hls_dir.parent / "overlay"
-    try:
-        result = build_overlay(args.hls_dir, args.board, out, dry_run=args.dry_run,
-                               max_batch=args.max_batch, fclk_mhz=args.fclk_mhz, jobs=args.jobs,
-                               board_repo=args.board_repo, simulate=args.simulate)
-    except (*INPUT_ERRORS, RuntimeError) as e:
-        return _fail(e)
+    hls_dir = args.hls_dir
+    if not (hls_dir / "hls_report.json").is_file() and (hls_dir / "hls" / "hls_report.json").is_file():
+        hls_dir = hls_dir / "hls"  # a build folder: the same overlay the build's overlay stage makes
+    out = args.out or hls_dir.parent / "overlay"
+    result = build_overlay(hls_dir, args.board, out, dry_run=args.dry_run,
+                           max_batch=args.max_batch, fclk_mhz=args.fclk_mhz, jobs=args.jobs,
+                           board_repo=args.board_repo, simulate=args.simulate)
     for note in result.notes:
         print(note)
     for key, (need, have) in result.usage.items():
@@ -104,9 +76,6 @@ def _build(args) -> int:
 def _check(args) -> int:
     from flipq.overlays.check import check_overlay
 
-    try:
-        summary = check_overlay(args.overlay_dir, args.hwh)
-    except (*INPUT_ERRORS, RuntimeError) as e:
-        return _fail(e)
+    summary = check_overlay(args.overlay_dir, args.hwh)
     print("overlay OK: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     return 0

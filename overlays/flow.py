@@ -25,6 +25,7 @@ from typing import Callable
 from flipq.boards import Board, load_board, normalize_name
 from flipq.host.accelmeta import (DEFAULT_DMA_NAME, DEFAULT_IP_NAME, DEFAULT_IP_VLNV, AccelMeta,
                                   AccelMetaError)
+from flipq.host.accelerator import SIMULATED_BITSTREAM, is_simulated_bitstream
 from flipq.host.intmodel import IntModel
 from flipq.overlays import tools
 from flipq.overlays.clocks import PsClocks, mhz_text, pl_clock
@@ -313,7 +314,6 @@ def step_run_tools(cfg: OverlayConfig, st: BuildState) -> None:
         st.files.append(out / name)
 
 
-SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
 
 
 def step_simulation_files(cfg: OverlayConfig, st: BuildState) -> None:
@@ -330,7 +330,7 @@ def step_simulation_files(cfg: OverlayConfig, st: BuildState) -> None:
 
     out = Path(cfg.out_dir)
     bit, hwh = out / "flipq.bit", out / "flipq.hwh"
-    if bit.is_file() and bit.read_bytes()[:len(SIMULATED_BITSTREAM)] != SIMULATED_BITSTREAM:
+    if bit.is_file() and not is_simulated_bitstream(bit):
         raise OverlayInputError(f"{bit} is a real bitstream; --simulate would replace it and its .hwh")
     if st.wrapper is None:
         raise OverlayInputError("--simulate compiles the generated flipq_top wrapper, but the sources "
@@ -360,6 +360,17 @@ def run_flow(cfg: OverlayConfig, found_tools: dict | None = None) -> BuildResult
                        cfg.dry_run, tuple(st.notes), st.meta.fclk_mhz)
 
 
+def stage_overlay(cfg) -> BuildResult:
+    """The build's overlay stage: ``<out>/overlay`` for the build config's board from
+    ``<out>/hls``. With Vitis HLS and Vivado on PATH it runs them; without, it prepares the
+    portable folder (a dry run) and says where to run them, so a build runs to the end anywhere."""
+    hls = Path(cfg.out) / "hls"
+    if not (hls / HLS_REPORT).is_file():
+        raise FileNotFoundError(f"{hls / HLS_REPORT} is missing: run the 'hls' stage first")
+    ready = not tools.tool_problems(tools.find_tools())
+    return build_overlay(hls, cfg.board, Path(cfg.out) / "overlay", dry_run=not ready)
+
+
 def build_overlay(hls_dir: str | Path, board: str | Board | None, out_dir: str | Path,
                   dry_run: bool = False, **options) -> BuildResult:
     """Build (or, with ``dry_run``, only prepare) the overlay for the model in ``hls_dir``.
@@ -376,5 +387,5 @@ def build_overlay(hls_dir: str | Path, board: str | Board | None, out_dir: str |
     return run_flow(cfg)
 
 
-__all__ = ["BuildResult", "BuildState", "OverlayConfig", "STEPS", "SHELL_RESOURCES", "build_overlay",
+__all__ = ["BuildResult", "BuildState", "OverlayConfig", "STEPS", "SHELL_RESOURCES", "build_overlay", "stage_overlay",
            "check_count", "run_flow", "tcl_values"]

@@ -15,6 +15,7 @@ import numpy as np
 from flipq.host.accelmeta import (DEFAULT_DMA_NAME, DEFAULT_IP_NAME, DEFAULT_IP_VLNV, USER_LAYOUTS, AccelMeta,
                                   AccelMetaError, DmaMeta, InputMeta, IpMeta, OutputMeta)
 from flipq.host.intmodel import IntModel
+from flipq.hls.hwplan import output_range_bits
 from flipq.host.packing import PackingSpec
 
 
@@ -88,39 +89,3 @@ def largest_batch(model: IntModel, board, output_bits: int | None = None) -> int
         raise AccelMetaError(f"one sample is {per_sample} bytes, more than the {board.name} DMA "
                              f"can move in one transfer ({(1 << int(board.dma_max_length_width)) - 1} bytes)")
     return most
-
-
-def output_range_bits(model: IntModel) -> tuple[int, bool, int]:
-    """(bits, signed, exp) of the model's output values, safe for every ``planes`` setting.
-
-    The output is either a requantizer's output or the last MAC layer's accumulators; for the
-    latter the bound follows the weights: truncating planes moves a weight toward minus
-    infinity, down to ``-2**(B-1)`` at most, so each weight ranges over ``[trunc1(w), w]``.
-    """
-    lo, hi = model.input_quant.qmin, model.input_quant.qmax
-    exp = model.input_quant.exp
-    signed = model.input_quant.signed
-    bits = model.input_quant.bits
-    for layer in model.layers:
-        a = layer.attrs
-        if layer.is_mac:
-            w = np.asarray(layer.weight, dtype=np.int64)
-            w = w.reshape(-1, w.shape[-1])
-            b = int(a.get("weight_bits", 8))
-            w_low = np.minimum(w, (w >> (b - 1)) << (b - 1))
-            corners = np.stack([w_low * lo, w_low * hi, w * lo, w * hi])
-            acc_hi = corners.max(axis=0).sum(axis=0)
-            acc_lo = corners.min(axis=0).sum(axis=0)
-            if layer.bias is not None:
-                bias = np.asarray(layer.bias, dtype=np.int64).reshape(-1)
-                acc_hi, acc_lo = acc_hi + bias, acc_lo + bias
-            lo, hi = int(acc_lo.min(initial=0)), int(acc_hi.max(initial=0))
-            exp += int(a["w_exp"])
-            signed = True
-            bits = max(hi.bit_length(), (-lo - 1).bit_length() if lo < 0 else 0) + 1
-        elif layer.op == "requant":
-            spec = layer.requant
-            lo, hi, exp, signed, bits = spec.qmin, spec.qmax, spec.exp, spec.signed, spec.bits
-        elif layer.op == "relu":
-            lo = max(lo, 0)
-    return max(bits, 2), signed, exp
