@@ -113,3 +113,61 @@ def test_out_onto_a_file_or_a_read_only_place_is_refused(capsys, tmp_path, comma
         pytest.skip("no read-only file system to write to")
     rc, _, err = _run(capsys, command, "--out", readonly)
     assert rc == 2 and f"--out {readonly} cannot be created" in err
+
+
+def test_hls_on_a_model_file_honours_every_option(capsys, tiny_chain, tmp_path):
+    """`flipq hls MODEL.onnx --kernel stock ...` used to ignore the options when a model file
+    was given."""
+    out = tmp_path / "stock"
+    rc = main(["hls", str(tiny_chain.onnx_path), "--out", str(out), "--kernel", "stock", "--io-type",
+               "io_stream", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "hls" / "hls_report.json").read_text())
+    assert report["kernel"] == "stock" and report["io_type"] == "io_stream"
+    assert (out / "hls" / "stock").is_dir() and not (out / "hls" / "bitserial").exists()
+
+
+def test_overlay_is_a_stage_of_the_build(demo_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from flipq import pipeline
+    from flipq.overlays import tools
+
+    monkeypatch.setattr(tools, "find_tools", lambda: {"hls": None, "vivado": None, "vivado_hls": None})
+    out, _ = demo_dir
+    copy = tmp_path / "build"
+    shutil.copytree(out, copy)
+    result = pipeline.run(pipeline.BuildConfig.load(copy), "overlay", "overlay")
+    assert result.dry_run and "vivado" in " ".join(result.missing_tools)  # prepared, not failed
+    meta = json.loads((copy / "overlay" / "accel.json").read_text())
+    assert meta["board"] == "pynq-z2" and meta["model_hash"] == json.loads(
+        (copy / "hls" / "hls_report.json").read_text())["model_hash"]
+    # the command takes the build folder too, and refuses a board other than the build's
+    assert main(["overlay", "build", str(copy), "--dry-run", "--out", str(tmp_path / "ov")]) == 0
+    assert (tmp_path / "ov" / "accel.json").is_file()
+    rc = main(["overlay", "build", str(copy), "--dry-run", "--board", "zcu104", "--out", str(tmp_path / "z")])
+    assert rc == 2 and "zcu104" in capsys.readouterr().err
+
+
+def test_a_failed_hls_run_leaves_the_earlier_one(demo_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from flipq.hls import bitserial
+    from flipq.hls.cxx import CompileError
+
+    out, _ = demo_dir
+    copy = tmp_path / "build"
+    shutil.copytree(out, copy)
+    before = {p.name: p.read_bytes() for p in (copy / "hls").glob("*.json")}
+
+    def broken(*a, **k):
+        raise CompileError("g++ failed on flipq_bridge.cpp:\nerror: injected")
+
+    monkeypatch.setattr(bitserial, "compile_project", broken)
+    assert main(["hls", "--out", str(copy), "--no-progress"]) == 1
+    assert "flipq: error: g++ failed on flipq_bridge.cpp:" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (copy / "hls").glob("*.json")} == before
+    from flipq.host import Accelerator
+
+    with Accelerator.load(copy, backend="csim") as acc:  # the earlier library still runs
+        assert acc.verify(np.load(copy / "data.npz")["x_test"][:8])["equal"] == 8
