@@ -210,13 +210,15 @@ def stage_export(cfg) -> None:
     model, plan, info = trained_model(cfg)
     x, _ = load_check_split(cfg)
     path = export_model(model, tuple(info["input_shape"]), cfg.folder / "model.onnx", plan)
+    t1 = time.perf_counter()
     out_torch, _ = evaluate(model, x)
     prepared = prepare_qonnx(load_qonnx(path))
     out_qonnx = execute_qonnx(prepared, _channels_last(x), progress=cfg.progress)
     for name, values in (("torch", out_torch), ("qonnx", out_qonnx)):
         with replacing(_outputs(cfg) / f"{name}.npy") as tmp:
             np.save(tmp, values)
-    write_json(cfg.folder / "export.json", {"seconds": time.perf_counter() - t0})
+    write_json(cfg.folder / "export.json", {"seconds": time.perf_counter() - t0, "check_rows": int(len(x)),
+                                            "seconds_check": time.perf_counter() - t1})
 
 
 def _channels_last(x: np.ndarray) -> np.ndarray:
