@@ -1,19 +1,24 @@
 """Prepare a Brevitas-exported QONNX model for lowering and hls4ml.
 
 The recipe that keeps the chain exact (seen on qonnx 1.0.0): cleanup -> channels-last
-(input included) -> Gemm to MatMul -> cleanup.
+(input included) -> the input's Transpose past the input quantizer and into the first dense
+layer (dense-first networks) -> Gemm to MatMul -> cleanup.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+from qonnx.transformation.channels_last import AbsorbChanFirstIntoMatMul, ConvertToChannelsLastAndClean
 from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
+from flipq.hls.input_transpose import MoveInputTransposePastQuant
+from flipq.hls.lower import SOURCE_KEY
 from flipq.hls.transforms import GemmWithoutBiasToMatMul
 
 
@@ -35,8 +40,24 @@ def load_qonnx(path: str | Path) -> ModelWrapper:
 
 
 def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
+    model = ModelWrapper(copy.deepcopy(model.model))
+    _record_source_names(model)
     model = cleanup_model(model)
     model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+    # a dense-first network on an image-shaped input: the input's Transpose folds into the
+    # first dense layer's row order once it is past the input quantizer
+    model = model.transform(MoveInputTransposePastQuant())
+    model = model.transform(AbsorbChanFirstIntoMatMul())
+    model = model.transform(InferShapes())
     model = model.transform(GemmWithoutBiasToMatMul())
     model = model.transform(GemmToMatMul())
     return cleanup_model(model)
+
+
+def _record_source_names(model: ModelWrapper) -> None:
+    """Keep each node's name from the user's file in its metadata: cleanup renames every
+    node (``Quant_3``), and an error should name the node the user can find."""
+    for node in model.graph.node:
+        if node.name and not any(e.key == SOURCE_KEY for e in node.metadata_props):
+            entry = node.metadata_props.add()
+            entry.key, entry.value = SOURCE_KEY, node.name
