@@ -37,19 +37,30 @@ _HINTS = {
     "Div": "a float scale between layers: use power-of-two (*FixedPoint) quantizers",
 }
 SOURCE_KEY = "flipq.source_name"
+SOURCE_OP_KEY = "flipq.source_op"
+
+
+def _source(node, key: str, default: str) -> str:
+    for entry in node.metadata_props:
+        if entry.key == key:
+            return entry.value
+    return default
 
 
 def source_name(node) -> str:
-    """The node's name in the user's file (preparation renames nodes; it records the original
-    in the node's metadata, see :func:`flipq.hls.prepare.prepare_qonnx`)."""
-    for entry in node.metadata_props:
-        if entry.key == SOURCE_KEY:
-            return entry.value
-    return node.name
+    """The node's name in the user's file (preparation renames nodes and replaces some, e.g.
+    Gemm by MatMul + Add; it records the original in the node's metadata, see
+    :func:`flipq.hls.prepare.prepare_qonnx`)."""
+    return _source(node, SOURCE_KEY, node.name)
+
+
+def source_op(node) -> str:
+    """The node's op type in the user's file (see :func:`source_name`)."""
+    return _source(node, SOURCE_OP_KEY, node.op_type)
 
 
 def _where(node) -> str:
-    return f"node '{source_name(node)}' (op type {node.op_type})"
+    return f"node '{source_name(node)}' (op type {source_op(node)})"
 
 
 def check_mappable(model: ModelWrapper) -> None:

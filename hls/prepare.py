@@ -18,7 +18,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
-from flipq.hls.lower import SOURCE_KEY
+from flipq.hls.lower import SOURCE_KEY, SOURCE_OP_KEY, source_name, source_op
 from flipq.hls.transforms import GemmWithoutBiasToMatMul
 
 
@@ -50,14 +50,34 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(AbsorbChanFirstIntoMatMul())
     model = model.transform(InferShapes())
     model = model.transform(GemmWithoutBiasToMatMul())
+    gemms = {n.output[0]: (source_name(n), source_op(n)) for n in model.graph.node if n.op_type == "Gemm"}
     model = model.transform(GemmToMatMul())
+    _inherit_source_names(model, gemms)
     return cleanup_model(model)
 
 
 def _record_source_names(model: ModelWrapper) -> None:
-    """Keep each node's name from the user's file in its metadata: cleanup renames every
+    """Keep each node's name and op from the user's file in its metadata: cleanup renames every
     node (``Quant_3``), and an error should name the node the user can find."""
     for node in model.graph.node:
         if node.name and not any(e.key == SOURCE_KEY for e in node.metadata_props):
-            entry = node.metadata_props.add()
-            entry.key, entry.value = SOURCE_KEY, node.name
+            _set_source(node, node.name, node.op_type)
+
+
+def _set_source(node, name: str, op: str) -> None:
+    for key, value in ((SOURCE_KEY, name), (SOURCE_OP_KEY, op)):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _inherit_source_names(model: ModelWrapper, replaced: dict) -> None:
+    """Nodes a pass made in place of others (GemmToMatMul's Transpose, MatMul, Mul, Add chain
+    ends in the Gemm's output tensor) take the replaced node's source name and op."""
+    for node in model.graph.node:
+        if any(e.key == SOURCE_KEY for e in node.metadata_props):
+            continue
+        cur = node
+        while cur is not None and cur.output[0] not in replaced:
+            cur = model.find_consumer(cur.output[0])
+        if cur is not None:
+            _set_source(node, *replaced[cur.output[0]])
