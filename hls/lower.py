@@ -125,7 +125,8 @@ def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
     if np.any(np.asarray(zero) != 0):
         nonzero = float(np.asarray(zero, dtype=np.float64).ravel()[np.flatnonzero(np.asarray(zero))[0]])
         raise UnsupportedNodeError(f"{_where(node)}: zero point {nonzero:g} is not 0 (use a symmetric "
-                                   "quantizer, e.g. Brevitas Int8ActPerTensorFixedPoint or Uint8Act...)")
+                                   "quantizer: Brevitas Int8ActPerTensorFixedPoint or Uint8ActPerTensorFixedPoint, "
+                                   "not Shifted*)")
     if a.get("rounding_mode", "ROUND") != "ROUND":
         raise UnsupportedNodeError(
             f"{_where(node)}: rounding mode {a.get('rounding_mode')} is not supported (only ROUND, "
@@ -301,9 +302,9 @@ def _int_bias(model: ModelWrapper, node, name: str, acc_exp: int) -> np.ndarray:
     q = b * 2.0 ** -acc_exp
     off = np.flatnonzero(q != np.round(q))
     if off.size:
-        value = float(b.ravel()[off[0]])
+        value = np.float32(b.ravel()[off[0]])  # ONNX holds float32: show its shortest form
         raise UnsupportedNodeError(
-            f"{_where(node)}: bias value {value!r} is not a multiple of the accumulator scale 2^{acc_exp} "
+            f"{_where(node)}: bias value {value} is not a multiple of the accumulator scale 2^{acc_exp} "
             "(input scale * weight scale); quantize the bias with bias_quant=Int32Bias, or on the "
             "input*weight scale")
     if np.abs(q).max(initial=0) >= 2**53:

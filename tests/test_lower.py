@@ -87,3 +87,120 @@ def test_gemm_without_bias_is_rewritten(tiny_chain):
     assert "Gemm" not in ops and ops.count("MatMul") == 2
     names = [layer.name for layer in tiny_chain.intmodel.mac_layers]
     assert names == ["conv1", "fc1", "fc2"]
+
+
+# ---------------------------------------------------------------------------------------
+# Refusals on Brevitas exports: one line, the node as the user's file names it, its op and
+# what to change; raised by check_mappable, before preparation or hls4ml
+# ---------------------------------------------------------------------------------------
+def _refused_net(case: str):
+    import brevitas.nn as qnn
+    import torch
+    import torch.nn as nn
+    from brevitas.inject.enum import FloatToIntImplType
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8ActPerTensorFloat, Int8WeightPerChannelFixedPointMSE,
+                                Int8WeightPerTensorFixedPoint, ShiftedUint8ActPerTensorFixedPoint,
+                                Uint8ActPerTensorFixedPoint)
+
+    class FloorAct(Int8ActPerTensorFixedPoint):
+        float_to_int_impl_type = FloatToIntImplType.FLOOR
+
+    torch.manual_seed(0)
+    w = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias=False)
+    act = {"float-scale": Int8ActPerTensorFloat, "zero-point": ShiftedUint8ActPerTensorFixedPoint,
+           "floor": FloorAct}.get(case, Uint8ActPerTensorFixedPoint)
+    mods = [qnn.QuantIdentity(act_quant=act, return_quant_tensor=True)]
+    if case in ("batchnorm", "avgpool"):
+        mods += [qnn.QuantConv2d(1, 2, 3, **w), nn.BatchNorm2d(2) if case == "batchnorm" else nn.AvgPool2d(2),
+                 nn.Flatten(), qnn.QuantLinear(8 if case == "batchnorm" else 2, 2, **w)]
+    elif case == "per-channel":
+        mods += [nn.Flatten(), qnn.QuantLinear(16, 2, weight_quant=Int8WeightPerChannelFixedPointMSE, bias=False)]
+        with torch.no_grad():
+            mods[-1].weight[0] *= 20  # the two output channels get different power-of-two scales
+    else:
+        mods += [nn.Flatten(), qnn.QuantLinear(16, 2, **w)]
+    net = nn.Sequential(*mods)
+    if case in ("float-scale", "zero-point"):
+        net.train()  # these activation scales and zero points come from statistics of seen data
+        with torch.no_grad():
+            for _ in range(40):
+                net(torch.rand(8, 1, 4, 4) * 3 - 0.7)
+    return net.eval()
+
+
+@pytest.mark.parametrize("case, op, message", [
+    ("batchnorm", "BatchNormalization", "fold the BatchNorm into the preceding layer"),
+    ("avgpool", "AveragePool", "use MaxPool"),
+    ("float-scale", "Quant", r"scale 0\.\d+ is not a power of two.*\*FixedPoint"),
+    ("per-channel", "Quant", "per-channel scale is not supported.*PerTensorFixedPoint"),
+    ("zero-point", "Quant", r"zero point \d+ is not 0 \(use a symmetric quantizer"),
+    ("floor", "Quant", "rounding mode FLOOR is not supported.*ROUND"),
+])
+def test_brevitas_export_refused_before_any_rewriting(tmp_path, case, op, message):
+    import contextlib
+    import io
+    import re
+
+    import torch
+    from brevitas.export import export_qonnx
+
+    path = tmp_path / f"{case}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        export_qonnx(_refused_net(case), torch.rand(1, 1, 4, 4), export_path=str(path))
+    raw = load_qonnx(path)
+    with pytest.raises(UnsupportedNodeError) as info:
+        check_mappable(raw)
+    text = str(info.value)
+    assert "\n" not in text and re.search(message, text), text
+    named = re.match(r"node '([^']+)' \(op type (\w+)\)", text)
+    assert named and named.group(2) == op
+    assert named.group(1) in {n.name for n in raw.graph.node if n.op_type == op}
+
+
+def test_cli_refuses_a_batchnorm_model_in_one_line(tmp_path, capsys):
+    import contextlib
+    import io
+
+    import torch
+    from brevitas.export import export_qonnx
+
+    from flipq.cli import main
+
+    path = tmp_path / "bn.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        export_qonnx(_refused_net("batchnorm"), torch.rand(1, 1, 4, 4), export_path=str(path))
+    assert main(["hls", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flipq: error: node '") and "(op type BatchNormalization)" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o" / "hls" / "bitserial").exists()
+
+
+def test_bias_add_on_graph_is_folded_and_exact():
+    """MatMul -> Add(Quant(bias)) as qonnx's GemmToMatMul leaves a biased Linear: the bias
+    becomes the dense layer's integer bias at the accumulator's scale 2^(-3-2)."""
+    import qonnx.core.onnx_exec as oxe
+
+    from flipq.host.emulator import Emulator
+
+    model = _graph_with("Add", extra=())
+    add = model.graph.node[-1]
+    model.set_initializer("bias", (np.array([3, -17, 40]) * 2.0**-5).astype(np.float32))
+    add.input.append("bias")
+    im = lower_qonnx(model)
+    assert im.mac_layers[0].bias.tolist() == [3, -17, 40]
+    x = np.random.default_rng(5).normal(size=(30, 6)).astype(np.float32) * 4
+    want = np.concatenate([oxe.execute_onnx(model, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    assert np.array_equal(Emulator(im).forward(x), want.astype(np.float64))
+    model.set_initializer("bias", np.array([0.5, 0.01, 0.25], dtype=np.float32))
+    with pytest.raises(UnsupportedNodeError, match=r"node 'Odd_0' \(op type Add\): bias value 0\.01\d* is not a "
+                                                   r"multiple of the accumulator scale 2\^-5"):
+        lower_qonnx(model)
+
+
+def test_add_of_two_activations_is_refused():
+    model = _graph_with("Add")
+    add = model.graph.node[-1]
+    add.input.append("mm")  # mm + mm: not a constant bias
+    with pytest.raises(UnsupportedNodeError, match=r"node 'Odd_0' \(op type Add\): only a constant bias"):
+        lower_qonnx(model)
