@@ -304,7 +304,7 @@ def _int_bias(model: ModelWrapper, node, name: str, acc_exp: int) -> np.ndarray:
     if off.size:
         value = np.float32(b.ravel()[off[0]])  # ONNX holds float32: show its shortest form
         raise UnsupportedNodeError(
-            f"{_where(node)}: bias value {value} is not a multiple of the accumulator scale 2^{acc_exp} "
+            f"{_where(node)}: bias value {str(value)} is not a multiple of the accumulator scale 2^{acc_exp} "
             "(input scale * weight scale); quantize the bias with bias_quant=Int32Bias, or on the "
             "input*weight scale")
     if np.abs(q).max(initial=0) >= 2**53:
