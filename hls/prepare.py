@@ -12,13 +12,15 @@ from pathlib import Path
 
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.transformation.channels_last import AbsorbChanFirstIntoMatMul, ConvertToChannelsLastAndClean
+from qonnx.transformation.channels_last import (AbsorbChanFirstIntoMatMul, ConvertToChannelsLastAndClean,
+                                                MoveChanFirstDownstream)
 from qonnx.transformation.gemm_to_matmul import GemmToMatMul
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
 from flipq.hls.lower import SOURCE_KEY, SOURCE_OP_KEY, source_name, source_op
+from flipq.hls.quant_above_flatten import MoveQuantAboveFlatten
 from flipq.hls.transforms import GemmWithoutBiasToMatMul
 
 
@@ -44,9 +46,13 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     _record_source_names(model)
     model = cleanup_model(model)
     model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+    # a flatten before a dense layer's own input quantizer: the quantizer first, so that the
+    # Transpose channels-last conversion left in front of the flatten can move past it
+    model = model.transform(MoveQuantAboveFlatten())
     # a dense-first network on an image-shaped input: the input's Transpose folds into the
     # first dense layer's row order once it is past the input quantizer
     model = model.transform(MoveInputTransposePastQuant())
+    model = model.transform(MoveChanFirstDownstream())
     model = model.transform(AbsorbChanFirstIntoMatMul())
     model = model.transform(InferShapes())
     model = model.transform(GemmWithoutBiasToMatMul())
