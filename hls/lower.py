@@ -32,9 +32,6 @@ _HINTS = {
     "AveragePool": "use MaxPool, or a strided QuantConv2d",
     "GlobalAveragePool": "use MaxPool, or a strided QuantConv2d",
     "Trunc": "Brevitas TruncAvgPool/QuantAvgPool exports Trunc: use MaxPool instead",
-    "Mul": "a float scale between layers: use power-of-two (*FixedPoint) quantizers with "
-           "return_quant_tensor so no scale is left as a Mul",
-    "Div": "a float scale between layers: use power-of-two (*FixedPoint) quantizers",
 }
 SOURCE_KEY = "flipq.source_name"
 SOURCE_OP_KEY = "flipq.source_op"

@@ -204,3 +204,15 @@ def test_add_of_two_activations_is_refused():
     add.input.append("mm")  # mm + mm: not a constant bias
     with pytest.raises(UnsupportedNodeError, match=r"node 'Odd_0' \(op type Add\): only a constant bias"):
         lower_qonnx(model)
+
+
+def test_input_that_does_not_feed_a_quantizer_is_named():
+    model = _graph_with("Relu")
+    quant_in = model.graph.node[0]
+    quant_in.input[0] = "x_relu"
+    model.graph.node.insert(0, helper.make_node("Relu", ["x"], ["x_relu"], name="Relu_in"))
+    with pytest.raises(UnsupportedNodeError) as info:
+        lower_qonnx(model)
+    text = str(info.value)
+    assert "\n" not in text and "it feeds node 'Relu_in' (op type Relu)" in text
+    assert "put a QuantIdentity first" in text
