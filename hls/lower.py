@@ -32,6 +32,9 @@ _HINTS = {
     "AveragePool": "use MaxPool, or a strided QuantConv2d",
     "GlobalAveragePool": "use MaxPool, or a strided QuantConv2d",
     "Trunc": "Brevitas TruncAvgPool/QuantAvgPool exports Trunc: use MaxPool instead",
+    # left after preparation only where channels-last conversion could not fold it
+    "Transpose": "a layout change that preparation could not fold, e.g. a network ending in a Conv: "
+                 "end it with Flatten and a QuantLinear",
 }
 SOURCE_KEY = "flipq.source_name"
 SOURCE_OP_KEY = "flipq.source_op"

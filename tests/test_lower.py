@@ -216,3 +216,26 @@ def test_input_that_does_not_feed_a_quantizer_is_named():
     text = str(info.value)
     assert "\n" not in text and "it feeds node 'Relu_in' (op type Relu)" in text
     assert "put a QuantIdentity first" in text
+
+
+def test_network_ending_in_a_conv_says_what_to_change(tmp_path):
+    import contextlib
+    import io
+
+    import brevitas.nn as qnn
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.quant import Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint
+
+    from flipq.hls.prepare import prepare_qonnx
+
+    net = torch.nn.Sequential(qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, return_quant_tensor=True),
+                              qnn.QuantConv2d(1, 2, 3, weight_quant=Int8WeightPerTensorFixedPoint, bias=False)).eval()
+    path = tmp_path / "conv_out.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        export_qonnx(net, torch.rand(1, 1, 4, 4), export_path=str(path))
+    raw = load_qonnx(path)
+    check_mappable(raw)
+    with pytest.raises(UnsupportedNodeError, match=r"\(op type Transpose\) cannot be mapped .*end it with "
+                                                   r"Flatten and a QuantLinear\)$"):
+        lower_qonnx(prepare_qonnx(raw))
