@@ -1,8 +1,11 @@
 """Prepare a Brevitas-exported QONNX model for lowering and hls4ml.
 
 The recipe that keeps the chain exact (seen on qonnx 1.0.0): cleanup -> channels-last
-(input included) -> the input's Transpose past the input quantizer and into the first dense
-layer (dense-first networks) -> Gemm to MatMul -> cleanup.
+(input included) -> a quantizer after a flatten moved above it, and the input's Transpose
+past the input quantizer, so every channels-first Transpose in front of a flatten folds into
+the dense weights' row order (dense-first networks, flatten before a QuantLinear's own input
+quantizer) -> Gemm to MatMul -> cleanup. A bias stays as hls4ml reads it (the Conv's third
+input, or MatMul -> Add); lowering folds it into the layer.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ def load_qonnx(path: str | Path) -> ModelWrapper:
 
 
 def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
+    """A Brevitas QONNX export -> the channels-last graph that lowering and hls4ml read; the
+    input model is left as it was. Every node keeps its name in the user's file in its
+    metadata (:func:`flipq.hls.lower.source_name`), for the errors lowering raises.
+
+    >>> prepared = prepare_qonnx(load_qonnx("build/demo/model.onnx"))   # doctest: +SKIP
+    >>> intmodel = lower_qonnx(prepared)                                 # doctest: +SKIP
+    """
     model = ModelWrapper(copy.deepcopy(model.model))
     _record_source_names(model)
     model = cleanup_model(model)
