@@ -128,7 +128,28 @@ class ReplaceWithBitSerial(OptimizerPass):
             cls = BitSerialDense
         new = model.make_node(cls, node.name, attrs, list(node.inputs), list(node.outputs))
         model.replace_node(node, new)
+        if requant is None:
+            _carry_accumulator_type(new, result)
         return True
+
+
+def _carry_accumulator_type(node, precision) -> None:
+    """Give the value-preserving layers after an accumulator (MaxPool, a ReLU or reshape with no
+    quantizer of its own) the accumulator's type. hls4ml typed them before the replacement: a
+    bare ReLU got the default ``fixed<16,6>`` (too coarse for the output accumulator) and a
+    MaxPool the type inferred for hls4ml's own Dense/Conv, which need not hold ours."""
+    for consumer in node.get_output_nodes():
+        if consumer.get_attr("quantizer") is not None:
+            continue
+        carries = (isinstance(consumer, (hl.Reshape, hl.Pooling1D, hl.Pooling2D))
+                   or (isinstance(consumer, hl.Activation) and str(consumer.get_attr("activation")).lower() in ("relu", "linear")))
+        if not carries or (isinstance(consumer, (hl.Pooling1D, hl.Pooling2D))
+                           and consumer.get_attr("pool_op", "Max") != "Max"):
+            continue
+        consumer.get_output_variable().type.precision = precision
+        if consumer.get_attr("accum_t") is not None:
+            consumer.get_attr("accum_t").precision = precision
+        _carry_accumulator_type(consumer, precision)
 
 
 def _merged_quantizer(entry: dict, quantizer, acc_w: int, frac_out: int):
