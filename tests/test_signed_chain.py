@@ -293,3 +293,51 @@ def test_reported_model_through_pynq_and_the_board_wrapper(reported, tmp_path, m
             assert np.array_equal(backend.run(q, meta.max_planes) * 2.0 ** intmodel.output_exp, y)
     finally:
         pynq_sim.deactivate()
+
+
+# ---------------------------------------------------------------------------------------
+# A random signed model through the compiled board wrapper (flipq_top), every planes
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed, io_type, group_size", [(9, "io_stream", 3)])
+def test_random_signed_model_through_the_board_wrapper(tmp_path, seed, io_type, group_size):
+    from flipq.boards import load_board
+    from flipq.hls.bitserial import build_bitserial
+    from flipq.host.packing import unpack
+    from flipq.overlays.metadata import accel_meta_for
+    from flipq.overlays.wrapper import compile_wrapper, generate_wrapper, simulate_wrapper
+
+    net = random_signed_net(tmp_path, seed, group_size)
+    im = net.intmodel
+    build = build_bitserial(im, net.prepared, tmp_path / "hls", io_type=io_type, compile=False)
+    meta = accel_meta_for(im, load_board("pynq-z2"))
+    lib = compile_wrapper(generate_wrapper(meta, build.project_dir, tmp_path / "overlay").parent, build.project_dir)
+    q = random_inputs(im, ROWS, seed)
+    q[0], q[1] = im.input_quant.qmin, im.input_quant.qmax
+    for planes in range(1, meta.max_planes + 1):
+        words, last = simulate_wrapper(lib, meta, q, planes)
+        assert last == words.size - 1
+        got = unpack(words, meta.output.n_elems, meta.output.packing).reshape(ROWS, -1)
+        want = Emulator(im, planes=planes).run(q).reshape(ROWS, -1)
+        bad = np.flatnonzero(~(got == want).all(axis=1))
+        assert bad.size == 0, f"planes={planes}: the board wrapper differs from the emulator on rows {bad.tolist()}"
+
+
+def test_narrow_unsigned_quantizer_is_refused_by_name(reported, tmp_path):
+    """hls4ml cannot convert a narrow unsigned Quant; the build says which node, before hls4ml."""
+    import copy
+
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flipq.hls.bitserial import BitSerialError, build_bitserial
+    from flipq.hls.lower import lower_qonnx
+
+    _, _, prepared, _, _ = reported
+    model = ModelWrapper(copy.deepcopy(prepared.model))  # the fixture's model stays as it is
+    node = model.find_consumer(model.graph.input[0].name)
+    narrow = next(a for a in node.attribute if a.name == "narrow")
+    narrow.CopyFrom(helper.make_attribute("narrow", 1))
+    intmodel = lower_qonnx(model)
+    with pytest.raises(BitSerialError, match="the input quantizer: a narrow-range unsigned quantizer"):
+        build_bitserial(intmodel, model, tmp_path / "hls", compile=False)
+    assert not (tmp_path / "hls").exists()
