@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=importlib: siblings by path
-from test_bitserial import RandomNet, check_build, make_net, qonnx_accumulators, random_inputs  # noqa: E402
+from test_bitserial import RandomNet, check_build, make_net, random_inputs  # noqa: E402
+from test_wrapper import simulated_board  # noqa: E402
 
 from flipq.host.emulator import Emulator  # noqa: E402
 
@@ -267,23 +268,14 @@ def test_reported_model_through_pynq_and_the_board_wrapper(reported, tmp_path, m
     pytest.importorskip("pynq")
     from flipq.boards import load_board
     from flipq.host.pynq_backend import PynqBackend
-    from flipq.overlays import pynq_sim
-    from flipq.overlays.hwh import generate_hwh
     from flipq.overlays.metadata import accel_meta_for
-    from flipq.overlays.wrapper import compile_wrapper, generate_wrapper, pl_from_wrapper
+    from flipq.overlays.wrapper import compile_wrapper, generate_wrapper
 
     x, y, _, intmodel, build = reported
-    board = load_board("pynq-z2")
-    meta = replace(accel_meta_for(intmodel, board), max_batch=16)
+    meta = replace(accel_meta_for(intmodel, load_board("pynq-z2")), max_batch=16)
     folder = tmp_path / "overlay"
     lib = compile_wrapper(generate_wrapper(meta, build.project_dir, folder).parent, build.project_dir)
-    (folder / "flipq.hwh").write_text(generate_hwh(meta, board))
-    (folder / "flipq.bit").write_bytes(b"simulated: content not read")
-    meta.save(folder / "accel.json")
-    monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
-    device = pynq_sim.activate()
-    try:
-        device.compute = pl_from_wrapper(lib, meta)
+    with simulated_board(folder, meta, lib, monkeypatch):
         q = Emulator(intmodel).quantize_input(x)
         with PynqBackend(folder, meta, timeout_s=5) as backend:
             for planes in range(1, meta.max_planes + 1):
@@ -291,14 +283,12 @@ def test_reported_model_through_pynq_and_the_board_wrapper(reported, tmp_path, m
                 bad = np.flatnonzero(~(got == want).all(axis=1))
                 assert bad.size == 0, f"planes={planes}: the board differs from the emulator on rows {bad.tolist()}"
             assert np.array_equal(backend.run(q, meta.max_planes) * 2.0 ** intmodel.output_exp, y)
-    finally:
-        pynq_sim.deactivate()
 
 
 # ---------------------------------------------------------------------------------------
 # A random signed model through the compiled board wrapper (flipq_top), every planes
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed, io_type, group_size", [(9, "io_stream", 3)])
+@pytest.mark.parametrize("seed, io_type, group_size", [(9, "io_stream", 3), (17, "io_parallel", 8)])
 def test_random_signed_model_through_the_board_wrapper(tmp_path, seed, io_type, group_size):
     from flipq.boards import load_board
     from flipq.hls.bitserial import build_bitserial
