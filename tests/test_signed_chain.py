@@ -141,8 +141,8 @@ def fit_activation_scales(net: RandomNet, seed: int) -> RandomNet:
     return RandomNet(prepared, im)
 
 
-def random_signed_net(folder: Path, seed: int, group_size: int) -> RandomNet:
-    arch = random_arch(seed)
+def random_signed_net(folder: Path, seed: int, group_size: int, arch: dict | None = None) -> RandomNet:
+    arch = arch or random_arch(seed)
     return fit_activation_scales(make_net(folder, arch, seed, group_size, build=build_net), seed)
 
 
@@ -200,6 +200,26 @@ def test_random_signed_models_csim_equals_emulator(tmp_path, seed, io_type, grou
     pes = {lay.name: min(pe, lay.weight.shape[-1]) for lay in net.intmodel.mac_layers}
     build = build_bitserial(net.intmodel, net.prepared, tmp_path / "hls", io_type=io_type, pe=pes)
     check_build(build, net, seed)
+
+
+# No quantizer between some layers: accumulators go on through MaxPool, a bare ReLU and into
+# the next conv (hls4ml had typed that ReLU fixed<16,6> before the bit-serial replacement).
+ACCUMULATORS = {
+    "in_shape": (2, 6, 6), "in": {"signed": True, "narrow": True, "bits": 5, "relu": False},
+    "convs": [{"cout": 3, "k": 3, "stride": 1, "pad": 1, "wbits": 4, "act": None, "pool": "after_act"},
+              {"cout": 2, "k": 2, "stride": 1, "pad": 0, "wbits": 3, "act": "relu", "pool": "none"}],
+    "dense": [{"n": 4, "wbits": 5, "act": {"signed": True, "narrow": False, "bits": 4, "relu": False}},
+              {"n": 3, "wbits": 3, "act": None}]}
+
+
+def test_accumulators_between_layers_csim_equals_emulator(tmp_path):
+    from flipq.hls.bitserial import build_bitserial
+
+    net = random_signed_net(tmp_path, 1, 3, ACCUMULATORS)
+    assert [layer.op for layer in net.intmodel.layers[:4]] == ["conv", "maxpool", "conv", "relu"]
+    build = build_bitserial(net.intmodel, net.prepared, tmp_path / "hls", io_type="io_stream",
+                            pe={net.intmodel.mac_layers[0].name: 2})
+    check_build(build, net, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,6 +280,18 @@ def test_reported_model_torch_qonnx_emulator_csim_agree(reported):
             got, want = csim.run(q, planes), Emulator(intmodel, planes=planes).run(q)
             bad = np.flatnonzero(~(got == want).all(axis=1))
             assert bad.size == 0, f"planes={planes}: C-sim differs from the emulator on rows {bad.tolist()}"
+
+
+def test_reported_model_requantizes_in_the_first_layer(reported):
+    """hls4ml folded the signed 3-bit quantizer into MatMul_0: its config requantizes onto
+    -4..3; MatMul_1 (the output accumulator) does not."""
+    *_, build = reported
+    params = (build.project_dir / "firmware" / "parameters.h").read_text()
+    first, second = params[params.index("// MatMul_0: "):params.index("// MatMul_1: ")], \
+        params[params.index("// MatMul_1: "):]
+    assert "static const bool requant = true;" in first
+    assert "static const int rq_min = -4;" in first and "static const int rq_max = 3;" in first
+    assert "requant" not in second[:second.index("\n};")]
 
 
 def test_reported_model_through_pynq_and_the_board_wrapper(reported, tmp_path, monkeypatch):
