@@ -133,6 +133,15 @@ class ReplaceWithBitSerial(OptimizerPass):
         return True
 
 
+def _keeps_values(layer) -> bool:
+    """A layer whose outputs are some of its inputs (or zero): exact in its input's type."""
+    if isinstance(layer, hl.Reshape):
+        return True
+    if isinstance(layer, (hl.Pooling1D, hl.Pooling2D)):
+        return layer.get_attr("pool_op", "Max") == "Max"
+    return isinstance(layer, hl.Activation) and str(layer.get_attr("activation")).lower() in ("relu", "linear")
+
+
 def _carry_accumulator_type(node, precision) -> None:
     """Give the value-preserving layers after an accumulator (MaxPool, a ReLU or reshape with no
     quantizer of its own) the accumulator's type. hls4ml typed them before the replacement: a
@@ -141,10 +150,7 @@ def _carry_accumulator_type(node, precision) -> None:
     for consumer in node.get_output_nodes():
         if consumer.get_attr("quantizer") is not None:
             continue
-        carries = (isinstance(consumer, (hl.Reshape, hl.Pooling1D, hl.Pooling2D))
-                   or (isinstance(consumer, hl.Activation) and str(consumer.get_attr("activation")).lower() in ("relu", "linear")))
-        if not carries or (isinstance(consumer, (hl.Pooling1D, hl.Pooling2D))
-                           and consumer.get_attr("pool_op", "Max") != "Max"):
+        if not _keeps_values(consumer):
             continue
         consumer.get_output_variable().type.precision = precision
         if consumer.get_attr("accum_t") is not None:
@@ -168,7 +174,10 @@ def _merged_quantizer(entry: dict, quantizer, acc_w: int, frac_out: int):
     lo = -(2 ** (bits - 1)) + int(spec["narrow"]) if signed else 0
     hi = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
     rq_shift = exp + frac_out  # accumulator raw grid 2^-frac_out -> quantizer grid 2^exp
-    requant = {"rq_shift": rq_shift, "rq_min": lo, "rq_max": hi, "rq_width": acc_w + max(0, -rq_shift) + 1}
+    # rq_t holds the accumulator shifted left, and the rounding's half (1 << rq_shift - 1) when
+    # the quantizer's grid is coarser than every accumulator value
+    width = max(acc_w, rq_shift + 1) + max(0, -rq_shift) + 1
+    requant = {"rq_shift": rq_shift, "rq_min": lo, "rq_max": hi, "rq_width": width}
     return FixedPrecisionType(bits, bits + exp, signed=signed), requant
 
 

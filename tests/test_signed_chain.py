@@ -282,6 +282,26 @@ def test_reported_model_torch_qonnx_emulator_csim_agree(reported):
             assert bad.size == 0, f"planes={planes}: C-sim differs from the emulator on rows {bad.tolist()}"
 
 
+@pytest.mark.parametrize("exp", [5, -9])
+def test_quantizer_far_from_the_accumulator_grid(reported, tmp_path, exp):
+    """The merged quantizer's grid far coarser than the accumulator (a right shift wider than
+    the accumulator: everything rounds to 0 or +-1) or far finer (a left shift that saturates)."""
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flipq.hls.bitserial import build_bitserial
+    from flipq.hls.lower import lower_qonnx
+
+    x, _, prepared, _, _ = reported
+    model = ModelWrapper(copy.deepcopy(prepared.model))
+    node = next(n for n in model.graph.node if n.name == "Quant_3")  # the signed 3-bit QuantIdentity
+    model.set_initializer(node.input[1], np.asarray(2.0 ** exp, dtype=np.float32))
+    net = RandomNet(model, lower_qonnx(model))
+    build = build_bitserial(net.intmodel, model, tmp_path / "hls")
+    check_build(build, net)
+
+
 def test_reported_model_requantizes_in_the_first_layer(reported):
     """hls4ml folded the signed 3-bit quantizer into MatMul_0: its config requantizes onto
     -4..3; MatMul_1 (the output accumulator) does not."""
