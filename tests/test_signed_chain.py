@@ -340,7 +340,7 @@ def test_reported_model_through_pynq_and_the_board_wrapper(reported, tmp_path, m
 # ---------------------------------------------------------------------------------------
 # A random signed model through the compiled board wrapper (flipq_top), every planes
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed, io_type, group_size", [(9, "io_stream", 3), (17, "io_parallel", 8)])
+@pytest.mark.parametrize("seed, io_type, group_size", [(17, "io_parallel", 8)])  # signed narrow output, no ReLU
 def test_random_signed_model_through_the_board_wrapper(tmp_path, seed, io_type, group_size):
     from flipq.boards import load_board
     from flipq.hls.bitserial import build_bitserial
