@@ -103,11 +103,15 @@ class ReplaceWithBitSerial(OptimizerPass):
         acc_w = entry["acc_bits"] + shift
         k = entry["fan_in"]
         frac_out = frac_in - entry["w_exp"]
+        result = FixedPrecisionType(acc_w, acc_w - frac_out, signed=True)
+        requant = None
+        if node.get_attr("quantizer") is not None:
+            result, requant = _merged_quantizer(entry, node.get_attr("quantizer"), acc_w, frac_out)
         attrs = {
             "n_in": k, "n_out": entry["n_out"],
-            "flipq_result_precision": FixedPrecisionType(acc_w, acc_w - frac_out, signed=True),
+            "flipq_result_precision": result,
             "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
-                          psum_width=entry["psum_bits"] + shift),
+                          psum_width=entry["psum_bits"] + shift, requant=requant),
             "flipq_words": words, "flipq_mask": mask, "flipq_bias": [int(b) << shift for b in bias],
         }
         if isinstance(node, hl.Conv2D):
@@ -124,7 +128,67 @@ class ReplaceWithBitSerial(OptimizerPass):
             cls = BitSerialDense
         new = model.make_node(cls, node.name, attrs, list(node.inputs), list(node.outputs))
         model.replace_node(node, new)
+        if requant is None:
+            _carry_accumulator_type(new, result)
         return True
+
+
+def _keeps_values(layer) -> bool:
+    """A layer whose outputs are some of its inputs (or zero): exact in its input's type."""
+    if isinstance(layer, hl.Reshape):
+        return True
+    if isinstance(layer, (hl.Pooling1D, hl.Pooling2D)):
+        return layer.get_attr("pool_op", "Max") == "Max"
+    return isinstance(layer, hl.Activation) and str(layer.get_attr("activation")).lower() in ("relu", "linear")
+
+
+def _carry_accumulator_type(node, precision) -> None:
+    """Give the value-preserving layers after an accumulator (MaxPool, a ReLU or reshape with no
+    quantizer of its own) the accumulator's type. hls4ml typed them before the replacement: a
+    bare ReLU got the default ``fixed<16,6>`` (too coarse for the output accumulator) and a
+    MaxPool the type inferred for hls4ml's own Dense/Conv, which need not hold ours."""
+    for consumer in node.get_output_nodes():
+        if consumer.get_attr("quantizer") is not None:
+            continue
+        if not _keeps_values(consumer):
+            continue
+        consumer.get_output_variable().type.precision = precision
+        if consumer.get_attr("accum_t") is not None:
+            consumer.get_attr("accum_t").precision = precision
+        _carry_accumulator_type(consumer, precision)
+
+
+def _merged_quantizer(entry: dict, quantizer, acc_w: int, frac_out: int):
+    """hls4ml folded the Quant after this layer into its result type (MergeLinearActivation);
+    the bit-serial kernel must then requantize its accumulator itself (``layer_output`` in
+    flipq_bitserial_pe.h). Returns the result type (the quantizer's own grid, so raw bits are
+    the quantized integers) and the kernel's requantization constants."""
+    spec = entry.get("quant_after")
+    hls_type = quantizer.hls_type
+    if spec is None or (hls_type.width, bool(hls_type.signed)) != (spec["bits"], spec["signed"]) \
+            or hls_type.width - hls_type.integer != -spec["exp"]:
+        raise BitSerialError(
+            f"layer '{entry['name']}': hls4ml merged a quantizer ({hls_type}) into its result, but the "
+            f"integer model has {'no quantizer' if spec is None else spec} right after it")
+    bits, signed, exp = spec["bits"], spec["signed"], spec["exp"]
+    lo = -(2 ** (bits - 1)) + int(spec["narrow"]) if signed else 0
+    hi = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+    rq_shift = exp + frac_out  # accumulator raw grid 2^-frac_out -> quantizer grid 2^exp
+    # rq_t holds the accumulator shifted left, and the rounding's half (1 << rq_shift - 1) when
+    # the quantizer's grid is coarser than every accumulator value
+    width = max(acc_w, rq_shift + 1) + max(0, -rq_shift) + 1
+    requant = {"rq_shift": rq_shift, "rq_min": lo, "rq_max": hi, "rq_width": width}
+    return FixedPrecisionType(bits, bits + exp, signed=signed), requant
+
+
+def _requant_lines(requant: dict | None) -> str:
+    if requant is None:
+        return ""
+    return ("    static const bool requant = true;\n"
+            f"    static const int rq_shift = {requant['rq_shift']};\n"
+            f"    static const int rq_min = {requant['rq_min']};\n"
+            f"    static const int rq_max = {requant['rq_max']};\n"
+            f"    typedef ap_int<{requant['rq_width']}> rq_t;\n")
 
 
 def _c_words(words: np.ndarray) -> str:
@@ -143,7 +207,7 @@ def _config_params(node) -> dict:
         "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,
         "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
         "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
-        "base": "flipq::bitserial_config", "geometry": "",
+        "base": "flipq::bitserial_config", "geometry": "", "requant": _requant_lines(f.get("requant")),
     }
     if node.class_name == "BitSerialConv2D":
         params["base"] = "flipq::bitserial_conv2d_config"

@@ -68,9 +68,10 @@ def _weight_init(prepared, layer):
     return quant, quant.input[0]
 
 
-def make_net(folder: Path, arch: dict, seed: int, group_size: int = 0) -> RandomNet:
-    """Export, prepare, then overwrite every layer's weights with random integers whose
-    groups (``group_size`` rows of the fan-in, per output) use random widths <= weight_bits."""
+def make_net(folder: Path, arch: dict, seed: int, group_size: int = 0, build=_brevitas_net) -> RandomNet:
+    """Export ``build(arch, seed)`` (a Brevitas module taking ``arch["in_shape"]``), prepare,
+    then overwrite every layer's weights with random integers whose groups (``group_size``
+    rows of the fan-in, per output) use random widths <= weight_bits."""
     import torch
     from brevitas.export import export_qonnx
 
@@ -78,7 +79,7 @@ def make_net(folder: Path, arch: dict, seed: int, group_size: int = 0) -> Random
     from flipq.hls.prepare import load_qonnx, prepare_qonnx
 
     rng = np.random.default_rng(seed)
-    net = _brevitas_net(arch, seed)
+    net = build(arch, seed)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
     with torch.no_grad():

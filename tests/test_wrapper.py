@@ -6,6 +6,7 @@ lanes and the planes mapping; golden text checks the interface the block design 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -275,25 +276,33 @@ def test_stock_project_is_named(tmp_path):
 def test_pynq_backend_over_the_wrapper(real, tiny_chain, tmp_path, monkeypatch):
     pytest.importorskip("pynq")
     from flipq.host.pynq_backend import PynqBackend
-    from flipq.overlays.hwh import generate_hwh
-    from flipq.overlays.wrapper import pl_from_wrapper
 
     meta, lib, _, _ = real
     meta = replace(meta, max_batch=8)  # 20 rows: three DMA transfers, the last one short
-    board = load_board(meta.board)
     folder = tmp_path / "overlay"
-    folder.mkdir()
-    (folder / "flipq.hwh").write_text(generate_hwh(meta, board))
-    (folder / "flipq.bit").write_bytes(b"simulated: content not read")
-    meta.save(folder / "accel.json")
-    monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
-    device = pynq_sim.activate()
-    try:
-        device.compute = pl_from_wrapper(lib, meta)
+    with simulated_board(folder, meta, lib, monkeypatch) as device:
         q = _inputs(tiny_chain, meta, 20)
         with PynqBackend(folder, meta, timeout_s=5) as backend:
             for planes in (1, meta.max_planes):
                 assert np.array_equal(backend.run(q, planes), Emulator(tiny_chain.intmodel, planes=planes).run(q))
         assert device.compute_calls == 6
+
+
+@contextmanager
+def simulated_board(folder: Path, meta: AccelMeta, wrapper_lib: Path, monkeypatch):
+    """An overlay folder (.hwh, placeholder .bit, accel.json) for ``meta`` and pynq's simulated
+    device whose PL is the compiled wrapper; yields the device (its ``compute_calls`` count)."""
+    from flipq.overlays.hwh import generate_hwh
+    from flipq.overlays.wrapper import pl_from_wrapper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "flipq.hwh").write_text(generate_hwh(meta, load_board(meta.board)))
+    (folder / "flipq.bit").write_bytes(b"simulated: content not read")
+    meta.save(folder / "accel.json")
+    monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
+    device = pynq_sim.activate()
+    try:
+        device.compute = pl_from_wrapper(wrapper_lib, meta)
+        yield device
     finally:
         pynq_sim.deactivate()

@@ -15,4 +15,4 @@ ${geometry}
     typedef ${act_raw_t} act_raw_t;
     typedef ${psum_t} psum_t;
     typedef ${accum_t} accum_t;
-};
+${requant}};

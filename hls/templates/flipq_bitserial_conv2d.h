@@ -51,7 +51,7 @@ PixelLoop:
             conv2d_patch<CONFIG_T>(frame, patch, oy, ox);
             bitserial_matvec<CONFIG_T>(patch, acc, planes_data, mask_data, bias, lowest);
             for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-                res[(oy * CONFIG_T::out_width + ox) * CONFIG_T::n_out + n] = from_raw_bits<res_T>(acc[n]);
+                res[(oy * CONFIG_T::out_width + ox) * CONFIG_T::n_out + n] = layer_output<res_T, CONFIG_T>(acc[n]);
         }
     }
 }
@@ -79,7 +79,7 @@ PixelLoop:
             bitserial_matvec<CONFIG_T>(patch, acc, planes_data, mask_data, bias, lowest);
             res_T beat;
             for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-                beat[n] = from_raw_bits<typename res_T::value_type>(acc[n]);
+                beat[n] = layer_output<typename res_T::value_type, CONFIG_T>(acc[n]);
             res.write(beat);
         }
     }

@@ -16,7 +16,7 @@ void bitserial_dense(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_ou
         act[k] = raw_bits<typename CONFIG_T::act_raw_t>(data[k]);
     bitserial_matvec<CONFIG_T>(act, acc, planes_data, mask_data, bias, lowest_plane<CONFIG_T>(planes));
     for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-        res[n] = from_raw_bits<res_T>(acc[n]);
+        res[n] = layer_output<res_T, CONFIG_T>(acc[n]);
 }
 
 template <class data_T, class res_T, class CONFIG_T>
@@ -35,7 +35,7 @@ WriteOutput:
     for (unsigned b = 0; b < CONFIG_T::n_out / res_T::size; b++) {
         res_T beat;
         for (unsigned j = 0; j < res_T::size; j++)
-            beat[j] = from_raw_bits<typename res_T::value_type>(acc[b * res_T::size + j]);
+            beat[j] = layer_output<typename res_T::value_type, CONFIG_T>(acc[b * res_T::size + j]);
         res.write(beat);
     }
 }

@@ -22,6 +22,12 @@ struct bitserial_config {
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
     static const unsigned sign_plane = 1; // the plane with weight -2**sign_plane (B - 1)
     static const unsigned n_pe = 1;       // output columns computed side by side
+    // A quantizer hls4ml merged into this layer's result (see layer_output); off by default.
+    static const bool requant = false;
+    static const int rq_shift = 0; // accumulator raw grid -> quantizer grid: >0 right, <0 left
+    static const int rq_min = 0;   // the quantizer's integer range (narrow-aware)
+    static const int rq_max = 0;
+    typedef ap_int<2> rq_t;        // holds the accumulator after a left shift
 };
 
 // First plane to accumulate for the run-time precision: planes B-1 .. B-k (docs/datapath.md).
@@ -39,6 +45,36 @@ template <class res_T, class acc_T> inline res_T from_raw_bits(const acc_T &acc)
     res_T y;
     y.range(res_T::width - 1, 0) = acc;
     return y;
+}
+
+// What the layer writes. hls4ml folds a Quant that directly follows a Dense/Conv into that
+// layer's result type (its MergeLinearActivation pass) and relies on the layer casting its
+// accumulator to it; a bit-serial layer writes raw accumulator bits, so without this step a
+// quantizer with no ReLU before it (a signed QuantIdentity between layers) simply vanished.
+// Done in integers, as flipq.host.emulator.requantize defines it: round half to even onto
+// the quantizer's grid, then saturate to its range (narrow-aware, which AP_SAT is not).
+template <class res_T, class CONFIG_T> inline res_T layer_output(const typename CONFIG_T::accum_t &acc) {
+    if (!CONFIG_T::requant)
+        return from_raw_bits<res_T>(acc);
+    typedef typename CONFIG_T::rq_t rq_t;
+    static const unsigned right = CONFIG_T::rq_shift > 0 ? CONFIG_T::rq_shift : 0;
+    static const unsigned left = CONFIG_T::rq_shift < 0 ? -CONFIG_T::rq_shift : 0;
+    rq_t q = acc;
+    if (right > 0) {
+        const rq_t floor = q >> right;
+        const rq_t rem = q - (floor << right);
+        const rq_t half = rq_t(1) << (right > 0 ? right - 1 : 0);
+        q = floor;
+        if (rem > half || (rem == half && (floor & 1) != 0))
+            q = floor + 1;
+    } else {
+        q = q << left;
+    }
+    if (q < CONFIG_T::rq_min)
+        q = CONFIG_T::rq_min;
+    if (q > CONFIG_T::rq_max)
+        q = CONFIG_T::rq_max;
+    return from_raw_bits<res_T>(q);
 }
 
 // One output column: for every group, every stored plane the mask keeps and `planes`
