@@ -48,7 +48,9 @@ class QuantSpec:
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        # QONNX's max_int: a narrow unsigned quantizer drops its top level, as a narrow signed
+        # one drops its bottom level
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1 - int(self.narrow)
 
     def to_dict(self) -> dict:
         return {"bits": self.bits, "signed": self.signed, "narrow": self.narrow, "exp": self.exp}

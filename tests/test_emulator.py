@@ -142,3 +142,15 @@ def test_fast_path_equals_reference_on_random_models(seed, planes, wide):
     fast = Emulator(model, planes=planes).run(q)
     ref = Emulator(model, reference=True, planes=planes).run(q)
     assert np.array_equal(fast, ref)
+
+
+def test_quantizer_ranges_are_qonnx_max_int_and_min_int():
+    from qonnx.custom_op.general.quant import max_int, min_int
+
+    from flipq.host.intmodel import QuantSpec
+
+    for bits in range(2, 9):
+        for signed in (False, True):
+            for narrow in (False, True):
+                spec = QuantSpec(bits, signed, narrow, 0)
+                assert (spec.qmin, spec.qmax) == (min_int(signed, narrow, bits), max_int(signed, narrow, bits))
