@@ -46,6 +46,10 @@ _REASONS = (
 )
 
 
+class VerifyInputError(ValueError):
+    """Inputs given to ``flipq verify`` that do not fit the model."""
+
+
 @dataclass
 class Verdict:
     status: str
@@ -292,7 +296,9 @@ def verify_file(path: str | Path, x: np.ndarray | None = None, rows: int = 64, i
 
     out = out or sys.stdout
     raw = load_qonnx(path)
-    lower_model(raw, pe, group_size)  # a refusal reaches the user as its own one-line error
+    intmodel = lower_model(raw, pe, group_size)[0]  # a refusal reaches the user as its own one-line error
+    if x is not None:
+        _check_inputs(x, intmodel)
     extra = "" if x is None else f" + {len(x)} rows of the given inputs"
     print(f"verify {path}: {rows} random rows over the input quantizer's range{extra}, {io_type}", file=out)
     with tempfile.TemporaryDirectory(prefix="flipq-verify-") as tmp:
@@ -300,3 +306,14 @@ def verify_file(path: str | Path, x: np.ndarray | None = None, rows: int = 64, i
                                group_size=group_size, qonnx_rows=max(rows + (0 if x is None else len(x)), 1))
     print(format_verdict(verdict), file=out)
     return 0 if verdict.status == "exact" else 1
+
+
+def _check_inputs(x: np.ndarray, intmodel) -> None:
+    shape = tuple(intmodel.input_shape)
+    if intmodel.input_layout == "NCHW" and len(shape) == 3:
+        shape = (shape[2], shape[0], shape[1])  # users feed the model's own layout
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise VerifyInputError(f"--input has shape {tuple(x.shape)}; the model takes (rows, "
+                               f"{', '.join(map(str, shape))}) real values in its own layout")
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise VerifyInputError(f"--input must hold finite numbers (dtype {x.dtype})")

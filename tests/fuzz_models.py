@@ -145,7 +145,7 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
     if form == "conv":
         h, w = spec["in_shape"][1:]
         for i in range(c.integer(1, 2)):
-            k = c.integer(1, 3)
+            k = c.integer(1, min(3, h, w))  # a kernel larger than the map is no network
             stride, pad = c.integer(1, 2), c.integer(0, k - 1)
             layers.append(_mac(c, "conv", wscales, biases, bn, out=c.integer(1, 4), k=k, stride=stride, pad=pad))
             h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
@@ -260,8 +260,9 @@ def build_torch(spec: dict):
         elif kind == "act":
             mods.append(_act_module(layer))
         elif kind == "pool":
-            mods.append({"maxpool": lambda: nn.MaxPool2d(2), "truncavgpool": lambda: qnn.TruncAvgPool2d(2, return_quant_tensor=True),
-                         "avgpool": lambda: nn.AvgPool2d(2)}[layer["pool"]]())
+            pools = {"maxpool": lambda: nn.MaxPool2d(2), "avgpool": lambda: nn.AvgPool2d(2),
+                     "truncavgpool": lambda: qnn.TruncAvgPool2d(2, return_quant_tensor=True)}
+            mods.append(pools[layer["pool"]]())
             shape = [shape[0], shape[1] // 2, shape[2] // 2]
         elif kind == "flatten":
             mods.append(nn.Flatten())

@@ -30,7 +30,7 @@ def _assert_exact_or_known_refusal(verdict, spec):
         assert "\n" not in verdict.message
 
 
-@fast(8)
+@fast(6)
 @given(spec=specs(avoid=KNOWN_BUGS, full_vocabulary=True))
 def test_any_model_is_exact_or_refused_for_a_construct_outside_the_vocabulary(spec, tmp_path_factory):
     """Emulator-level check (no compile): many models, every construct."""
@@ -38,7 +38,7 @@ def test_any_model_is_exact_or_refused_for_a_construct_outside_the_vocabulary(sp
     _assert_exact_or_known_refusal(verdict, spec)
 
 
-@fast(6)
+@fast(5)
 @given(spec=specs(avoid=KNOWN_BUGS, full_vocabulary=False))
 def test_mappable_models_are_exact_through_the_csim(spec, tmp_path_factory):
     """What flipq maps today reaches the C-sim (one compile each) and agrees everywhere."""

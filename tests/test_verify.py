@@ -55,9 +55,13 @@ def test_refused_model_exits_2_with_one_line_naming_node_and_op(models, capsys):
     assert "(op type BatchNormalization)" in err and "Traceback" not in err
 
 
-def test_missing_file_and_bad_rows(models, capsys):
+def test_missing_file_bad_inputs_and_bad_rows(models, capsys):
     assert main(["verify", str(models["root"] / "nope.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+    np.save(models["root"] / "wrong.npy", np.zeros((3, 7), dtype=np.float32))
+    assert main(["verify", str(models["ok"]), "--input", str(models["root"] / "wrong.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "--input has shape (3, 7); the model takes (rows, 8)" in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         main(["verify", str(models["ok"]), "--rows", "0"])
     assert e.value.code == 2
