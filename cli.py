@@ -6,6 +6,7 @@
     flipq hls [MODEL.onnx] --out DIR
     flipq emulate --out DIR
     flipq report --out DIR
+    flipq verify MODEL.onnx [--input x.npy]   # QONNX = emulator = C-sim, row by row
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--limit-train", type=positive_int, default=None, help="train on a random subset of this size")
     p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("verify", help="check a QONNX model: QONNX = emulator = C-sim on every row and planes")
+    p.add_argument("model", help="QONNX file")
+    p.add_argument("--input", default=None, help="also these inputs (.npy, real values in the model's layout)")
+    p.add_argument("--rows", type=positive_int, default=64, help="random rows over the input range (default 64)")
+    p.add_argument("--io-type", default="io_parallel", choices=["io_parallel", "io_stream"])
+    p.add_argument("--pe", type=positive_int, default=1, help="PEs per layer (default 1)")
+    p.add_argument("--group-size", type=nonnegative_int, default=0, help="weight-group size (0: whole fan-in)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     from flipq.overlays.cli import add_overlay_commands
 
     add_overlay_commands(sub)
@@ -274,6 +283,11 @@ def _dispatch(args) -> int:
         return _run_or_bench(args)
     if args.command == "search":
         return _search(args)
+    if args.command == "verify":
+        from flipq.hls.verify import verify_file
+
+        return verify_file(args.model, _load_inputs(args.input) if args.input else None, args.rows, args.io_type,
+                           args.pe, args.group_size, args.seed)
     from flipq import pipeline
 
     if args.command in ("demo", "train"):
