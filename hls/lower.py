@@ -74,7 +74,13 @@ def check_mappable(model: ModelWrapper) -> None:
         # parameters computed by other nodes fold to constants in preparation; lower_qonnx checks those
         if node.op_type == "Quant" and not _feeds_bias_only(model, node) and all(
                 model.get_initializer(i) is not None for i in node.input[1:4]):
-            _quant_spec(model, node)
+            spec = _quant_spec(model, node)
+            if spec.narrow and not spec.signed and model.get_initializer(node.input[0]) is None:
+                # the emulator computes it (levels 0..2**b-2), but hls4ml 1.3's converter raises
+                # NotImplementedError deep inside: refuse before any C++ is generated
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: a narrow-range unsigned activation quantizer ({spec.bits} bits) "
+                    "cannot be converted by hls4ml; use narrow_range=False for unsigned activations")
 
 
 def _feeds_bias_only(model: ModelWrapper, node) -> bool:

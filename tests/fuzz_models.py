@@ -35,7 +35,6 @@ OUTSIDE_VOCABULARY = {
     "per-channel scale",         # per-channel weight scales
     "bias not on the accumulator grid",  # float biases (bias_quant=None)
     # a float bias on a QuantLinear: Gemm + bias becomes MatMul + Add, and Add is not mapped
-    # (quantized biases hit the same refusal today: KNOWN_BUGS['quantized_bias'])
     "op Add",
 }
 
@@ -45,24 +44,23 @@ OUTSIDE_VOCABULARY = {
 KNOWN_BUGS = {
     # helper (a), issue 11: the C-sim disagrees with the emulator (at every planes) when a
     # SIGNED activation quantizer follows a MAC layer: between two layers ...
-    "signed_middle_activation": True,
+    "signed_middle_activation": False,
     # ... or as the output quantizer (seen with the same symptom; presumably the same cause)
-    "signed_output_activation": True,
+    "signed_output_activation": False,
     # helper (b), issue 11: quantized biases are refused (QuantLinear: "op Add" after Gemm ->
     # MatMul + Add; QuantConv2d: "non-constant bias") ...
-    "quantized_bias": True,
+    "quantized_bias": False,
     # ... and so are dense-first networks on 4-D inputs ("no input quantizer": the input
     # Transpose of the channels-last conversion lands in front of the input Quant)
-    "dense_first_4d": True,
+    "dense_first_4d": False,
     # helper (a)'s area (the requantization after a MAC), unassigned: an UNSIGNED quantizer with
     # no ReLU (QuantIdentity / QuantHardTanh) after a MAC layer: the C-sim differs from the
     # emulator (conv nets), or hls4ml feeds the next layer a coarser grid and the bit-serial
     # pass raises BitSerialError (dense nets); the same model with QuantReLU is exact
-    "unsigned_activation_without_relu": True,
-    # unassigned: an UNSIGNED narrow quantizer (QONNX range 0..2**b-2) is taken as 0..2**b-1 by
-    # flipq.host.intmodel.QuantSpec.qmax (emulator = QONNX breaks on saturated values), and
-    # hls4ml's converter raises NotImplementedError("Narrow mode is only supported for singed
-    # numbers") when building the C-sim
+    "unsigned_activation_without_relu": False,
+    # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): the emulator computes it
+    # (QuantSpec.qmax fixed), but hls4ml 1.3's converter raises NotImplementedError("Narrow mode is
+    # only supported for singed numbers"), so lowering refuses it by name; still a gap, not exact
     "unsigned_narrow": True,
 }
 
