@@ -49,7 +49,8 @@ import numpy as np
 from pynq.buffer import PynqBuffer
 from pynq.pl_server.device import Device
 
-SIM_ENV = "FLIPQ_PYNQ_SIM"
+from flipq.host.accelerator import SIM_ENV  # one name for the switch, which the host reads too
+
 FAULTS = (None, "hang", "mm2s_slverr", "mm2s_decerr", "s2mm_slverr", "s2mm_decerr", "s2mm_interr")
 
 # DMASR bits (PG021)
