@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from flipq.host.emulator import Emulator
+from flipq.host.emulator import Emulator, map_chunks
 from flipq.host.intmodel import IntModel
 
 BACKENDS = ("emulator", "csim", "pynq")
@@ -238,11 +238,10 @@ class Accelerator:
     def predict_int(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
         """Integer output accumulators for ``x``, computed chunk by chunk."""
         x = self._check_batch(x)
+        shape = tuple(self.model.output_shape())
         with self._lock:
-            out = np.empty((len(x),) + tuple(self.model.output_shape()), dtype=np.int64)
-            for start, q in self._chunks(x, quantized):
-                out[start:start + len(q)] = self.backend.run(q, self.planes).reshape((len(q),) + out.shape[1:])
-            return out
+            return map_chunks(lambda part: self.backend.run(self.quantize(part, quantized), self.planes)
+                              .reshape((len(part),) + shape), x, self.chunk_rows, np.int64)
 
     def predict(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
         """Real-valued outputs (``acc * 2**output_exp``), one row per sample."""

@@ -74,6 +74,20 @@ def truncate_planes(w: np.ndarray, bits: int, planes: int | None) -> np.ndarray:
     return (w >> drop) << drop
 
 
+def map_chunks(fn, x: np.ndarray, rows: int, dtype) -> np.ndarray:
+    """``fn`` applied to ``x`` ``rows`` rows at a time, the results gathered into one array of
+    ``dtype``: working memory bounded by one chunk, whatever the batch size."""
+    if len(x) <= rows:
+        return fn(x).astype(dtype, copy=False)
+    out = None
+    for start in range(0, len(x), rows):
+        part = fn(x[start:start + rows])
+        if out is None:
+            out = np.empty((len(x),) + part.shape[1:], dtype=dtype)
+        out[start:start + len(part)] = part
+    return out
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], pads) -> np.ndarray:
     """NHWC -> (N, Ho, Wo, kh*kw*C) patches, ordered (kh, kw, C) to match HWIO weights."""
     top, left, bottom, right = pads
@@ -139,30 +153,16 @@ class Emulator:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Floats in, real-valued outputs (``acc * 2**output_exp``) out."""
-        if len(x) == 0:
-            return self.run(self.quantize_input(x)).astype(np.float64)
-        out = None
-        for start in range(0, len(x), self.chunk_rows):
-            part = self.run(self.quantize_input(x[start:start + self.chunk_rows]))
-            if out is None:
-                out = np.empty((len(x),) + part.shape[1:], dtype=np.float64)
-            out[start:start + len(part)] = part * 2.0**self.model.output_exp
-        return out
+        scale = 2.0**self.model.output_exp
+        return map_chunks(lambda part: self.run(self.quantize_input(part)) * scale, x, self.chunk_rows,
+                          np.float64)
 
     def run(self, q: np.ndarray) -> np.ndarray:
         """Integer NHWC inputs in, integer output accumulators out (in chunks of
         ``chunk_rows`` rows, so memory stays bounded on any batch size)."""
-        q = np.asarray(q)
         one = self._run_reference if self.reference else self._run_fast
-        if len(q) <= self.chunk_rows:
-            return one(q.astype(np.int64, copy=False))
-        out = None
-        for start in range(0, len(q), self.chunk_rows):
-            part = one(q[start:start + self.chunk_rows].astype(np.int64, copy=False))
-            if out is None:
-                out = np.empty((len(q),) + part.shape[1:], dtype=np.int64)
-            out[start:start + len(part)] = part
-        return out
+        return map_chunks(lambda part: one(part.astype(np.int64, copy=False)), np.asarray(q), self.chunk_rows,
+                          np.int64)
 
     # -- the obvious definition -------------------------------------------------------------
     def _run_reference(self, q: np.ndarray) -> np.ndarray:
