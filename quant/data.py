@@ -19,8 +19,9 @@ DATASETS = ("digits", "fashion-mnist", "cifar10")
 FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"), Path("/usr/share/fashion-mnist"))
 
 
-class DatasetError(RuntimeError):
-    """A data set that is missing or unreadable; the message says which file and how to fix it."""
+class DatasetError(ValueError):
+    """A data set that is missing or unreadable; the message says which file and how to fix it.
+    The user's input to fix (a path, a package to install): the command line exits 2."""
 
 
 @dataclass(frozen=True)

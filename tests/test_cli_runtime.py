@@ -171,3 +171,18 @@ def test_a_failed_hls_run_leaves_the_earlier_one(demo_dir, tmp_path, monkeypatch
 
     with Accelerator.load(copy, backend="csim") as acc:  # the earlier library still runs
         assert acc.verify(np.load(copy / "data.npz")["x_test"][:8])["equal"] == 8
+
+
+def test_a_missing_data_set_is_a_usage_error(capsys, tmp_path):
+    rc, _, err = _run(capsys, "train", "--out", str(tmp_path / "c"), "--dataset", "cifar10", "--no-progress")
+    assert rc == 2 and "--data-path" in err
+
+
+def test_output_folder_on_a_read_only_file_system_is_refused(capsys, folder, x_file):
+    import os
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no read-only file system to write to")
+    rc, _, err = _run(capsys, "run", "--overlay", str(folder), "--backend", "emulator", "--input", str(x_file),
+                      "--output", "/proc/y.npy")
+    assert rc == 2 and "--output folder /proc is not writable" in err
