@@ -250,7 +250,9 @@ def format_report(report: dict) -> str:
 
 def format_hls_report(report: dict) -> str:
     """Per-layer modeled cycles and resources of ``hls_report.json``."""
-    lines = [f"{'layer':<10}{'kernel':<20}{'W':>3}{'A':>3}{'cycles':>10}{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
+    lines = ["modeled: cycles from the bit-serial cost model, resources pre-synthesis estimates "
+             "(docs/cost_model.md); nothing here was measured on a board or by Vivado",
+             f"{'layer':<10}{'kernel':<20}{'W':>3}{'A':>3}{'cycles':>10}{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
     for layer in report["layers"]:
         lines.append(f"{layer['name']:<10}{layer['kernel']:<20}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
                      f"{layer['cycles']:>10}{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")

@@ -111,7 +111,8 @@ def hls_report(intmodel, pe: dict | None = None, planes: int | None = None, grou
     totals.update(cycles=cycles, interval=interval, clock_mhz=clock_mhz,
                   latency_us=cycles / clock_mhz, throughput_per_s=clock_mhz * 1e6 / interval,
                   weight_storage_bits=sum(lay["weight_storage_bits"] for lay in layers))
-    return {"planes": planes, "io_type": io_type, "layers": layers, "totals": totals}
+    return {"label": "modeled (cost model; resources are pre-synthesis estimates)", "planes": planes,
+            "io_type": io_type, "layers": layers, "totals": totals}
 
 
 def check_fits(totals: dict, limits: dict) -> None:

@@ -152,3 +152,12 @@ def test_declared_group_widths_keep_their_groups():
     with pytest.raises(PlaneError, match=r"layer 'fc': group \(output 0, group 0\) is declared 2 bits "
                                                 r"but its weights need 3"):
         plan_hardware(model)
+
+
+def test_report_says_its_figures_are_modeled(tiny_chain):
+    from flipq.hls.cost import hls_report
+    from flipq.pipeline import format_hls_report
+
+    report = hls_report(tiny_chain.intmodel)
+    assert report["label"].startswith("modeled")
+    assert format_hls_report(report).splitlines()[0].startswith("modeled:")
