@@ -173,8 +173,8 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
             # accumulators travel as signed integers, even where every value is >= 0
             cur = ValueRange(hw.out_lo, hw.out_hi, cur.exp + hw.w_exp, True,
                              bits_for(min(hw.out_lo, -1), hw.out_hi))
-        elif layer.op == "requant":
-            s = layer.requant
+        elif layer.op in ("requant", "threshold"):
+            s = layer.out_quant
             cur = ValueRange(s.qmin, s.qmax, s.exp, s.signed, s.bits)
         elif layer.op == "relu":
             cur = ValueRange(max(cur.lo, 0), max(cur.hi, 0), cur.exp, cur.signed, cur.bits)

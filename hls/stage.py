@@ -156,12 +156,11 @@ def _bitserial(cfg, intmodel, prepared, plan, hls_dir: Path):
                             log=lambda text: _say(cfg, text))
     _say(cfg, f"compiled in {build.compile_seconds:.1f} s")
     write_json(hls_dir / "csim.json", {"library": str(build.lib_path.relative_to(hls_dir)), "meta": build.meta})
-    scale = 2.0 ** intmodel.output_exp
 
     @contextlib.contextmanager
     def runner():
         with CsimBackend(build.lib_path, build.meta) as backend:
-            yield lambda q: backend.run(q, None).reshape(len(q), -1).astype(np.float64) * scale
+            yield lambda q: intmodel.to_real(backend.run(q, None).reshape(len(q), -1))
 
     return runner(), {"seconds_compile": build.compile_seconds, "seconds_convert": build.convert_seconds,
                  "sources": _firmware_sources(build.project_dir, hls_dir)}

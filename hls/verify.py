@@ -149,8 +149,8 @@ def first_differing_layer(prepared, intmodel, q_row: np.ndarray) -> str | None:
     for i, layer in enumerate(intmodel.layers):
         if layer.is_mac:
             exp += layer.attrs["w_exp"]
-        elif layer.op == "requant":
-            exp = layer.requant.exp
+        elif layer.op in ("requant", "threshold"):
+            exp = layer.out_quant.exp
         tensor = producers.get(layer.attrs.get("onnx_node"))
         if tensor not in ctx:
             continue

@@ -244,8 +244,8 @@ class Accelerator:
                               .reshape((len(part),) + shape), x, self.chunk_rows, np.int64)
 
     def predict(self, x: np.ndarray, quantized: bool = False) -> np.ndarray:
-        """Real-valued outputs (``acc * 2**output_exp``), one row per sample."""
-        return self.predict_int(x, quantized).astype(np.float64) * 2.0 ** self.model.output_exp
+        """Real-valued outputs (:meth:`IntModel.to_real`), one row per sample."""
+        return self.model.to_real(self.predict_int(x, quantized))
 
     def verify(self, x: np.ndarray, quantized: bool = False) -> dict:
         """Compare this backend with the emulator row by row (same ``planes``)."""

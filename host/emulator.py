@@ -48,6 +48,18 @@ def requantize(acc: np.ndarray, acc_exp: int, spec: QuantSpec, relu: bool) -> np
     return np.clip(shift_round(acc, acc_exp - spec.exp), spec.qmin, spec.qmax)
 
 
+def apply_thresholds(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
+    """A ``threshold`` layer on integer accumulators (channels last): ``qmin`` plus the count
+    of the channel's thresholds at or below ``sign * acc``."""
+    t = layer.thresholds
+    signs = layer.signs
+    v = np.asarray(acc)
+    out = np.empty(v.shape, dtype=np.int64)
+    for c in range(t.shape[0]):
+        out[..., c] = np.searchsorted(t[c], signs[c] * v[..., c], side="right")
+    return out + layer.out_quant.qmin
+
+
 def _exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Integer ``a @ w`` computed exactly, on BLAS where the bound allows."""
     bound = int(np.abs(a).max(initial=0)) * int(np.abs(w).max(initial=0)) * a.shape[-1]
@@ -149,13 +161,12 @@ class Emulator:
         x = np.asarray(x)
         if self.model.input_layout == "NCHW" and x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
-        return quantize(x, self.model.input_quant)
+        return quantize(self.model.apply_input_affine(x), self.model.input_quant)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Floats in, real-valued outputs (``acc * 2**output_exp``) out."""
-        scale = 2.0**self.model.output_exp
-        return map_chunks(lambda part: self.run(self.quantize_input(part)) * scale, x, self.chunk_rows,
-                          np.float64)
+        """Floats in, real-valued outputs (:meth:`IntModel.to_real` of the integers) out."""
+        return map_chunks(lambda part: self.model.to_real(self.run(self.quantize_input(part))), x,
+                          self.chunk_rows, np.float64)
 
     def run(self, q: np.ndarray) -> np.ndarray:
         """Integer NHWC inputs in, integer output accumulators out (in chunks of
@@ -182,6 +193,8 @@ class Emulator:
                 exp += a["w_exp"]
             elif layer.op == "requant":
                 q, exp = requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
+            elif layer.op == "threshold":
+                q, exp = apply_thresholds(q, layer), layer.out_quant.exp
             else:
                 q = self._shape_op(layer, q)
         return q
@@ -251,6 +264,11 @@ class Emulator:
                     # point, and np.round is round-half-to-even: QONNX Quant(ROUND) exactly.
                     x = np.clip(np.round(x * x.dtype.type(2.0 ** (exp - rq.exp))), rq.qmin, rq.qmax)
                     x = x.astype(np.float32, copy=False)
+                exp = rq.exp
+                bound = max(abs(rq.qmin), abs(rq.qmax))
+            elif layer.op == "threshold":
+                rq = layer.out_quant
+                x = apply_thresholds(x, layer).astype(np.float32)
                 exp = rq.exp
                 bound = max(abs(rq.qmin), abs(rq.qmax))
             else:

@@ -9,8 +9,21 @@ is ``q * 2**exp``. Layers (channels-last, NHWC):
 - ``dense``: integer weights ``(fan_in, fan_out)``, weight exponent, optional bias.
 - ``requant``: optional ReLU, then round-half-to-even to ``bits`` at exponent ``exp``,
   saturating (signed or unsigned, narrow or not). This is QONNX ``Quant`` with ``ROUND``.
+- ``threshold``: integer thresholds per output channel (FINN's MultiThreshold): the output is
+  ``qmin + #{k : s_c * acc >= T[c, k]}`` with ``s_c = -1`` for the channels in ``descending``,
+  else ``+1``. It computes a quantizer after any monotone float function of the accumulator
+  (bias, float or per-channel scales, BatchNorm, ReLU) exactly; ``flipq.hls.thresholds``
+  derives ``T`` from the float32 function QONNX evaluates. ``quant`` gives the output range;
+  its ``exp`` is the output's grid in the C++ graph (0 where the real scale, ``scale``, is no
+  power of two: the next threshold absorbs it).
 - ``maxpool``: kernel and stride.
 - ``flatten``: NHWC -> (N, H*W*C).
+
+Around the integer layers, two float steps run on the host: ``input_affine`` (elementwise float32
+ops before the input quantizer, e.g. FINN's ``2 * x - 1``), exact because they are the same IEEE
+float32 operations the reference runs; and ``output_affine`` (per output channel ``scale``,
+``bias``: the float tail after the last MAC layer, e.g. BatchNorm or FINN's TensorNorm),
+evaluated in float64 — docs/datapath.md states the bound against the float32 reference.
 
 Stored as ``intmodel.json`` (structure) + ``intmodel.npz`` (arrays). Needs numpy only.
 """
@@ -29,6 +42,7 @@ from flipq.host.files import replacing, write_json
 
 FORMAT_VERSION = 1
 MAC_OPS = ("conv", "dense")
+AFFINE_OPS = ("mul", "div", "add", "sub")
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class IntLayer:
     attrs: dict = field(default_factory=dict)
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
+    thresholds: np.ndarray | None = None  # (channels, levels - 1) int64, ascending per row
 
     @property
     def is_mac(self) -> bool:
@@ -80,6 +95,18 @@ class IntLayer:
     @property
     def requant(self) -> QuantSpec | None:
         return QuantSpec.from_dict(self.attrs["quant"]) if self.op == "requant" else None
+
+    @property
+    def out_quant(self) -> QuantSpec | None:
+        """The quantizer a ``requant`` or ``threshold`` layer produces values of."""
+        return QuantSpec.from_dict(self.attrs["quant"]) if self.op in ("requant", "threshold") else None
+
+    @property
+    def signs(self) -> np.ndarray:
+        """A threshold layer's per-channel sign of the accumulator (+1, or -1 where descending)."""
+        s = np.ones(len(self.thresholds), dtype=np.int64)
+        s[list(self.attrs.get("descending", []))] = -1
+        return s
 
 
 @dataclass
@@ -92,6 +119,32 @@ class IntModel:
     output_exp: int
     plan: BitPlan | None = None
     input_layout: str = "NCHW"  # the layout users feed (the torch model's own)
+    input_affine: list = field(default_factory=list)  # [(op, float)], op in AFFINE_OPS, float32
+    output_affine: dict | None = None  # {"scale": [C floats], "bias": [C floats]}
+
+    def __post_init__(self):
+        self.input_affine = [(str(op), float(v)) for op, v in self.input_affine]
+        for op, v in self.input_affine:
+            if op not in AFFINE_OPS:
+                raise ValueError(f"input_affine op {op!r}: expected one of {', '.join(AFFINE_OPS)}")
+
+    def apply_input_affine(self, x: np.ndarray) -> np.ndarray:
+        """The float32 elementwise ops before the input quantizer, in the reference's order."""
+        if not self.input_affine:
+            return x
+        x = np.asarray(x, dtype=np.float32)
+        for op, v in self.input_affine:
+            c = np.float32(v)
+            x = {"mul": np.multiply, "div": np.divide, "add": np.add, "sub": np.subtract}[op](x, c)
+        return x
+
+    def to_real(self, q: np.ndarray) -> np.ndarray:
+        """Integer outputs -> real outputs: ``q * 2**output_exp``, then the output affine."""
+        y = np.asarray(q).astype(np.float64) * 2.0**self.output_exp
+        if self.output_affine is not None:
+            y = y * np.asarray(self.output_affine["scale"], dtype=np.float64) + \
+                np.asarray(self.output_affine["bias"], dtype=np.float64)
+        return y
 
     @property
     def mac_layers(self) -> list[IntLayer]:
@@ -124,6 +177,9 @@ class IntModel:
             if layer.bias is not None:
                 arrays[f"b{i}"] = layer.bias
                 entry["bias"] = f"b{i}"
+            if layer.thresholds is not None:
+                arrays[f"t{i}"] = layer.thresholds
+                entry["thresholds"] = f"t{i}"
             layers.append(entry)
         meta = {
             "format": FORMAT_VERSION,
@@ -131,6 +187,8 @@ class IntModel:
             "input_layout": self.input_layout,
             "input_quant": self.input_quant.to_dict(),
             "output_exp": self.output_exp,
+            "input_affine": [list(a) for a in self.input_affine],
+            "output_affine": self.output_affine,
             "layers": layers,
             "plan": self.plan.to_dict() if self.plan else None,
             # what load() checks, so an edited file (an output_exp, a weight) cannot run unnoticed
@@ -167,6 +225,7 @@ class IntModel:
                     attrs=e["attrs"],
                     weight=arrays[e["weight"]] if "weight" in e else None,
                     bias=arrays[e["bias"]] if "bias" in e else None,
+                    thresholds=arrays[e["thresholds"]] if "thresholds" in e else None,
                 )
                 for e in meta["layers"]
             ]
@@ -180,6 +239,8 @@ class IntModel:
                 output_exp=int(meta["output_exp"]),
                 plan=BitPlan.from_dict(meta["plan"]) if meta.get("plan") else None,
                 input_layout=meta.get("input_layout", "NCHW"),
+                input_affine=meta.get("input_affine") or [],
+                output_affine=meta.get("output_affine"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{jpath}: malformed integer model ({type(e).__name__}: {e})") from e
@@ -192,12 +253,14 @@ class IntModel:
     def digest(self) -> str:
         """SHA-256 over structure and integer weights: the model hash accel.json carries."""
         h = hashlib.sha256()
-        h.update(json.dumps(
-            {"in": list(self.input_shape), "q": self.input_quant.to_dict(), "o": self.output_exp,
-             "l": [(lay.op, lay.name, lay.attrs) for lay in self.layers], "layout": self.input_layout,
-             "plan": self.plan.to_dict() if self.plan else None}, sort_keys=True).encode())
+        head = {"in": list(self.input_shape), "q": self.input_quant.to_dict(), "o": self.output_exp,
+                "l": [(lay.op, lay.name, lay.attrs) for lay in self.layers], "layout": self.input_layout,
+                "plan": self.plan.to_dict() if self.plan else None}
+        if self.input_affine or self.output_affine:  # absent keys keep older models' hashes
+            head.update(ia=[list(a) for a in self.input_affine], oa=self.output_affine)
+        h.update(json.dumps(head, sort_keys=True).encode())
         for lay in self.layers:
-            for arr in (lay.weight, lay.bias):
+            for arr in (lay.weight, lay.bias, lay.thresholds):
                 if arr is not None:
                     h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
         return h.hexdigest()
