@@ -3,10 +3,27 @@
 unit per class). MAC layers are named ``conv1, conv2, ..., fc1, fc2, ...`` in order; those names
 key the BitPlan. Standard library only: the command line lists the names without torch.
 
+A MAC token may end with a dict of options (:data:`LAYER_OPTIONS`; a token without one means
+the defaults, which are what every flipq network was before options existed):
+
+- ``bias``: ``"none"``, ``"float"`` (a float bias) or ``"int32"`` (Brevitas ``Int32Bias``, on
+  the accumulator's grid);
+- ``bn``: a BatchNorm after the MAC layer (before its activation);
+- ``weight_scale``: ``"pow2"`` (the ``--weight-scale`` rule, ``flipq.quant.scaling``),
+  ``"float"`` (Brevitas ``Int8WeightPerTensorFloat``) or ``"per_channel"``
+  (``Int8WeightPerChannelFloat``);
+- ``act``: the quantizer after the layer, ``"relu"`` (QuantReLU) or ``"signed"`` (a signed
+  QuantIdentity); ``act_scale``: its scale, ``"pow2"`` or ``"float"``. The last MAC layer has no
+  activation after it, so its output is the float output of the network.
+
 >>> mac_names(get_arch("digits-cnn"))
 ['conv1', 'fc1', 'fc2']
 >>> default_plan("mlp", 2, 4)["fc1"].weight_bits
 2
+>>> layer_options(("conv", 8, 3, 1, {"bn": True}))["bias"]
+'none'
+>>> pow2_weight_violations(get_arch("digits-cnn-bn"))[0]
+('conv1', 'per_channel')
 """
 
 from __future__ import annotations
@@ -35,6 +52,14 @@ ARCHS: dict[str, Arch] = {
                    ("fc", 128), ("fc", 128), ("fc", None)),
     # VGG-style for Fashion-MNIST on a 2-core CPU (benchmarks/reproduce_mpq.py): pooling after
     # the first conv keeps the 28x28 stage to 16 channels, ~1.6x faster than vgg9-small.
+    # digits-cnn's shape with what users' Brevitas models have and flipq's others lack: biases
+    # (a quantized one on the conv, float ones on the dense layers), BatchNorm after every MAC
+    # layer, float and per-channel scales, a signed activation, and a float output (BatchNorm1d).
+    "digits-cnn-bn": (
+        ("conv", 16, 3, 0, {"bias": "int32", "bn": True, "weight_scale": "per_channel", "act_scale": "float"}),
+        ("pool", 2),
+        ("fc", 32, {"bias": "float", "bn": True, "weight_scale": "float", "act": "signed", "act_scale": "float"}),
+        ("fc", None, {"bias": "float", "bn": True, "weight_scale": "float"})),
     "vgg7-fm": (("conv", 16, 3, 1), ("pool", 2),
                 ("conv", 32, 3, 1), ("conv", 32, 3, 1), ("pool", 2),
                 ("conv", 64, 3, 1), ("conv", 64, 3, 1), ("pool", 2),
@@ -44,15 +69,75 @@ ARCHS: dict[str, Arch] = {
 # Demo default: mixed precision with at least three distinct widths.
 DEFAULT_PLANS: dict[str, dict[str, tuple[int, int]]] = {
     "digits-cnn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
+    "digits-cnn-bn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
 }
+
+
+# option -> its allowed values, the first being the default
+LAYER_OPTIONS: dict[str, tuple] = {
+    "bias": ("none", "float", "int32"),
+    "bn": (False, True),
+    "weight_scale": ("pow2", "float", "per_channel"),
+    "act": ("relu", "signed"),
+    "act_scale": ("pow2", "float"),
+}
+_FIELDS = {"conv": 3, "fc": 1, "pool": 1}  # positional fields after the kind
+
+
+class ArchTokenError(ValueError):
+    """A layer token that does not follow the grammar; the message names the token."""
+
+
+def token_fields(tok: tuple) -> tuple:
+    """The positional fields of a token (kind first), without its options.
+
+    >>> token_fields(("fc", 32, {"bias": "float"}))
+    ('fc', 32)
+    """
+    fields = tok[:-1] if tok and isinstance(tok[-1], dict) else tok
+    if not fields or fields[0] not in _FIELDS or len(fields) != 1 + _FIELDS[fields[0]]:
+        raise ArchTokenError(f"layer token {tok!r}: expected ('conv', out, kernel, pad), ('pool', k) or "
+                             "('fc', units), a MAC token optionally ending with an options dict")
+    return tuple(fields)
+
+
+def layer_options(tok: tuple) -> dict:
+    """A MAC token's options with every default filled in (:data:`LAYER_OPTIONS`)."""
+    kind = token_fields(tok)[0]
+    given = tok[-1] if isinstance(tok[-1], dict) else {}
+    if given and kind == "pool":
+        raise ArchTokenError(f"layer token {tok!r}: a pool token takes no options")
+    for key, value in given.items():
+        if key not in LAYER_OPTIONS:
+            raise ArchTokenError(f"layer token {tok!r}: unknown option '{key}' (known: {', '.join(LAYER_OPTIONS)})")
+        if value not in LAYER_OPTIONS[key]:
+            raise ArchTokenError(f"layer token {tok!r}: option '{key}' must be one of {LAYER_OPTIONS[key]}")
+    return {key: given.get(key, values[0]) for key, values in LAYER_OPTIONS.items()}
+
+
+def mac_options(arch: Arch) -> dict[str, dict]:
+    """``{MAC layer name: its options}`` in order."""
+    macs = [tok for tok in arch if token_fields(tok)[0] != "pool"]
+    last = macs[-1][-1] if macs and isinstance(macs[-1][-1], dict) else {}
+    if {"act", "act_scale"} & set(last):
+        raise ArchTokenError(f"layer token {macs[-1]!r}: the last MAC layer has no activation after it "
+                             "(its output is the network's); drop 'act'/'act_scale'")
+    return dict(zip(mac_names(arch), map(layer_options, macs)))
+
+
+def pow2_weight_violations(arch: Arch) -> list[tuple[str, str]]:
+    """``(layer, weight_scale)`` of every MAC layer of ``arch`` whose weights are not on a
+    per-tensor power-of-two grid (flip allocation needs one)."""
+    return [(n, o["weight_scale"]) for n, o in mac_options(arch).items() if o["weight_scale"] != "pow2"]
 
 
 def mac_names(arch: Arch) -> list[str]:
     names, counts = [], {"conv": 0, "fc": 0}
     for tok in arch:
-        if tok[0] in counts:
-            counts[tok[0]] += 1
-            names.append(f"{tok[0]}{counts[tok[0]]}")
+        kind = token_fields(tok)[0]
+        if kind in counts:
+            counts[kind] += 1
+            names.append(f"{kind}{counts[kind]}")
     return names
 
 

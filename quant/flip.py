@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from flipq.host.bitplan import BitPlan, LayerBits
 from flipq.quant.extrabit import set_weight_bits
-from flipq.quant.flipconfig import LR_MODES, FlipConfig, FlipError
+from flipq.quant.flipconfig import LR_MODES, FlipConfig, FlipError, check_flip_arch
 from flipq.quant.layout import expand_groups, flatten_inputs, group_flags
 from flipq.quant.scaling import pow2_weight_scale, quantize
 from flipq.quant.train import TrainConfig, load_checkpoint, train
@@ -71,6 +71,7 @@ class FlipCounter:
     def __init__(self, model: nn.Module, cfg: FlipConfig, steps_per_epoch: int, epochs: int):
         if not hasattr(model, "mac_layers") or not hasattr(model, "plan"):
             raise FlipError("flip training needs a QuantNet (mac_layers() and a plan)")
+        check_flip_arch(getattr(model, "arch", ()))
         self.model = model
         self.cfg = cfg
         self.steps_per_epoch = int(steps_per_epoch)

@@ -22,6 +22,26 @@ class FlipError(ValueError):
     """A flip configuration or model state that cannot work; the message names layer and value."""
 
 
+def check_flip_arch(arch, arch_name: str = "this network") -> None:
+    """Flip allocation counts level switches on a per-tensor power-of-two weight grid and stores
+    the extra bit as half that scale (``flipq.quant.extrabit``); a layer with a float or
+    per-channel weight scale has neither, so such an architecture is refused by name.
+
+    >>> from flipq.quant.archs import get_arch
+    >>> try:
+    ...     check_flip_arch(get_arch("digits-cnn-bn"), "digits-cnn-bn")
+    ... except FlipError as e:
+    ...     print(e)
+    architecture 'digits-cnn-bn': --flip needs power-of-two per-tensor weight scales, but layer 'conv1' has weight_scale 'per_channel'; train it without --flip
+    """
+    from flipq.quant.archs import pow2_weight_violations
+
+    bad = pow2_weight_violations(arch)
+    if bad:
+        raise FlipError(f"architecture '{arch_name}': --flip needs power-of-two per-tensor weight scales, but layer "
+                        f"'{bad[0][0]}' has weight_scale '{bad[0][1]}'; train it without --flip")
+
+
 @dataclass(frozen=True)
 class FlipConfig:
     """Knobs of flip-based allocation. The paper does not publish them; the defaults were picked

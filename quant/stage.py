@@ -100,8 +100,9 @@ def stage_train(cfg) -> None:
                        threads=cfg.threads, progress=cfg.progress)  # refuses bad values before any write
     flip_cfg = None
     if cfg.flip is not None:
-        from flipq.quant.flipconfig import FlipConfig
+        from flipq.quant.flipconfig import FlipConfig, check_flip_arch
 
+        check_flip_arch(get_arch(cfg.arch), cfg.arch)
         flip_cfg = FlipConfig.from_dict(cfg.flip)
         flip_cfg.allocation_epochs(cfg.epochs)  # an allocation epoch past the run fails here, not after a write
     ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)

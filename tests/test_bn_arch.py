@@ -1,0 +1,145 @@
+"""digits-cnn-bn: a flipq-trained network with biases, BatchNorm, float and per-channel scales,
+a signed activation and a float output, from `flipq train` through every stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from flipq.cli import main
+from flipq.quant.archs import ArchTokenError, get_arch, layer_options, mac_names, mac_options, token_fields
+
+ARCH = "digits-cnn-bn"
+
+
+@pytest.fixture(scope="session")
+def bn_build(tmp_path_factory):
+    """`flipq train --arch digits-cnn-bn` (1 epoch) and `flipq export`, in process."""
+    out = tmp_path_factory.mktemp("bn") / "build"
+    common = ["--out", str(out), "--no-progress"]
+    assert main(["train", *common, "--arch", ARCH, "--epochs", "1", "--check-rows", "120"]) == 0
+    assert main(["export", *common]) == 0
+    return out
+
+
+def test_token_options_default_to_flipqs_own_networks():
+    assert token_fields(("conv", 8, 3, 1)) == ("conv", 8, 3, 1)
+    assert layer_options(("fc", 16)) == {"bias": "none", "bn": False, "weight_scale": "pow2", "act": "relu",
+                                         "act_scale": "pow2"}
+    opts = mac_options(get_arch(ARCH))
+    assert list(opts) == mac_names(get_arch(ARCH)) == ["conv1", "fc1", "fc2"]
+    assert {o["bias"] for o in opts.values()} == {"int32", "float"} and all(o["bn"] for o in opts.values())
+    assert opts["conv1"]["weight_scale"] == "per_channel" and opts["fc1"]["act"] == "signed"
+
+
+@pytest.mark.parametrize("tok, words", [
+    (("conv", 8, 3, 1, {"bias": "int8"}), ["'bias'", "int32"]),
+    (("fc", 8, {"batchnorm": True}), ["unknown option 'batchnorm'", "bn"]),
+    (("pool", 2, {"bn": True}), ["pool token takes no options"]),
+    (("fc", 8, 3), ["('fc', units)"]),
+])
+def test_bad_token_is_named(tok, words):
+    with pytest.raises(ArchTokenError) as e:
+        layer_options(tok)
+    assert all(w in str(e.value) for w in words) and "\n" not in str(e.value)
+
+
+def test_last_layer_takes_no_activation():
+    with pytest.raises(ArchTokenError, match="last MAC layer has no activation"):
+        mac_options((("fc", 8), ("fc", None, {"act": "signed"})))
+
+
+def test_flip_is_refused_by_name_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "flip"
+    assert main(["train", "--out", str(out), "--arch", ARCH, "--flip", "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "architecture 'digits-cnn-bn'" in err and "--flip" in err and "conv1" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_flip_counter_refuses_a_float_scaled_network():
+    from flipq.host.bitplan import BitPlan
+    from flipq.quant.flip import FlipConfig, FlipCounter, FlipError
+    from flipq.quant.models import QuantNet
+
+    arch = get_arch(ARCH)
+    net = QuantNet(arch, (1, 8, 8), BitPlan.uniform(mac_names(arch), 3, 4), 10)
+    with pytest.raises(FlipError, match="layer 'conv1' has weight_scale 'per_channel'"):
+        FlipCounter(net, FlipConfig(), steps_per_epoch=4, epochs=2)
+
+
+def test_float_twin_hands_over_biases_and_batchnorms():
+    import torch
+
+    from flipq.host.bitplan import BitPlan
+    from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights
+
+    arch = get_arch(ARCH)
+    twin = FloatNet(arch, (1, 8, 8), 10)
+    net = QuantNet(arch, (1, 8, 8), BitPlan.uniform(mac_names(arch), 4, 4), 10)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.normal_()
+        twin.body.fc1_bn.running_mean.normal_()
+    copy_mac_weights(twin, net)
+    assert torch.equal(net.body.conv1.bias, twin.body.conv1.bias)
+    assert torch.equal(net.body.fc1_bn.running_mean, twin.body.fc1_bn.running_mean)
+    assert torch.equal(net.body.fc2_bn.weight, twin.body.fc2_bn.weight)
+    assert isinstance(twin.body.act2, torch.nn.Identity)  # the float twin of a signed QuantIdentity
+
+
+def _initializers(model) -> dict:
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_export_holds_batchnorm_float_scales_and_biases(bn_build):
+    import onnx
+
+    from flipq.quant.stage import trained_model
+
+    proto = onnx.load(str(bn_build / "model.onnx"))
+    init = _initializers(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("BatchNormalization") == 3
+    scales = [np.asarray(init[n.input[1]], dtype=np.float64) for n in proto.graph.node
+              if n.op_type == "Quant" and n.input[1] in init]
+    assert any(np.any(np.log2(s) != np.round(np.log2(s))) for s in scales), "no float scale"
+    assert any(s.size > 1 for s in scales), "no per-channel scale"
+    macs = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert [len(n.input) for n in macs] == [3, 3, 3], "every MAC layer has a bias"
+    producers = {o: n.op_type for n in proto.graph.node for o in n.output}
+    assert producers.get(macs[0].input[2]) == "Quant" and macs[1].input[2] in init  # Int32Bias, float bias
+    # exported in eval mode: the BatchNorms hold the running statistics training collected
+    from flipq.pipeline import BuildConfig
+
+    model, _, _ = trained_model(BuildConfig.load(bn_build))
+    bns = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    mean = init[bns[0].input[3]]
+    assert np.allclose(mean, model.body.conv1_bn.running_mean.numpy()) and np.abs(mean).max() > 0
+
+
+def test_export_agrees_with_torch(bn_build):
+    torch_out, qonnx_out = (np.load(bn_build / "outputs" / f"{k}.npy") for k in ("torch", "qonnx"))
+    assert len(torch_out) == 120
+    assert np.array_equal(torch_out.argmax(1), qonnx_out.argmax(1))
+    # The float tail (BatchNorm1d on a float-scaled layer) is evaluated by torch and onnxruntime in
+    # different float32 operation orders: equal up to rounding, not bit for bit.
+    assert np.allclose(torch_out, qonnx_out, rtol=0, atol=1e-5)
+
+
+def test_every_stage_agrees_on_every_row(bn_build, tmp_path, capsys):
+    build = tmp_path / "b"
+    shutil.copytree(bn_build, build)
+    for stage in ("hls", "emulate", "report"):
+        assert main([stage, "--out", str(build), "--no-progress"]) == 0, capsys.readouterr().err
+    report = json.loads((build / "report.json").read_text())
+    assert set(report["agreement"]) == {"torch~qonnx", "qonnx~csim", "csim~emulator"}
+    for pair, v in report["agreement"].items():
+        assert v["equal"] == v["total"] == 120, pair
