@@ -12,9 +12,11 @@ the defaults, which are what every flipq network was before options existed):
 - ``weight_scale``: ``"pow2"`` (the ``--weight-scale`` rule, ``flipq.quant.scaling``),
   ``"float"`` (Brevitas ``Int8WeightPerTensorFloat``) or ``"per_channel"``
   (``Int8WeightPerChannelFloat``);
-- ``act``: the quantizer after the layer, ``"relu"`` (QuantReLU) or ``"signed"`` (a signed
-  QuantIdentity); ``act_scale``: its scale, ``"pow2"`` or ``"float"``. The last MAC layer has no
-  activation after it, so its output is the float output of the network.
+- ``act``: the quantizer after the layer, ``"relu"`` (QuantReLU), ``"signed"`` (a signed
+  QuantIdentity) or ``"none"``; ``act_scale``: its scale, ``"pow2"`` or ``"float"``. Every
+  hidden MAC layer has one (default ``"relu"``). The last MAC layer's default is ``"none"``: the
+  network's output is its float output; ``"relu"``/``"signed"`` there add an output quantizer of
+  :data:`OUTPUT_BITS` (the BitPlan holds no width for it).
 
 >>> mac_names(get_arch("digits-cnn"))
 ['conv1', 'fc1', 'fc2']
@@ -37,6 +39,10 @@ class UnknownArchError(ValueError):
 
 Arch = tuple[tuple, ...]
 
+_BN_CONV = ("conv", 16, 3, 0, {"bias": "int32", "bn": True, "weight_scale": "per_channel", "act_scale": "float"})
+_BN_FC = ("fc", 32, {"bias": "float", "bn": True, "weight_scale": "float", "act": "signed", "act_scale": "float"})
+_BN_OUT = {"bias": "float", "bn": True, "weight_scale": "float"}
+
 ARCHS: dict[str, Arch] = {
     # The demo network: one conv, two dense, sized so hls4ml's C-sim compiles in seconds.
     "digits-cnn": (("conv", 16, 3, 0), ("pool", 2), ("fc", 32), ("fc", None)),
@@ -50,16 +56,16 @@ ARCHS: dict[str, Arch] = {
                    ("conv", 32, 3, 1), ("conv", 32, 3, 1), ("pool", 2),
                    ("conv", 64, 3, 1), ("conv", 64, 3, 1), ("pool", 2),
                    ("fc", 128), ("fc", 128), ("fc", None)),
-    # VGG-style for Fashion-MNIST on a 2-core CPU (benchmarks/reproduce_mpq.py): pooling after
-    # the first conv keeps the 28x28 stage to 16 channels, ~1.6x faster than vgg9-small.
     # digits-cnn's shape with what users' Brevitas models have and flipq's others lack: biases
     # (a quantized one on the conv, float ones on the dense layers), BatchNorm after every MAC
     # layer, float and per-channel scales, a signed activation, and a float output (BatchNorm1d).
-    "digits-cnn-bn": (
-        ("conv", 16, 3, 0, {"bias": "int32", "bn": True, "weight_scale": "per_channel", "act_scale": "float"}),
-        ("pool", 2),
-        ("fc", 32, {"bias": "float", "bn": True, "weight_scale": "float", "act": "signed", "act_scale": "float"}),
-        ("fc", None, {"bias": "float", "bn": True, "weight_scale": "float"})),
+    "digits-cnn-bn": (_BN_CONV, ("pool", 2), _BN_FC, ("fc", None, _BN_OUT)),
+    # The same ending in a signed 8-bit output quantizer: torch and onnxruntime evaluate a float
+    # BatchNorm in different float32 operation orders, so only a quantized output can be equal
+    # bit for bit at every stage.
+    "digits-cnn-bn-qout": (_BN_CONV, ("pool", 2), _BN_FC, ("fc", None, dict(_BN_OUT, act="signed", act_scale="float"))),
+    # VGG-style for Fashion-MNIST on a 2-core CPU (benchmarks/reproduce_mpq.py): pooling after
+    # the first conv keeps the 28x28 stage to 16 channels, ~1.6x faster than vgg9-small.
     "vgg7-fm": (("conv", 16, 3, 1), ("pool", 2),
                 ("conv", 32, 3, 1), ("conv", 32, 3, 1), ("pool", 2),
                 ("conv", 64, 3, 1), ("conv", 64, 3, 1), ("pool", 2),
@@ -70,6 +76,7 @@ ARCHS: dict[str, Arch] = {
 DEFAULT_PLANS: dict[str, dict[str, tuple[int, int]]] = {
     "digits-cnn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
     "digits-cnn-bn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
+    "digits-cnn-bn-qout": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
 }
 
 
@@ -78,10 +85,11 @@ LAYER_OPTIONS: dict[str, tuple] = {
     "bias": ("none", "float", "int32"),
     "bn": (False, True),
     "weight_scale": ("pow2", "float", "per_channel"),
-    "act": ("relu", "signed"),
+    "act": ("relu", "signed", "none"),
     "act_scale": ("pow2", "float"),
 }
 _FIELDS = {"conv": 3, "fc": 1, "pool": 1}  # positional fields after the kind
+OUTPUT_BITS = 8  # an output quantizer's width (``act`` on the last MAC layer)
 
 
 class ArchTokenError(ValueError):
@@ -118,11 +126,18 @@ def layer_options(tok: tuple) -> dict:
 def mac_options(arch: Arch) -> dict[str, dict]:
     """``{MAC layer name: its options}`` in order."""
     macs = [tok for tok in arch if token_fields(tok)[0] != "pool"]
-    last = macs[-1][-1] if macs and isinstance(macs[-1][-1], dict) else {}
-    if {"act", "act_scale"} & set(last):
-        raise ArchTokenError(f"layer token {macs[-1]!r}: the last MAC layer has no activation after it "
-                             "(its output is the network's); drop 'act'/'act_scale'")
-    return dict(zip(mac_names(arch), map(layer_options, macs)))
+    options = dict(zip(mac_names(arch), map(layer_options, macs)))
+    for tok, (name, opts) in zip(macs[:-1], options.items()):
+        if opts["act"] == "none":
+            raise ArchTokenError(f"layer token {tok!r}: hidden layer '{name}' needs an activation quantizer "
+                                 "('act': 'relu' or 'signed')")
+    if macs:
+        last = macs[-1][-1] if isinstance(macs[-1][-1], dict) else {}
+        options[mac_names(arch)[-1]]["act"] = last.get("act", "none")
+        if "act_scale" in last and options[mac_names(arch)[-1]]["act"] == "none":
+            raise ArchTokenError(f"layer token {macs[-1]!r}: 'act_scale' without an output quantizer; "
+                                 "add 'act': 'signed' or 'relu', or drop 'act_scale'")
+    return options
 
 
 def pow2_weight_violations(arch: Arch) -> list[tuple[str, str]]:

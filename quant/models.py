@@ -25,8 +25,8 @@ from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8ActPerTensorFloat, I
                             Int8WeightPerTensorFloat, Int32Bias, Uint8ActPerTensorFixedPoint, Uint8ActPerTensorFloat)
 
 from flipq.host.bitplan import BitPlan, LayerBits
-from flipq.quant.archs import (ARCHS, DEFAULT_PLANS, Arch, ArchTokenError, UnknownArchError, default_plan, get_arch,
-                               mac_names, mac_options, token_fields)
+from flipq.quant.archs import (ARCHS, DEFAULT_PLANS, OUTPUT_BITS, Arch, ArchTokenError, UnknownArchError, default_plan,
+                               get_arch, mac_names, mac_options, token_fields)
 from flipq.quant.extrabit import FlipWeightQuant
 from flipq.quant.scaling import check_rule, weight_quantizer
 
@@ -100,8 +100,8 @@ def walk(arch: Arch, input_shape: tuple[int, ...], num_classes: int) -> list[Ste
             shape = (channels, out_ch)
         channels = out_ch
         steps.append(Step(fields[0], shape, name, options[name]))
-    last = max(i for i, st in enumerate(steps) if st.name)
-    return [Step(st.kind, st.shape, st.name, st.options, bool(st.name) and i != last) for i, st in enumerate(steps)]
+    return [Step(st.kind, st.shape, st.name, st.options, bool(st.name) and st.options["act"] != "none")
+            for st in steps]
 
 
 def _batchnorm(step: Step) -> nn.Module:
@@ -163,8 +163,8 @@ class QuantNet(nn.Module):
             mac_index += 1
             if step.act_after:
                 layer, quant = ACT_QUANTS[(opts["act"], opts["act_scale"])]
-                body.append((f"act{mac_index}", layer(act_quant=quant, bit_width=plan[self.layer_names[mac_index]].act_bits,
-                                                      return_quant_tensor=True)))
+                bits = plan[self.layer_names[mac_index]].act_bits if mac_index < len(self.layer_names) else OUTPUT_BITS
+                body.append((f"act{mac_index}", layer(act_quant=quant, bit_width=bits, return_quant_tensor=True)))
         self.body = _body(body)
 
     def mac_layers(self) -> dict[str, nn.Module]:

@@ -12,17 +12,32 @@ import pytest
 from flipq.cli import main
 from flipq.quant.archs import ArchTokenError, get_arch, layer_options, mac_names, mac_options, token_fields
 
-ARCH = "digits-cnn-bn"
+ARCH = "digits-cnn-bn"  # float output: BatchNorm1d after the last layer
+QOUT = "digits-cnn-bn-qout"  # the same with a signed 8-bit output quantizer
+ROWS = 120
 
 
 @pytest.fixture(scope="session")
-def bn_build(tmp_path_factory):
-    """`flipq train --arch digits-cnn-bn` (1 epoch) and `flipq export`, in process."""
-    out = tmp_path_factory.mktemp("bn") / "build"
-    common = ["--out", str(out), "--no-progress"]
-    assert main(["train", *common, "--arch", ARCH, "--epochs", "1", "--check-rows", "120"]) == 0
-    assert main(["export", *common]) == 0
-    return out
+def bn_builds(tmp_path_factory):
+    """``build(arch)``: `flipq train --arch ARCH` (1 epoch) and `flipq export`, in process, once
+    per session and architecture."""
+    done = {}
+
+    def build(arch):
+        if arch not in done:
+            out = tmp_path_factory.mktemp(arch) / "build"
+            common = ["--out", str(out), "--no-progress"]
+            assert main(["train", *common, "--arch", arch, "--epochs", "1", "--check-rows", str(ROWS)]) == 0
+            assert main(["export", *common]) == 0
+            done[arch] = out
+        return done[arch]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def bn_build(bn_builds):
+    return bn_builds(ARCH)
 
 
 def test_token_options_default_to_flipqs_own_networks():
@@ -47,9 +62,13 @@ def test_bad_token_is_named(tok, words):
     assert all(w in str(e.value) for w in words) and "\n" not in str(e.value)
 
 
-def test_last_layer_takes_no_activation():
-    with pytest.raises(ArchTokenError, match="last MAC layer has no activation"):
-        mac_options((("fc", 8), ("fc", None, {"act": "signed"})))
+def test_output_quantizer_only_on_the_last_layer():
+    opts = mac_options(get_arch(QOUT))
+    assert opts["fc2"]["act"] == "signed" and mac_options(get_arch(ARCH))["fc2"]["act"] == "none"
+    with pytest.raises(ArchTokenError, match="hidden layer 'fc1' needs an activation"):
+        mac_options((("fc", 8, {"act": "none"}), ("fc", None)))
+    with pytest.raises(ArchTokenError, match="'act_scale' without an output quantizer"):
+        mac_options((("fc", 8), ("fc", None, {"act_scale": "float"})))
 
 
 def test_flip_is_refused_by_name_before_anything_is_written(tmp_path, capsys):
@@ -99,12 +118,15 @@ def _initializers(model) -> dict:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
-def test_export_holds_batchnorm_float_scales_and_biases(bn_build):
+@pytest.mark.parametrize("arch", [ARCH, QOUT])
+def test_export_holds_batchnorm_float_scales_and_biases(bn_builds, arch):
     import onnx
 
+    from flipq.pipeline import BuildConfig
     from flipq.quant.stage import trained_model
 
-    proto = onnx.load(str(bn_build / "model.onnx"))
+    build = bn_builds(arch)
+    proto = onnx.load(str(build / "model.onnx"))
     init = _initializers(proto)
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("BatchNormalization") == 3
@@ -116,30 +138,48 @@ def test_export_holds_batchnorm_float_scales_and_biases(bn_build):
     assert [len(n.input) for n in macs] == [3, 3, 3], "every MAC layer has a bias"
     producers = {o: n.op_type for n in proto.graph.node for o in n.output}
     assert producers.get(macs[0].input[2]) == "Quant" and macs[1].input[2] in init  # Int32Bias, float bias
+    # the graph ends in the float BatchNorm, or in the output quantizer after it
+    assert producers[proto.graph.output[0].name] == ("BatchNormalization" if arch == ARCH else "Quant")
     # exported in eval mode: the BatchNorms hold the running statistics training collected
-    from flipq.pipeline import BuildConfig
-
-    model, _, _ = trained_model(BuildConfig.load(bn_build))
+    model, _, _ = trained_model(BuildConfig.load(build))
     bns = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
     mean = init[bns[0].input[3]]
     assert np.allclose(mean, model.body.conv1_bn.running_mean.numpy()) and np.abs(mean).max() > 0
 
 
-def test_export_agrees_with_torch(bn_build):
-    torch_out, qonnx_out = (np.load(bn_build / "outputs" / f"{k}.npy") for k in ("torch", "qonnx"))
-    assert len(torch_out) == 120
-    assert np.array_equal(torch_out.argmax(1), qonnx_out.argmax(1))
-    # The float tail (BatchNorm1d on a float-scaled layer) is evaluated by torch and onnxruntime in
-    # different float32 operation orders: equal up to rounding, not bit for bit.
-    assert np.allclose(torch_out, qonnx_out, rtol=0, atol=1e-5)
+def _outputs(build) -> dict:
+    return {k: np.load(build / "outputs" / f"{k}.npy") for k in ("torch", "qonnx", "csim", "emulator")
+            if (build / "outputs" / f"{k}.npy").is_file()}
 
 
-def test_every_stage_agrees_on_every_row(bn_build, tmp_path, capsys):
-    build = tmp_path / "b"
-    shutil.copytree(bn_build, build)
+def test_export_agrees_with_torch(bn_builds):
+    out = _outputs(bn_builds(QOUT))
+    assert len(out["torch"]) == ROWS and np.array_equal(out["torch"], out["qonnx"])
+    # A float tail (BatchNorm1d after the float-scaled last layer) is evaluated by torch and
+    # onnxruntime in different float32 operation orders: equal up to rounding, not bit for bit.
+    out = _outputs(bn_builds(ARCH))
+    assert np.array_equal(out["torch"].argmax(1), out["qonnx"].argmax(1))
+    assert np.allclose(out["torch"], out["qonnx"], rtol=0, atol=1e-5)
+
+
+def _every_stage(build, tmp_path, capsys) -> tuple[dict, dict]:
+    copy = tmp_path / "b"
+    shutil.copytree(build, copy)
     for stage in ("hls", "emulate", "report"):
-        assert main([stage, "--out", str(build), "--no-progress"]) == 0, capsys.readouterr().err
-    report = json.loads((build / "report.json").read_text())
+        assert main([stage, "--out", str(copy), "--no-progress"]) == 0, capsys.readouterr().err
+    return json.loads((copy / "report.json").read_text()), _outputs(copy)
+
+
+def test_every_stage_agrees_on_every_row(bn_builds, tmp_path, capsys):
+    report, _ = _every_stage(bn_builds(QOUT), tmp_path, capsys)
     assert set(report["agreement"]) == {"torch~qonnx", "qonnx~csim", "csim~emulator"}
     for pair, v in report["agreement"].items():
-        assert v["equal"] == v["total"] == 120, pair
+        assert v["equal"] == v["total"] == ROWS, pair
+
+
+def test_float_output_goes_through_every_stage(bn_build, tmp_path, capsys):
+    report, out = _every_stage(bn_build, tmp_path, capsys)
+    assert report["agreement"]["csim~emulator"] == {"equal": ROWS, "total": ROWS}
+    for name in ("qonnx", "csim", "emulator"):
+        assert np.array_equal(out[name].argmax(1), out["torch"].argmax(1)), name
+        assert np.allclose(out[name], out["torch"], rtol=0, atol=1e-5), name
