@@ -19,15 +19,16 @@ ROWS = 120
 
 @pytest.fixture(scope="session")
 def bn_builds(tmp_path_factory):
-    """``build(arch)``: `flipq train --arch ARCH` (1 epoch) and `flipq export`, in process, once
-    per session and architecture."""
+    """``build(arch)``: `flipq train --arch ARCH` (1 epoch from a 1-epoch float twin) and
+    `flipq export`, in process, once per session and architecture."""
     done = {}
 
     def build(arch):
         if arch not in done:
             out = tmp_path_factory.mktemp(arch) / "build"
             common = ["--out", str(out), "--no-progress"]
-            assert main(["train", *common, "--arch", arch, "--epochs", "1", "--check-rows", str(ROWS)]) == 0
+            assert main(["train", *common, "--arch", arch, "--epochs", "1", "--float-epochs", "1",
+                         "--check-rows", str(ROWS)]) == 0
             assert main(["export", *common]) == 0
             done[arch] = out
         return done[arch]
