@@ -91,6 +91,7 @@ def stage_train(cfg) -> None:
     from flipq.quant.data import load_dataset
     from flipq.quant.layout import layer_shapes
     from flipq.quant.models import FloatNet, build_model, copy_mac_weights, default_plan, get_arch
+    from flipq.quant.scalerules import check_rule_applies
     from flipq.quant.train import TrainConfig, load_checkpoint, train
 
     t0 = time.perf_counter()
@@ -98,6 +99,7 @@ def stage_train(cfg) -> None:
     check_resumable(cfg)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        threads=cfg.threads, progress=cfg.progress)  # refuses bad values before any write
+    check_rule_applies(cfg.weight_scale, get_arch(cfg.arch), cfg.arch)
     flip_cfg = None
     if cfg.flip is not None:
         from flipq.quant.flipconfig import FlipConfig, check_flip_arch

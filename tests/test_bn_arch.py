@@ -81,6 +81,16 @@ def test_flip_is_refused_by_name_before_anything_is_written(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_weight_scale_rule_is_refused_where_no_layer_has_a_power_of_two_scale(tmp_path, capsys):
+    out = tmp_path / "ws"
+    assert main(["train", "--out", str(out), "--arch", ARCH, "--weight-scale", "absmax", "--epochs", "1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "architecture 'digits-cnn-bn': --weight-scale absmax" in err and "conv1" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_flip_counter_refuses_a_float_scaled_network():
     from flipq.host.bitplan import BitPlan
     from flipq.quant.flip import FlipConfig, FlipCounter, FlipError
