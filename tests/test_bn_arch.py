@@ -173,24 +173,58 @@ def test_export_agrees_with_torch(bn_builds):
     assert np.allclose(out["torch"], out["qonnx"], rtol=0, atol=1e-5)
 
 
-def _every_stage(build, tmp_path, capsys) -> tuple[dict, dict]:
-    copy = tmp_path / "b"
-    shutil.copytree(build, copy)
-    for stage in ("hls", "emulate", "report"):
-        assert main([stage, "--out", str(copy), "--no-progress"]) == 0, capsys.readouterr().err
-    return json.loads((copy / "report.json").read_text()), _outputs(copy)
+@pytest.fixture(scope="session")
+def staged(bn_builds, tmp_path_factory):
+    """``stage(arch)``: a copy of the arch's build after `flipq hls`, `emulate` and `report`."""
+    done = {}
+
+    def stage(arch):
+        if arch not in done:
+            copy = tmp_path_factory.mktemp(f"{arch}-staged") / "build"
+            shutil.copytree(bn_builds(arch), copy)
+            for name in ("hls", "emulate", "report"):
+                assert main([name, "--out", str(copy), "--no-progress"]) == 0, f"flipq {name} failed"
+            done[arch] = copy
+        return done[arch]
+
+    return stage
 
 
-def test_every_stage_agrees_on_every_row(bn_builds, tmp_path, capsys):
-    report, _ = _every_stage(bn_builds(QOUT), tmp_path, capsys)
+def test_every_stage_agrees_on_every_row(staged):
+    report = json.loads((staged(QOUT) / "report.json").read_text())
     assert set(report["agreement"]) == {"torch~qonnx", "qonnx~csim", "csim~emulator"}
     for pair, v in report["agreement"].items():
         assert v["equal"] == v["total"] == ROWS, pair
 
 
-def test_float_output_goes_through_every_stage(bn_build, tmp_path, capsys):
-    report, out = _every_stage(bn_build, tmp_path, capsys)
+def test_float_output_goes_through_every_stage(staged):
+    build = staged(ARCH)
+    report, out = json.loads((build / "report.json").read_text()), _outputs(build)
     assert report["agreement"]["csim~emulator"] == {"equal": ROWS, "total": ROWS}
     for name in ("qonnx", "csim", "emulator"):
         assert np.array_equal(out[name].argmax(1), out["torch"].argmax(1)), name
         assert np.allclose(out[name], out["torch"], rtol=0, atol=1e-5), name
+
+
+def test_board_wrapper_equals_emulator(staged, monkeypatch, capsys):
+    """The overlay stage (dry run) and the real pynq driver over the simulated device, whose PL is
+    the board wrapper compiled with g++: equal to the emulator on every row, at every planes."""
+    pytest.importorskip("pynq")
+    from flipq.host import Accelerator
+    from flipq.overlays import pynq_sim
+
+    build = staged(QOUT)
+    overlay = build / "overlay"
+    assert main(["overlay", "build", str(build / "hls"), "--out", str(overlay), "--dry-run", "--simulate"]) == 0, \
+        capsys.readouterr().err
+    monkeypatch.setenv(pynq_sim.SIM_ENV, "1")
+    try:
+        x = np.load(build / "data.npz")["x_test"][:ROWS]
+        assert pynq_sim.attach(overlay) == "wrapper"
+        with Accelerator.load(overlay, backend="pynq") as acc:
+            for planes in (None, 1, 3, 6):
+                acc.set_planes(planes)
+                v = acc.verify(x)
+                assert v["equal"] == v["total"] == ROWS, (planes, v["first_mismatch"])
+    finally:
+        pynq_sim.deactivate()
