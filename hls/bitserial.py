@@ -89,18 +89,6 @@ def _quant_after(intmodel: IntModel) -> dict:
     return out
 
 
-def _refuse_narrow_unsigned(intmodel: IntModel) -> None:
-    """hls4ml 1.3 cannot convert a narrow unsigned Quant (NotImplementedError deep inside);
-    say so with the node's name before it gets there."""
-    specs = [("the input quantizer", intmodel.input_quant)]
-    specs += [(f"node '{layer.attrs.get('onnx_node', layer.name)}'", layer.requant)
-              for layer in intmodel.layers if layer.op == "requant"]
-    for where, spec in specs:
-        if spec.narrow and not spec.signed:
-            raise BitSerialError(f"{where}: a narrow-range unsigned quantizer ({spec.bits} bits) cannot "
-                                 "be converted by hls4ml; use narrow_range=False for unsigned activations")
-
-
 def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str = "io_parallel",
                     pe: dict | None = None, group_size: int = 0, project: str = "myproject",
                     compile: bool = True, plan: HardwarePlan | None = None, log=None) -> BitSerialBuild:
@@ -116,7 +104,9 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
 
     if io_type not in IO_TYPES:
         raise BitSerialError(f"io_type={io_type!r}: expected 'io_parallel' or 'io_stream'")
-    _refuse_narrow_unsigned(intmodel)
+    from flipq.hls.proxy import hls_graph
+
+    qonnx_model = hls_graph(qonnx_model, intmodel)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or plan_hardware(intmodel, pe, group_size)
