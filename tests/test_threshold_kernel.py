@@ -141,12 +141,29 @@ def test_plan_refuses_malformed_thresholds(net):
         plan_hardware(replace(thr, layers=moved))
 
 
-@pytest.mark.parametrize("io_type, pe", [("io_parallel", 1), ("io_stream", 2)])
-def test_threshold_csim_equals_emulator_at_every_planes(net, tmp_path, io_type, pe):
+def perturbed(model: IntModel, seed: int) -> IntModel:
+    """Every threshold row moved by its own offset, and sentinels far beyond any accumulator
+    register in two rows: the C-sim must still follow the emulator column by column."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in model.layers:
+        if layer.op == "threshold":
+            t = layer.thresholds + rng.integers(-40, 41, size=(len(layer.thresholds), 1))
+            t[0, 0], t[1, -1] = -(2**40), 2**40
+            layer = replace(layer, thresholds=t)
+        layers.append(layer)
+    return replace(model, layers=layers)
+
+
+@pytest.mark.parametrize("io_type, pe, perturb", [("io_parallel", 1, False), ("io_stream", 2, False),
+                                                  ("io_parallel", 3, True)])
+def test_threshold_csim_equals_emulator_at_every_planes(net, tmp_path, io_type, pe, perturb):
     from flipq.hls.bitserial import build_bitserial
     from flipq.host.csim import CsimBackend
 
     net, thr = net
+    if perturb:
+        thr = perturbed(thr, 8)
     build = build_bitserial(thr, net.prepared, tmp_path / "hls", io_type=io_type,
                             pe={layer.name: pe for layer in thr.mac_layers})
     params = (build.project_dir / "firmware" / "parameters.h").read_text()
@@ -159,8 +176,8 @@ def test_threshold_csim_equals_emulator_at_every_planes(net, tmp_path, io_type, 
             want = Emulator(thr, planes=planes).run(q).reshape(ROWS, -1)
             bad = np.flatnonzero(~(got == want).all(axis=1))
             assert bad.size == 0, f"planes={planes}: C-sim differs from the emulator on rows {bad.tolist()}"
-        # the descending channels change the model only below full precision
-        assert np.array_equal(csim.run(q, thr.max_planes()), Emulator(net.intmodel).run(q))
+        if not perturb:  # the descending channels change the model only below full precision
+            assert np.array_equal(csim.run(q, thr.max_planes()), Emulator(net.intmodel).run(q))
 
 
 def test_cost_report_counts_the_threshold_rom(net):
@@ -175,3 +192,41 @@ def test_cost_report_counts_the_threshold_rom(net):
     assert with_thr["totals"]["threshold_storage_bits"] == sum(lay["threshold_storage_bits"]
                                                               for lay in with_thr["layers"])
     assert with_thr["totals"]["lut"] > without["totals"]["lut"]
+
+
+def test_threshold_model_through_the_board_wrapper(net, tmp_path):
+    """The board wrapper (flipq_top) compiles the same firmware: thresholds and all."""
+    from flipq.boards import load_board
+    from flipq.hls.bitserial import build_bitserial
+    from flipq.host.packing import unpack
+    from flipq.overlays.metadata import accel_meta_for
+    from flipq.overlays.wrapper import compile_wrapper, generate_wrapper, simulate_wrapper
+
+    net, thr = net
+    build = build_bitserial(thr, net.prepared, tmp_path / "hls", compile=False)
+    meta = accel_meta_for(thr, load_board("pynq-z2"))
+    lib = compile_wrapper(generate_wrapper(meta, build.project_dir, tmp_path / "overlay").parent, build.project_dir)
+    q = random_inputs(thr, ROWS, 4)
+    for planes in (1, 2, meta.max_planes):
+        words, _ = simulate_wrapper(lib, meta, q, planes)
+        got = unpack(words, meta.output.n_elems, meta.output.packing).reshape(ROWS, -1)
+        want = Emulator(thr, planes=planes).run(q).reshape(ROWS, -1)
+        assert np.array_equal(got, want), f"planes={planes}: the board wrapper differs from the emulator"
+
+
+def test_threshold_without_a_quant_in_the_graph_is_refused_by_name(tmp_path):
+    """The kernel writes a threshold step's count as raw bits of the Quant hls4ml merged;
+    with no Quant after the layer in the QONNX graph the build says so, naming the layer."""
+    from flipq.hls.bitserial import BitSerialError, build_bitserial
+    from flipq.host.intmodel import QuantSpec
+
+    arch = dict(ARCH, convs=[], in_shape=(6,), dense=[{"n": 3, "wbits": 3, "act": None}])
+    net = random_signed_net(tmp_path, 2, 0, arch)
+    im = net.intmodel
+    assert [layer.op for layer in im.layers] == ["dense"]
+    spec = QuantSpec(2, True, False, 0)
+    step = IntLayer("threshold", "thr", {"quant": spec.to_dict()}, thresholds=np.tile([-1, 0, 1], (3, 1)))
+    thr = replace(im, layers=[*im.layers, step], output_exp=0)
+    with pytest.raises(BitSerialError, match=f"layer '{im.layers[0].name}': the integer model thresholds its "
+                                             "accumulator, but hls4ml merged no quantizer"):
+        build_bitserial(thr, net.prepared, tmp_path / "hls", compile=False)
