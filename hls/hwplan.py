@@ -12,6 +12,10 @@ toward minus infinity, so a weight ``w`` of ``B`` bits ranges over ``[trunc(w), 
 ``trunc(w) = min(w, -2**(B-1) if w < 0 else 0)``. The accumulator register is sized for the
 looser ``K * max|a| * 2**(B-1) + max|bias|``: partial sums (some groups or planes not yet
 added) are not bounded by the final sum's range.
+
+A MAC layer directly followed by a ``threshold`` layer carries that step (``thresholds``,
+``thr_signs``, ``out_quant``): the kernel compares its accumulator against the thresholds in
+place of requantizing it (:func:`threshold_step`).
 """
 
 from __future__ import annotations
