@@ -68,7 +68,11 @@ def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:
         arrays[lay.name + "/words"] = lay.words
         arrays[lay.name + "/mask"] = lay.mask
         arrays[lay.name + "/bias"] = lay.bias if lay.bias is not None else np.zeros(lay.n_out, dtype=np.int64)
-        entries.append(dict(lay.to_dict(), quant_after=quant_after.get(lay.name)))
+        if lay.thresholds is not None:
+            arrays[lay.name + "/thresholds"] = lay.thresholds
+            arrays[lay.name + "/thr_signs"] = lay.thr_signs
+        entries.append(dict(lay.to_dict(), quant_after=quant_after.get(lay.name),
+                            threshold=lay.thresholds is not None))
     npz = out_dir / "flipq_planes.npz"
     np.savez(npz, **arrays)
     spec = {"layers": entries, "arrays": str(npz.resolve()), "input_exp": intmodel.input_quant.exp,
@@ -80,12 +84,13 @@ def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:
 
 def _quant_after(intmodel: IntModel) -> dict:
     """MAC layer name -> the quantizer (QuantSpec dict) that directly follows it with no ReLU
-    between: the one hls4ml may fold into the layer's result type (see the plugin)."""
+    between: the one hls4ml may fold into the layer's result type (see the plugin). A
+    ``threshold`` layer always counts: its graph hands hls4ml a Quant to merge in its place."""
     out = {}
     layers = intmodel.layers
     for layer, nxt in zip(layers, layers[1:]):
-        if layer.is_mac and nxt.op == "requant" and not nxt.attrs.get("relu", False):
-            out[layer.name] = nxt.requant.to_dict()
+        if layer.is_mac and (nxt.op == "threshold" or nxt.op == "requant" and not nxt.attrs.get("relu", False)):
+            out[layer.name] = nxt.out_quant.to_dict()
     return out
 
 
