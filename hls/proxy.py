@@ -36,9 +36,18 @@ def _by_name(model: ModelWrapper) -> dict:
 
 
 def _set_init(model: ModelWrapper, name: str, value) -> str:
-    """A fresh initializer (the old one may be shared) holding ``value``; returns its name."""
-    new = model.make_new_valueinfo_name()
-    model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), new))
+    """A fresh initializer (the old one may be shared) holding ``value``; returns its name.
+
+    The name never starts with a digit: hls4ml renames such a constant layer ("constant" + name)
+    but not the inputs that read it, and the consumer then finds no input variable."""
+    taken = set(model.get_all_tensor_names())
+    base = name if name and not name[0].isdigit() else "flipq_const"
+    new = next(f"{base}_{k}" for k in range(len(taken) + 1) if f"{base}_{k}" not in taken)
+    value = np.asarray(value, dtype=np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(value, new))
+    # hls4ml's ONNX parser looks up every input's shape in value_info, initializers included, and
+    # shape inference records none for a scalar
+    model.set_tensor_shape(new, list(value.shape))
     return new
 
 
