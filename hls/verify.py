@@ -43,6 +43,7 @@ _REASONS = (
     (r"must feed an input quantizer", "no input quantizer"),
     (r"only flattening", "reshape not to 2-D"),
     (r"bias must be constant", "non-constant bias"),
+    (r"before any quantizer", "no quantizer after a layer"),
     (r"op type (\w+)\) cannot be mapped", "op {0}"),
 )
 
@@ -109,6 +110,28 @@ def random_inputs(intmodel, rows: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(q.qmin, q.qmax + 1, size=(rows, *intmodel.input_shape))
 
 
+def real_inputs(intmodel, q: np.ndarray) -> np.ndarray:
+    """Float32 inputs (NHWC) that the host quantizes to the integers ``q``: ``q * 2**exp`` with the
+    model's input affine (``2 * x - 1``, a float input scale's division) undone in float64, its
+    inverse ops in reverse order. Checked: a value that would not come back to ``q`` is an error
+    of this check, not of the model.
+
+    >>> from flipq.host.intmodel import IntModel, QuantSpec
+    >>> m = IntModel((2,), QuantSpec(4, False, False, 0), [], 0, input_affine=[("div", 0.3)])
+    >>> real_inputs(m, np.array([[0, 7]])).tolist()
+    [[0.0, 2.1000001430511475]]
+    """
+    from flipq.host.emulator import quantize
+
+    x = np.asarray(q, dtype=np.float64) * 2.0 ** intmodel.input_quant.exp
+    for op, v in reversed(intmodel.input_affine):
+        x = {"mul": np.divide, "div": np.multiply, "add": np.subtract, "sub": np.add}[op](x, float(np.float32(v)))
+    x = x.astype(np.float32)
+    if not np.array_equal(quantize(intmodel.apply_input_affine(x), intmodel.input_quant), q):
+        raise RuntimeError(f"the input affine {intmodel.input_affine} could not be inverted onto the integer inputs")
+    return x
+
+
 def qonnx_outputs(prepared, intmodel, q: np.ndarray, full: bool = False):
     """QONNX execution of the prepared model on integer inputs: real outputs (rows, ...), or with
     ``full`` the whole execution context of the first row."""
@@ -117,19 +140,23 @@ def qonnx_outputs(prepared, intmodel, q: np.ndarray, full: bool = False):
 
     ort.set_default_logger_severity(3)
     iname, oname = prepared.graph.input[0].name, prepared.graph.output[0].name
-    x = (q * 2.0 ** intmodel.input_quant.exp).astype(np.float32)
+    x = real_inputs(intmodel, q)
     if full:
         return oxe.execute_onnx(prepared, {iname: x[:1]}, return_full_exec_context=True)
     return np.concatenate([oxe.execute_onnx(prepared, {iname: x[i:i + 1]})[oname] for i in range(len(x))]
                           ).astype(np.float64)
 
 
-def _rows_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _rows_equal(a: np.ndarray, b: np.ndarray, bound=0.0) -> np.ndarray:
+    """Per row: every value equal, or within ``bound`` (per output channel, the last axis) where a
+    float output affine makes one side a float32 reference (``IntModel.output_bound``)."""
     n = len(a)
-    a, b = np.asarray(a, dtype=np.float64).reshape(n, -1), np.asarray(b, dtype=np.float64).reshape(n, -1)
-    if a.shape != b.shape:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size != b.size:
         return np.zeros(n, dtype=bool)
-    return (a == b).all(axis=1)
+    if a.shape != b.shape:
+        a, b = a.reshape(n, -1), b.reshape(n, -1)
+    return (np.abs(a - b) <= bound).reshape(n, -1).all(axis=1)
 
 
 def first_differing_layer(prepared, intmodel, q_row: np.ndarray) -> str | None:
@@ -170,8 +197,8 @@ class _Stages:
         self.stages: dict = {}
         self.first_bad: dict | None = None
 
-    def add(self, pair: str, a: np.ndarray, b: np.ndarray, planes: int | None = None) -> bool:
-        ok = _rows_equal(a, b)
+    def add(self, pair: str, a: np.ndarray, b: np.ndarray, planes: int | None = None, bound=0.0) -> bool:
+        ok = _rows_equal(a, b, bound)
         key = pair if planes is None else f"{pair} planes={planes}"
         self.stages[key] = [int(ok.sum()), int(len(ok))]
         if not ok.all() and self.first_bad is None:
@@ -207,13 +234,16 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
         if reference is not None:
             reference = reference(intmodel, q[:qonnx_rows])
         full = Emulator(intmodel).run(q)
-        scale = 2.0 ** intmodel.output_exp
+        real = intmodel.to_real(full)
+        # 0 (exact) unless a float tail ends the model: the emulator's float64 affine is within
+        # the bound of each float32 reference, so the two references are within twice of it
+        bound = intmodel.output_bound()
         nq = min(len(q), qonnx_rows)
         got = qonnx_outputs(prepared, intmodel, q[:nq])
         if reference is not None:
-            stages.add("torch=qonnx", reference[:nq], got)
-            stages.add("torch=emulator", reference[:nq], full[:nq] * scale)
-        stages.add("qonnx=emulator", got, full[:nq] * scale)
+            stages.add("torch=qonnx", reference[:nq], got, bound=2 * bound)
+            stages.add("torch=emulator", reference[:nq], real[:nq], bound=bound)
+        stages.add("qonnx=emulator", got, real[:nq], bound=bound)
         if csim:
             _check_csim(stages, intmodel, prepared, plan, q, full, work_dir, io_type, csim_backend)
     except Exception as e:  # noqa: BLE001

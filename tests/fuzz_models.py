@@ -27,15 +27,14 @@ ACTS = ("identity", "relu", "hardtanh")
 POOLS = ("maxpool", "avgpool", "truncavgpool")  # brevitas 0.13.4 has no QuantMaxPool2d
 
 # Constructs that flipq does not map today; a refusal for any other reason is a failure.
-# Keys as flipq.hls.verify.refusal_reason normalises them.
+# Keys as flipq.hls.verify.refusal_reason normalises them. BatchNorm, float and per-channel weight
+# scales, float biases and a float bias's Add lower since the threshold lowering (integer
+# thresholds, input and output float affines).
 OUTSIDE_VOCABULARY = {
-    "BatchNorm",                 # BatchNormalization nodes are not folded into thresholds yet
     "AvgPool",                   # AveragePool is not in the integer datapath
-    "non-power-of-two scale",    # float scales (Int8*Float quantizers) are not exact
-    "per-channel scale",         # per-channel weight scales
-    "bias not on the accumulator grid",  # float biases (bias_quant=None)
-    # a float bias on a QuantLinear: Gemm + bias becomes MatMul + Add, and Add is not mapped
-    "op Add",
+    # a layer's bias, scale or BatchNorm reaching the next layer with no activation quantizer
+    # between (the grammar puts one after every hidden layer; hand-made models have it)
+    "no quantizer after a layer",
 }
 
 # Mismatches, crashes and refusals of constructs that ARE in the vocabulary. The committed tests'
@@ -58,10 +57,13 @@ KNOWN_BUGS = {
     # emulator (conv nets), or hls4ml feeds the next layer a coarser grid and the bit-serial
     # pass raises BitSerialError (dense nets); the same model with QuantReLU is exact
     "unsigned_activation_without_relu": False,
-    # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): the emulator computes it
-    # (QuantSpec.qmax fixed), but hls4ml 1.3's converter raises NotImplementedError("Narrow mode is
-    # only supported for singed numbers"), so lowering refuses it by name; still a gap, not exact
-    "unsigned_narrow": True,
+    # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): hls4ml 1.3's converter
+    # raises NotImplementedError("Narrow mode is only supported for singed numbers"); fixed by the
+    # threshold lowering: a quantizer right after a layer is a threshold layer, and the graph
+    # hls4ml converts (hls/proxy.py) carries the input quantizer as not narrow (its values are in
+    # range already). One that no layer feeds directly is still refused by name (the grammar
+    # draws none).
+    "unsigned_narrow": False,
 }
 
 
@@ -279,7 +281,9 @@ def torch_outputs(model, intmodel, q: np.ndarray) -> np.ndarray:
     """The torch forward on the real values of integer NHWC inputs ``q``."""
     import torch
 
-    x = q * 2.0 ** intmodel.input_quant.exp
+    from flipq.hls.verify import real_inputs
+
+    x = real_inputs(intmodel, q)
     if x.ndim == 4:
         x = x.transpose(0, 3, 1, 2)
     with torch.no_grad():
