@@ -36,18 +36,14 @@ def _by_name(model: ModelWrapper) -> dict:
 
 
 def _set_init(model: ModelWrapper, name: str, value) -> str:
-    """A fresh initializer (the old one may be shared) holding ``value``; returns its name.
-
-    The name never starts with a digit: hls4ml renames such a constant layer ("constant" + name)
-    but not the inputs that read it, and the consumer then finds no input variable."""
-    taken = set(model.get_all_tensor_names())
-    base = name if name and not name[0].isdigit() else "flipq_const"
-    new = next(f"{base}_{k}" for k in range(len(taken) + 1) if f"{base}_{k}" not in taken)
-    value = np.asarray(value, dtype=np.float32)
-    model.graph.initializer.append(numpy_helper.from_array(value, new))
-    # hls4ml's ONNX parser looks up every input's shape in value_info, initializers included, and
-    # shape inference records none for a scalar
-    model.set_tensor_shape(new, list(value.shape))
+    """A fresh initializer (the old one may be shared) holding ``value``; returns its name."""
+    # hls4ml needs identifier-like names (qonnx's random ones may start with a digit)
+    taken = {t.name for t in model.graph.initializer} | {v.name for v in model.graph.value_info}
+    new = next(f"flipq_{name or 'const'}_{i}" for i in range(len(taken) + 1)
+               if f"flipq_{name or 'const'}_{i}" not in taken)
+    arr = np.asarray(value, dtype=np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(arr, new))
+    model.set_tensor_shape(new, list(arr.shape))  # hls4ml reads every input's shape from value_info
     return new
 
 
@@ -66,9 +62,10 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
             prev_mac = layer.attrs["onnx_node"]
             if layer.attrs.get("w_int"):
                 _integer_weights(model, _by_name(model)[prev_mac])
-        elif layer.op == "threshold":
+        elif layer.op == "threshold" and layer.attrs.get("chain"):
+            # (without a chain the graph already has the Quant right after the MAC)
             _threshold(model, prev_mac, layer)
-    if intmodel.output_affine is not None:
+    if intmodel.output_affine is not None and not intmodel.output_affine.get("float32"):
         _strip_tail(model, prev_mac, intmodel.output_affine["onnx_nodes"])
     _drop_dangling(model)
     return model.transform(RemoveUnusedTensors()).transform(InferShapes())
@@ -137,7 +134,7 @@ def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:
     if len(mac.input) > 2:
         del mac.input[2]
     spec = layer.out_quant
-    q_out = model.make_new_valueinfo_name()
+    q_out = f"{layer.attrs['onnx_node']}_thr_out"
     quant = helper.make_node(
         "Quant", [mac.output[0], _set_init(model, "", 2.0**spec.exp), _set_init(model, "", 0.0),
                   _set_init(model, "", float(spec.bits))], [q_out], domain="qonnx.custom_op.general",
@@ -147,7 +144,7 @@ def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:
     for pool in (n for n in chain if n.op_type == "MaxPool"):
         p = copy.deepcopy(pool)
         p.input[0] = new[-1].output[0]
-        p.output[0] = model.make_new_valueinfo_name()
+        p.output[0] = p.name + "_thr_out"
         new.append(p)
     new[-1].output[0] = end
     _replace(model, mac_name, set(layer.attrs["chain"]), new)

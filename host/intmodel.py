@@ -147,18 +147,15 @@ class IntModel:
         return np.asarray(self.output_affine.get("bound", 0.0), dtype=np.float64)
 
     def to_real(self, q: np.ndarray) -> np.ndarray:
-        """Integer outputs -> real outputs: ``q * 2**output_exp``, then the output affine; or, when
-        the model ends in a threshold layer onto a quantizer whose real scale is no power of two,
-        ``q * scale`` in float32, the one rounded product QONNX and torch compute (exact)."""
-        scale = self.layers[-1].attrs.get("scale") if self.layers and self.layers[-1].op == "threshold" else None
-        if scale is not None and self.output_affine is None and scale != 2.0**self.output_exp:
-            return (np.asarray(q).astype(np.float32) * np.float32(scale)).astype(np.float64)
+        """Integer outputs -> real outputs: ``q * 2**output_exp``, then the output affine."""
         y = np.asarray(q).astype(np.float64) * 2.0**self.output_exp
         if self.output_affine is not None:
             y = y * np.asarray(self.output_affine["scale"], dtype=np.float64) + \
                 np.asarray(self.output_affine["bias"], dtype=np.float64)
             if self.output_affine.get("relu"):
                 y = np.maximum(y, 0.0)
+            if self.output_affine.get("float32"):  # q * scale, rounded once as float32 computes it
+                y = y.astype(np.float32).astype(np.float64)
         return y
 
     @property

@@ -27,14 +27,11 @@ ACTS = ("identity", "relu", "hardtanh")
 POOLS = ("maxpool", "avgpool", "truncavgpool")  # brevitas 0.13.4 has no QuantMaxPool2d
 
 # Constructs that flipq does not map today; a refusal for any other reason is a failure.
-# Keys as flipq.hls.verify.refusal_reason normalises them. BatchNorm, float and per-channel weight
-# scales, float biases and a float bias's Add lower since the threshold lowering (integer
-# thresholds, input and output float affines).
+# Keys as flipq.hls.verify.refusal_reason normalises them.
 OUTSIDE_VOCABULARY = {
-    "AvgPool",                   # AveragePool is not in the integer datapath
-    # a layer's bias, scale or BatchNorm reaching the next layer with no activation quantizer
-    # between (the grammar puts one after every hidden layer; hand-made models have it)
-    "no quantizer after a layer",
+    # a BatchNorm'ed or float-scaled layer whose output reaches the next layer (or a pool and a
+    # quantizer) with no quantizer right after it: no integer form for the float values between
+    "no quantizer after a float chain",
 }
 
 # Mismatches, crashes and refusals of constructs that ARE in the vocabulary. The committed tests'
@@ -57,12 +54,9 @@ KNOWN_BUGS = {
     # emulator (conv nets), or hls4ml feeds the next layer a coarser grid and the bit-serial
     # pass raises BitSerialError (dense nets); the same model with QuantReLU is exact
     "unsigned_activation_without_relu": False,
-    # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): hls4ml 1.3's converter
-    # raises NotImplementedError("Narrow mode is only supported for singed numbers"); fixed by the
-    # threshold lowering: a quantizer right after a layer is a threshold layer, and the graph
-    # hls4ml converts (hls/proxy.py) carries the input quantizer as not narrow (its values are in
-    # range already). One that no layer feeds directly is still refused by name (the grammar
-    # draws none).
+    # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): the emulator computes it
+    # (QuantSpec.qmax fixed), but hls4ml 1.3's converter raises NotImplementedError("Narrow mode is
+    # only supported for singed numbers"), so lowering refuses it by name; still a gap, not exact
     "unsigned_narrow": False,
 }
 

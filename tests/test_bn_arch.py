@@ -252,16 +252,3 @@ def test_board_wrapper_equals_emulator(staged, monkeypatch, capsys):
     finally:
         pynq_sim.deactivate()
 
-
-def test_an_output_quantizer_with_a_float_scale_gives_its_float32_reals():
-    """QONNX and torch compute a quantizer's output as float32(q * scale): so does to_real."""
-    from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
-
-    quant = QuantSpec(8, True, False, 0)
-    last = IntLayer("threshold", "out", {"quant": quant.to_dict(), "scale": 0.031995173543691635},
-                    thresholds=np.zeros((3, 255), dtype=np.int64))
-    model = IntModel((3,), QuantSpec(4, False, False, 0), [last], output_exp=0)
-    q = np.array([[28, -13, 127], [-128, 0, 1]])
-    want = (q.astype(np.float32) * np.float32(0.031995173543691635)).astype(np.float64)
-    assert np.array_equal(model.to_real(q), want)
-    assert not np.array_equal(want, q * 0.031995173543691635)  # float64 products differ
