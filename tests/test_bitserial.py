@@ -222,6 +222,20 @@ def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
         assert not np.array_equal(broken.run(q, 8), want)
 
 
+def test_popcount_csim_equals_the_lane_loop(cnn, cnn_build):
+    """The C-sim counts weight bits by popcount over activation bit-slices; compiled with
+    FLIPQ_CSIM_LANES it runs the kernel's own lane loop. Same outputs, every planes (the CNN's
+    groups of 5 make every word window unaligned; signed 6-bit inputs, unsigned activations)."""
+    lanes = compile_project(cnn_build.project_dir, lib_name="liblanes.so", defines=("FLIPQ_CSIM_LANES",))
+    q = random_inputs(cnn.intmodel, ROWS, 4)
+    with CsimBackend(lanes, cnn_build.meta) as slow, CsimBackend(cnn_build.lib_path, cnn_build.meta) as fast:
+        for planes in range(1, 9):
+            assert np.array_equal(slow.run(q, planes), fast.run(q, planes)), planes
+    pe_header = (cnn_build.project_dir / "firmware" / "nnet_utils" / "flipq_bitserial_pe.h").read_text()
+    # the popcount path is simulation-only: synthesis sees the lane loop
+    assert "#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)" in pe_header
+
+
 def test_csim_refuses_bad_calls(cnn, cnn_build):
     with CsimBackend(cnn_build.lib_path, cnn_build.meta) as csim:
         assert csim.name == "csim" and csim.measured is False
