@@ -128,7 +128,7 @@ class Emulator:
         self.reference = reference
         self.planes = None
         self.set_planes(planes)
-        self._weights: dict[tuple[int, int | None], tuple[np.ndarray, int]] = {}
+        self._weights: dict[tuple[int, int | None, str], tuple[np.ndarray, int]] = {}
         self.chunk_rows = max(1, int(chunk_bytes) // self.bytes_per_row())
 
     def set_planes(self, planes: int | None) -> None:
@@ -216,13 +216,19 @@ class Emulator:
         raise ValueError(f"layer '{layer.name}': unknown integer op '{layer.op}'")
 
     # -- the fast path ----------------------------------------------------------------------
-    def _matrix(self, index: int, layer: IntLayer) -> tuple[np.ndarray, int]:
-        """Truncated ``(K, N)`` weights and the largest column |sum| bound factor, cached per planes."""
-        key = (index, self.planes)
+    def _matrix(self, index: int, layer: IntLayer, dtype=np.int64) -> tuple[np.ndarray, int]:
+        """Truncated ``(K, N)`` weights as ``dtype`` and the largest column |sum| bound factor,
+        cached per planes and dtype (a CIFAR-sized net would otherwise convert its 1.5 M weights
+        on every chunk)."""
+        key = (index, self.planes, np.dtype(dtype).char)
         if key not in self._weights:
-            w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self.planes)
-            m = w.reshape(-1, w.shape[-1])
-            self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
+            if np.dtype(dtype) == np.int64:
+                w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self.planes)
+                m = w.reshape(-1, w.shape[-1])
+                self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
+            else:
+                m, colsum = self._matrix(index, layer)
+                self._weights[key] = (m.astype(dtype), colsum)
         return self._weights[key]
 
     def _run_fast(self, q: np.ndarray) -> np.ndarray:
@@ -233,7 +239,7 @@ class Emulator:
         for index, layer in enumerate(self.model.layers):
             a = layer.attrs
             if layer.is_mac:
-                m, colsum = self._matrix(index, layer)
+                colsum = self._matrix(index, layer)[1]
                 bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
                 bound = bound * colsum + bias
                 if bound < _F32_EXACT:
@@ -247,9 +253,9 @@ class Emulator:
                     kh, kw = layer.weight.shape[:2]
                     cols = im2col(x, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
                     n, ho, wo, k = cols.shape
-                    x = (cols.reshape(-1, k) @ m.astype(dtype)).reshape(n, ho, wo, -1)
+                    x = (cols.reshape(-1, k) @ self._matrix(index, layer, dtype)[0]).reshape(n, ho, wo, -1)
                 else:
-                    x = x.reshape(x.shape[0], -1) @ m.astype(dtype)
+                    x = x.reshape(x.shape[0], -1) @ self._matrix(index, layer, dtype)[0]
                 if layer.bias is not None:
                     x = x + layer.bias.astype(dtype)
                 exp += a["w_exp"]
