@@ -82,6 +82,7 @@ template <class res_T, class CONFIG_T> inline res_T layer_output(const typename 
 template <class CONFIG_T>
 typename CONFIG_T::psum_t plane_psum(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
                                      const uint64_t *plane_words, unsigned g) {
+#pragma HLS INLINE
     typename CONFIG_T::psum_t psum = 0;
 WordLoop:
     for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
