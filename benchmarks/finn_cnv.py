@@ -13,7 +13,7 @@ Measured: g++ compile seconds and peak memory (all compiler processes together, 
 the largest single one), C-sim samples/s, emulator and float32 torch samples/s on the same batch
 (one thread each), and agreement: C-sim = emulator (integers, every row; at ``planes=1`` on the
 first rows too), emulator vs the Brevitas forward (equal rows, max |diff|, argmax). Writes
-``docs/results/finn_cnv[_shape].json`` and regenerates ``docs/finn_cnv.md`` from those files.
+``docs/results/finn_cnv[_shape][_io_stream].json`` and regenerates ``docs/finn_cnv.md`` from those files.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from finn_nets import export_and_lower, finn_model, float_twin, random_images, shape_cnv, torch_forward  # noqa: E402
 
-VARIANTS = {"finn": ("cnv_2w2a", "finn_cnv.json"), "shape": ("shape_cnv", "finn_cnv_shape.json")}
+VARIANTS = {"finn": "cnv_2w2a", "shape": "shape_cnv"}
 TARGETS = {"compile_s": 300, "compile_peak_mb": 8192, "csim_samples_per_s": 20, "emulator_vs_torch": 0.5}
 PLANES1_ROWS = 8
+IO_TYPES = ("io_parallel", "io_stream")
 
 
 def say(text: str) -> None:
@@ -158,7 +159,7 @@ def main(argv=None) -> dict:
                     help="CNV's topology with power-of-two quantizers only (no BatchNorm, TensorNorm, 2*x-1)")
     ap.add_argument("--rows", type=positive_int, default=128, help="rows through C-sim, emulator and torch")
     ap.add_argument("--batch", type=positive_int, default=256, help="batch for the emulator/torch timing")
-    ap.add_argument("--io-type", choices=("io_parallel", "io_stream"), default="io_parallel")
+    ap.add_argument("--io-type", choices=IO_TYPES, default="io_parallel")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="build folder (default: a temporary one)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder for the JSON result")
@@ -172,7 +173,8 @@ def main(argv=None) -> dict:
     from flipq.host.emulator import Emulator
 
     variant = "shape" if args.shape_only else "finn"
-    name, result_file = VARIANTS[variant]
+    name = VARIANTS[variant]
+    result_file = result_name(variant, args.io_type)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="flipq-finn-cnv-") as tmp:
         work = Path(args.work or tmp)
@@ -251,18 +253,25 @@ def main(argv=None) -> dict:
     return result
 
 
+def result_name(variant: str, io_type: str) -> str:
+    """finn_cnv.json (FINN's CNV, io_parallel), finn_cnv_shape.json, finn_cnv_io_stream.json, ..."""
+    return "finn_cnv" + ("_shape" if variant == "shape" else "") + \
+        ("" if io_type == "io_parallel" else f"_{io_type}") + ".json"
+
+
 def _fraction(pair) -> str:
     return f"{pair[0]}/{pair[1]}"
 
 
 def write_doc(results: Path, doc: Path) -> None:
     """docs/finn_cnv.md: one column per result file present."""
-    runs = [json.loads((results / f).read_text()) for _, f in VARIANTS.values() if (results / f).is_file()]
+    runs = [json.loads((results / result_name(v, io)).read_text()) for v in VARIANTS for io in IO_TYPES
+            if (results / result_name(v, io)).is_file()]
     if not runs:
         return
     t = TARGETS
     rows = [
-        ("network", "", lambda r: f"{r['network']} ({r['io_type']})"),
+        ("network", "", lambda r: r["network"]),
         ("MAC layers / weights", "", lambda r: f"{r['mac_layers']} / {r['weights']:,}"),
         ("g++ compile, s", f"<= {t['compile_s']}", lambda r: f"{r['compile_s']:.1f}"),
         ("g++ peak memory, MB (all units together)", f"<= {t['compile_peak_mb']}",
@@ -290,7 +299,7 @@ def write_doc(results: Path, doc: Path) -> None:
         "recorded. Emulator and torch run one thread each on the same batch; the C-sim is one thread by",
         "construction. `shape_cnv` is CNV-2W2A without BatchNorm, TensorNorm and `2*x - 1`.",
         "",
-        "| | target | " + " | ".join(r["variant"] for r in runs) + " |",
+        "| | target | " + " | ".join(f"{r['variant']}, {r['io_type']}" for r in runs) + " |",
         "|---|---|" + "---|" * len(runs),
     ]
     lines += [f"| {label} | {target} | " + " | ".join(fn(r) for r in runs) + " |" for label, target, fn in rows]
