@@ -120,9 +120,6 @@ template <class CONFIG_T> struct act_slices {
     static const unsigned width = traits::width;
     // covers every (group, word) window, one word past the last: zero beyond n_in
     static const unsigned n_flat = (CONFIG_T::n_groups * CONFIG_T::group_size + 64 * CONFIG_T::n_words) / 64 + 2;
-    static_assert(width <= 64 && raw_traits<typename CONFIG_T::psum_t>::width <= 64,
-                  "the popcount C-sim needs activations and partial sums of at most 64 bits; "
-                  "compile with -DFLIPQ_CSIM_LANES");
     uint64_t plane[width][n_flat]; // bit k % 64 of word k / 64 of plane j: bit j of act[k]
 
     explicit act_slices(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) {
@@ -158,6 +155,17 @@ typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> &act, const uint
     typename CONFIG_T::psum_t psum = ap_uint<64>(sum); // the low psum_t::width bits
     return psum;
 }
+
+// What the C-sim's column loop reads: the slices, or the activations themselves (the lane loop)
+// where an activation or a partial sum is wider than the 64-bit words the popcount adds in.
+template <class CONFIG_T, bool fits = raw_traits<typename CONFIG_T::act_raw_t>::width <= 64 &&
+                                      raw_traits<typename CONFIG_T::psum_t>::width <= 64>
+struct csim_source {
+    typedef act_slices<CONFIG_T> type;
+};
+template <class CONFIG_T> struct csim_source<CONFIG_T, false> {
+    typedef const typename CONFIG_T::act_raw_t *type;
+};
 #endif
 
 // One output column: for every group, every stored plane the mask keeps and `planes`
@@ -196,7 +204,7 @@ void bitserial_matvec(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
                       const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned lowest) {
     static const unsigned column_words = CONFIG_T::n_groups * CONFIG_T::n_planes * CONFIG_T::n_words;
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
-    const act_slices<CONFIG_T> source(act);
+    const typename csim_source<CONFIG_T>::type source(act);
 #else
     const typename CONFIG_T::act_raw_t *source = act;
 #endif
