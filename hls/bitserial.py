@@ -70,7 +70,11 @@ def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:
         arrays[lay.name + "/words"] = lay.words
         arrays[lay.name + "/mask"] = lay.mask
         arrays[lay.name + "/bias"] = lay.bias if lay.bias is not None else np.zeros(lay.n_out, dtype=np.int64)
-        entries.append(dict(lay.to_dict(), quant_after=quant_after.get(lay.name)))
+        if lay.thresholds is not None:
+            arrays[lay.name + "/thresholds"] = lay.thresholds
+            arrays[lay.name + "/thr_signs"] = lay.thr_signs
+        entries.append(dict(lay.to_dict(), quant_after=quant_after.get(lay.name),
+                            threshold=lay.thresholds is not None))
     npz = out_dir / "flipq_planes.npz"
     np.savez(npz, **arrays)
     spec = {"layers": entries, "arrays": str(npz.resolve()), "input_exp": intmodel.input_quant.exp,
@@ -82,25 +86,14 @@ def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:
 
 def _quant_after(intmodel: IntModel) -> dict:
     """MAC layer name -> the quantizer (QuantSpec dict) that directly follows it with no ReLU
-    between: the one hls4ml may fold into the layer's result type (see the plugin)."""
+    between: the one hls4ml may fold into the layer's result type (see the plugin). A
+    ``threshold`` layer always counts: its graph hands hls4ml a Quant to merge in its place."""
     out = {}
     layers = intmodel.layers
     for layer, nxt in zip(layers, layers[1:]):
-        if layer.is_mac and nxt.op == "requant" and not nxt.attrs.get("relu", False):
-            out[layer.name] = nxt.requant.to_dict()
+        if layer.is_mac and (nxt.op == "threshold" or nxt.op == "requant" and not nxt.attrs.get("relu", False)):
+            out[layer.name] = nxt.out_quant.to_dict()
     return out
-
-
-def _refuse_narrow_unsigned(intmodel: IntModel) -> None:
-    """hls4ml 1.3 cannot convert a narrow unsigned Quant (NotImplementedError deep inside);
-    say so with the node's name before it gets there."""
-    specs = [("the input quantizer", intmodel.input_quant)]
-    specs += [(f"node '{layer.attrs.get('onnx_node', layer.name)}'", layer.requant)
-              for layer in intmodel.layers if layer.op == "requant"]
-    for where, spec in specs:
-        if spec.narrow and not spec.signed:
-            raise BitSerialError(f"{where}: a narrow-range unsigned quantizer ({spec.bits} bits) cannot "
-                                 "be converted by hls4ml; use narrow_range=False for unsigned activations")
 
 
 def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str = "io_parallel",
@@ -118,7 +111,9 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
 
     if io_type not in IO_TYPES:
         raise BitSerialError(f"io_type={io_type!r}: expected 'io_parallel' or 'io_stream'")
-    _refuse_narrow_unsigned(intmodel)
+    from flipq.hls.proxy import hls_graph
+
+    qonnx_model = hls_graph(qonnx_model, intmodel)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan or plan_hardware(intmodel, pe, group_size)

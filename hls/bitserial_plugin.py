@@ -92,6 +92,8 @@ class ReplaceWithBitSerial(OptimizerPass):
         with np.load(spec["arrays"]) as arrays:
             words, mask = arrays[entry["name"] + "/words"], arrays[entry["name"] + "/mask"]
             bias = arrays[entry["name"] + "/bias"]
+            step = (arrays[entry["name"] + "/thresholds"], arrays[entry["name"] + "/thr_signs"]) \
+                if entry.get("threshold") else None
         in_prec = node.get_input_variable().type.precision
         frac_in = in_prec.width - in_prec.integer
         # raw input integer = q * 2**shift: every width of the plan grows by the shift
@@ -107,6 +109,8 @@ class ReplaceWithBitSerial(OptimizerPass):
         requant = None
         if node.get_attr("quantizer") is not None:
             result, requant = _merged_quantizer(entry, node.get_attr("quantizer"), acc_w, frac_out)
+        if step is not None:
+            requant = _threshold_constants(entry, requant, step, shift)
         attrs = {
             "n_in": k, "n_out": entry["n_out"],
             "flipq_result_precision": result,
@@ -181,14 +185,50 @@ def _merged_quantizer(entry: dict, quantizer, acc_w: int, frac_out: int):
     return FixedPrecisionType(bits, bits + exp, signed=signed), requant
 
 
+def _threshold_constants(entry: dict, requant: dict | None, step, shift: int) -> dict:
+    """The threshold step's constants: the plan's thresholds moved onto the accumulator's raw
+    grid exactly as the bias is (``t << shift``: both sides of every comparison scale by
+    ``2**shift``), the descending channels, and the output range's bottom to count up from.
+    hls4ml must have merged the Quant the lowering puts after the layer: the count is written
+    as raw bits of that quantizer's type."""
+    if requant is None:
+        raise BitSerialError(f"layer '{entry['name']}': the integer model thresholds its accumulator, but "
+                             "hls4ml merged no quantizer into it (the QONNX graph needs a Quant right after it)")
+    thresholds, signs = step
+    width = entry["thr_bits"] + shift
+    count_width = max(int(requant["rq_min"]).bit_length(), int(requant["rq_max"]).bit_length()) + 2
+    return dict(requant, threshold=True, rq_width=count_width, thr_width=width, n_thr=int(thresholds.shape[1]),
+                thresholds=[[int(t) << shift for t in row] for row in thresholds],
+                descending=[int(s) < 0 for s in signs])
+
+
 def _requant_lines(requant: dict | None) -> str:
     if requant is None:
         return ""
-    return ("    static const bool requant = true;\n"
-            f"    static const int rq_shift = {requant['rq_shift']};\n"
-            f"    static const int rq_min = {requant['rq_min']};\n"
-            f"    static const int rq_max = {requant['rq_max']};\n"
-            f"    typedef ap_int<{requant['rq_width']}> rq_t;\n")
+    lines = ("    static const bool requant = true;\n"
+             f"    static const int rq_shift = {requant['rq_shift']};\n"
+             f"    static const int rq_min = {requant['rq_min']};\n"
+             f"    static const int rq_max = {requant['rq_max']};\n"
+             f"    typedef ap_int<{requant['rq_width']}> rq_t;\n")
+    if requant.get("threshold"):
+        n_thr = requant["n_thr"]
+        lines += ("    static const bool threshold = true;\n"
+                  f"    static const unsigned n_thr = {n_thr};\n"
+                  f"    static const unsigned thr_rows = {len(requant['thresholds'])};\n"
+                  f"    static const unsigned thr_cols = {max(n_thr, 1)};\n")
+    return lines
+
+
+def _threshold_rom(f: dict) -> dict:
+    """The thresholds ROM ``fq_thr<index>[rows][cols]`` and ``fq_desc<index>[rows]`` every layer
+    passes to its kernel; a layer without a threshold step passes a 1x1 placeholder it never reads."""
+    rq = f.get("requant") or {}
+    if not rq.get("threshold"):
+        return {"thr_t": "ap_int<2>", "thr_rows": 1, "thr_cols": 1, "thresholds": "{0}", "descending": "false"}
+    cols = max(rq["n_thr"], 1)
+    rows = ",".join("{" + ",".join(str(t) for t in (row or [0])) + "}" for row in rq["thresholds"])
+    return {"thr_t": f"ap_int<{rq['thr_width']}>", "thr_rows": len(rq["thresholds"]), "thr_cols": cols,
+            "thresholds": rows, "descending": ",".join("true" if d else "false" for d in rq["descending"])}
 
 
 def _c_words(words: np.ndarray) -> str:
@@ -208,6 +248,7 @@ def _config_params(node) -> dict:
         "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
         "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
         "base": "flipq::bitserial_config", "geometry": "", "requant": _requant_lines(f.get("requant")),
+        **_threshold_rom(f),
     }
     if node.class_name == "BitSerialConv2D":
         params["base"] = "flipq::bitserial_conv2d_config"
@@ -228,7 +269,7 @@ class _BitSerialCall(FunctionCallTemplate):
         p = self._default_function_params(node)
         return (f"flipq::{self.function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
                 f"({p['input']}, {p['output']}, fq_planes{node.index}, fq_mask{node.index}, "
-                f"fq_bias{node.index}, {PLANES_ARG});")
+                f"fq_bias{node.index}, fq_thr{node.index}, fq_desc{node.index}, {PLANES_ARG});")
 
 
 class BitSerialDenseConfigTemplate(_BitSerialConfig):

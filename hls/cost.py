@@ -68,6 +68,9 @@ def hw_cost(hw: LayerHw, planes: int | None, frame_elems: int = 0) -> dict:
     lanes, act_bits, psum_bits, acc_bits = hw.lanes, hw.act_bits, hw.psum_bits, hw.acc_bits
     depth = 3 + math.ceil(math.log2(max(lanes, 2)))
 
+    thr = threshold_cost(hw)
+    depth += thr["depth"]
+
     steps = matvec_steps(hw.mask, hw.weight_bits, hw.n_words, planes, hw.pe)
     cycles = hw.n_pix * (steps + depth)
 
@@ -84,11 +87,27 @@ def hw_cost(hw: LayerHw, planes: int | None, frame_elems: int = 0) -> dict:
         "n_groups": hw.n_groups, "pe": hw.pe, "planes": min(planes or hw.weight_bits, hw.weight_bits),
         "mean_active_planes": float(kept.mean()) if kept.size else 0.0,
         "steps_per_vector": steps, "cycles": int(cycles),
-        "lut": int(hw.pe * lut_pe + wmem["lut"] + fmem["lut"] + LAYER_CONTROL_LUT),
-        "ff": int(hw.pe * ff_pe + LAYER_CONTROL_FF),
-        "bram36": int(wmem["bram36"] + fmem["bram36"]), "dsp": 0,
-        "weight_storage_bits": int(weight_mem),
+        "lut": int(hw.pe * lut_pe + wmem["lut"] + fmem["lut"] + thr["lut"] + LAYER_CONTROL_LUT),
+        "ff": int(hw.pe * ff_pe + thr["ff"] + LAYER_CONTROL_FF),
+        "bram36": int(wmem["bram36"] + fmem["bram36"] + thr["bram36"]), "dsp": 0,
+        "weight_storage_bits": int(weight_mem), "threshold_storage_bits": thr["storage_bits"],
     }
+
+
+def threshold_cost(hw: LayerHw) -> dict:
+    """The threshold step after the accumulator (docs/cost_model.md, "Threshold step"): a ROM
+    of ``N * L`` thresholds of ``t`` bits, read a column's ``L`` at a time per PE, and
+    ``PE * L`` comparators of ``t`` bits whose one-bit results a popcount adds."""
+    n_thr = hw.n_thresholds
+    if hw.thresholds is None:
+        return {"lut": 0, "ff": 0, "bram36": 0, "depth": 0, "storage_bits": 0}
+    width = hw.thr_bits
+    bits = hw.n_out * n_thr * width
+    mem = memory_cost(bits, hw.pe * n_thr * width)
+    count_bits = max(n_thr.bit_length(), 1)
+    return {"lut": hw.pe * (n_thr * width + n_thr) + mem["lut"], "ff": hw.pe * count_bits,
+            "bram36": mem["bram36"], "depth": 1 + math.ceil(math.log2(max(n_thr, 2))),
+            "storage_bits": bits}
 
 
 def hls_report(intmodel, pe: dict | None = None, planes: int | None = None, group_size: int = 0,
@@ -110,7 +129,8 @@ def hls_report(intmodel, pe: dict | None = None, planes: int | None = None, grou
     interval = max(lay["cycles"] for lay in layers)
     totals.update(cycles=cycles, interval=interval, clock_mhz=clock_mhz,
                   latency_us=cycles / clock_mhz, throughput_per_s=clock_mhz * 1e6 / interval,
-                  weight_storage_bits=sum(lay["weight_storage_bits"] for lay in layers))
+                  weight_storage_bits=sum(lay["weight_storage_bits"] for lay in layers),
+                  threshold_storage_bits=sum(lay["threshold_storage_bits"] for lay in layers))
     return {"label": "modeled (cost model; resources are pre-synthesis estimates)", "planes": planes,
             "io_type": io_type, "layers": layers, "totals": totals}
 

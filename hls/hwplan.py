@@ -12,6 +12,10 @@ toward minus infinity, so a weight ``w`` of ``B`` bits ranges over ``[trunc(w), 
 ``trunc(w) = min(w, -2**(B-1) if w < 0 else 0)``. The accumulator register is sized for the
 looser ``K * max|a| * 2**(B-1) + max|bias|``: partial sums (some groups or planes not yet
 added) are not bounded by the final sum's range.
+
+A MAC layer directly followed by a ``threshold`` layer carries that step (``thresholds``,
+``thr_signs``, ``out_quant``): the kernel compares its accumulator against the thresholds in
+place of requantizing it (:func:`threshold_step`).
 """
 
 from __future__ import annotations
@@ -82,6 +86,11 @@ class LayerHw:
     mask: np.ndarray = field(repr=False)  # (N, n_groups) uint8: planes that are not all zero
     words: np.ndarray | None = field(default=None, repr=False)  # (N, n_groups, B, n_words) uint64
     bias: np.ndarray | None = field(default=None, repr=False)  # (N,) int64, accumulator scale
+    # the threshold step replacing requantization when a ``threshold`` layer follows the MAC:
+    # (N, L) int64 on the accumulator's grid, clipped into thr_bits (ascending per row) ...
+    thresholds: np.ndarray | None = field(default=None, repr=False)
+    thr_signs: np.ndarray | None = field(default=None, repr=False)  # (N,) int64: -1 where descending
+    out_quant: dict | None = None  # ... and the QuantSpec dict of the values it produces
 
     @property
     def exp_in(self) -> int:
@@ -91,19 +100,32 @@ class LayerHw:
     def act_max(self) -> int:
         return self.inp.amax
 
+    @property
+    def n_thresholds(self) -> int:
+        """L, thresholds per output column (0: no threshold step)."""
+        return 0 if self.thresholds is None else int(self.thresholds.shape[1])
+
+    @property
+    def thr_bits(self) -> int:
+        """Width of a threshold and of the signed accumulator it is compared with: one bit
+        more than the register, so ``-acc`` and the never-reached ``max + 1`` both fit."""
+        return self.acc_bits + 1
+
     def to_dict(self) -> dict:
         """The scalar facts (what the hls4ml pass and ``csim_meta.json`` carry)."""
         keys = ("name", "onnx_node", "kernel", "fan_in", "n_out", "n_pix", "weight_bits", "w_exp", "group_size",
                 "n_groups", "n_words", "lanes", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi")
         return {**{k: getattr(self, k) for k in keys}, "exp_in": self.exp_in, "act_max": self.act_max,
-                "in_lo": self.inp.lo, "in_hi": self.inp.hi}
+                "in_lo": self.inp.lo, "in_hi": self.inp.hi, "n_thresholds": self.n_thresholds,
+                "thr_bits": self.thr_bits if self.thresholds is not None else 0}
 
 
 def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: int, group_size: int,
              mask: np.ndarray, inp: ValueRange, n_pix: int = 1, pe: int = 1, w_exp: int = 0,
              onnx_node: str | None = None, words: np.ndarray | None = None, bias: np.ndarray | None = None,
-             out_range: tuple[int, int] | None = None, frame_elems: int = 0) -> LayerHw:
-    """The derived widths of one layer (the only place they are worked out)."""
+             out_range: tuple[int, int] | None = None, frame_elems: int = 0, threshold=None) -> LayerHw:
+    """The derived widths of one layer (the only place they are worked out); ``threshold``:
+    the IntModel ``threshold`` layer right after this one, if any."""
     g = fan_in if group_size <= 0 or group_size > fan_in else group_size
     n_words = -(-g // WORD_BITS)
     amax = inp.amax
@@ -114,12 +136,37 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
     # one step adds `lanes` activations; a group of n_words words sums their partial sums
     psum_bits = signed_bits(lanes * amax) + (n_words > 1) * math.ceil(math.log2(n_words))
     lo, hi = out_range if out_range is not None else (-acc_bound, acc_bound)
+    acc_bits = signed_bits(acc_bound)
+    thresholds = signs = out_quant = None
+    if threshold is not None:
+        thresholds, signs = threshold_step(threshold, n_out, acc_bits, name)
+        out_quant = dict(threshold.attrs["quant"])
     return LayerHw(
         name=name, onnx_node=onnx_node or name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix,
         weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), n_words=n_words,
         lanes=lanes, pe=pe, inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=psum_bits,
-        acc_bits=signed_bits(acc_bound), out_lo=lo, out_hi=hi, frame_elems=frame_elems, mask=mask, words=words,
-        bias=bias)
+        acc_bits=acc_bits, out_lo=lo, out_hi=hi, frame_elems=frame_elems, mask=mask, words=words,
+        bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant)
+
+
+def threshold_step(layer, n_out: int, acc_bits: int, mac_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A ``threshold`` layer's (thresholds, signs) for the kernel after MAC layer ``mac_name``.
+
+    Every ``s * acc`` lies inside the ``acc_bits`` register, ``-2**(c-1) < s * acc < 2**(c-1)``,
+    so a threshold below the register's minimum counts exactly like the minimum (always met)
+    and one above its maximum like ``max + 1`` (never met): clipping keeps every comparison's
+    outcome and bounds the ROM width at ``acc_bits + 1``.
+    """
+    t = np.asarray(layer.thresholds, dtype=np.int64)
+    q = layer.out_quant
+    if t.ndim != 2 or t.shape != (n_out, q.qmax - q.qmin):
+        raise HardwarePlanError(f"threshold layer '{layer.name}' after '{mac_name}': thresholds of shape "
+                                f"{t.shape}, expected ({n_out}, {q.qmax - q.qmin}) (output columns, qmax - qmin)")
+    if t.shape[1] and (np.diff(t, axis=1) < 0).any():
+        raise HardwarePlanError(f"threshold layer '{layer.name}': thresholds are not ascending in every row")
+    top = 2 ** (acc_bits - 1)
+    return np.clip(t, -top, top), layer.signs.astype(np.int64)
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,14 +213,19 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
     cur = ValueRange(q.qmin, q.qmax, q.exp, q.signed, q.bits)
     first = cur
     layers = []
-    for layer in intmodel.layers:
+    for index, layer in enumerate(intmodel.layers):
         if layer.is_mac:
-            layers.append(_mac_layer(layer, cur, pe.get(layer.name, 1), group_size))
+            nxt = intmodel.layers[index + 1] if index + 1 < len(intmodel.layers) else None
+            threshold = nxt if nxt is not None and nxt.op == "threshold" else None
+            layers.append(_mac_layer(layer, cur, pe.get(layer.name, 1), group_size, threshold))
             hw = layers[-1]
             # accumulators travel as signed integers, even where every value is >= 0
             cur = ValueRange(hw.out_lo, hw.out_hi, cur.exp + hw.w_exp, True,
                              bits_for(min(hw.out_lo, -1), hw.out_hi))
         elif layer.op in ("requant", "threshold"):
+            if layer.op == "threshold" and (index == 0 or not intmodel.layers[index - 1].is_mac):
+                raise HardwarePlanError(f"threshold layer '{layer.name}' does not directly follow a dense or "
+                                        "conv layer: the bit-serial kernels compare only accumulators")
             s = layer.out_quant
             cur = ValueRange(s.qmin, s.qmax, s.exp, s.signed, s.bits)
         elif layer.op == "relu":
@@ -182,7 +234,7 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
     return HardwarePlan(tuple(layers), first, output)
 
 
-def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int) -> LayerHw:
+def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int, threshold=None) -> LayerHw:
     a = layer.attrs
     bits = int(a["weight_bits"])
     # declared group widths fix the layer's groups (0: one group per column); the default
@@ -210,7 +262,7 @@ def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int) -> LayerHw:
         name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op, fan_in=packed.fan_in,
         n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]), group_size=packed.group_size,
         mask=packed.mask, words=packed.words, inp=inp, pe=int(n_pe), bias=bias,
-        out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), frame_elems=frame)
+        out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), frame_elems=frame, threshold=threshold)
 
 
 def output_range_bits(intmodel, plan: HardwarePlan | None = None) -> tuple[int, bool, int]:

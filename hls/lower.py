@@ -7,11 +7,13 @@ Brevitas = QONNX = C-sim = emulator exact. Anything else is refused with the nod
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
+from flipq.hls.chains import acc_range, compose_affine, pow2_exponent, walk_chain
 from flipq.hls.planes import PlaneError, check_group_bits, pack_layer
 from flipq.host.bitplan import BitPlan, BitPlanError
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
@@ -21,17 +23,20 @@ class UnsupportedNodeError(ValueError):
     """An ONNX node the stack cannot map; the message names the node and its op type."""
 
 
-MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "Flatten", "Reshape")
+MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "MaxPool",
+              "Flatten", "Reshape")
 MAC_NODE_OPS = ("Conv", "MatMul", "Gemm")
 # Shape plumbing that preparation (cleanup, channels-last) folds away.
 FOLDED_OPS = ("Transpose", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat")
 # What to change, for the ops users bring most often that the datapath has no place for.
 _HINTS = {
-    "BatchNormalization": "fold the BatchNorm into the preceding layer's weights and bias before "
-                          "export, or remove it",
     "AveragePool": "use MaxPool, or a strided QuantConv2d",
     "GlobalAveragePool": "use MaxPool, or a strided QuantConv2d",
     "Trunc": "Brevitas TruncAvgPool/QuantAvgPool exports Trunc: use MaxPool instead",
+    "BatchNormalization": "a BatchNorm must follow a Conv/MatMul layer, before its quantizer or at the "
+                          "model's output",
+    "Mul": "a float scale must follow a Conv/MatMul layer (before its quantizer or at the output) or "
+           "precede the input quantizer",
     # left after preparation only where channels-last conversion could not fold it
     "Transpose": "a layout change that preparation could not fold, e.g. a network ending in a Conv: "
                  "end it with Flatten and a QuantLinear",
@@ -74,13 +79,7 @@ def check_mappable(model: ModelWrapper) -> None:
         # parameters computed by other nodes fold to constants in preparation; lower_qonnx checks those
         if node.op_type == "Quant" and not _feeds_bias_only(model, node) and all(
                 model.get_initializer(i) is not None for i in node.input[1:4]):
-            spec = _quant_spec(model, node)
-            if spec.narrow and not spec.signed and model.get_initializer(node.input[0]) is None:
-                # the emulator computes it (levels 0..2**b-2), but hls4ml 1.3's converter raises
-                # NotImplementedError deep inside: refuse before any C++ is generated
-                raise UnsupportedNodeError(
-                    f"{_where(node)}: a narrow-range unsigned activation quantizer ({spec.bits} bits) "
-                    "cannot be converted by hls4ml; use narrow_range=False for unsigned activations")
+            _quant_params(model, node)
 
 
 def _feeds_bias_only(model: ModelWrapper, node) -> bool:
@@ -121,13 +120,14 @@ def _pow2_exp(value, node, what: str) -> int:
     return int(round(e))
 
 
-def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
-    """QONNX ``Quant(x, scale, zeropt, bitwidth)`` -> QuantSpec, refusing what is not exact."""
+def _quant_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarray]:
+    """QONNX ``Quant(x, scale, zeropt, bitwidth)`` -> (bits, signed, narrow, scale), refusing a
+    zero point, a rounding mode or a bit width that is not exact."""
     a = _attrs(node)
     scale, zero, bits = (model.get_initializer(node.input[i]) for i in (1, 2, 3))
     if scale is None or zero is None or bits is None:
         raise UnsupportedNodeError(f"{_where(node)}: scale, zero point and bit width must be constants "
-                                   "(use Brevitas *FixedPoint quantizers with static scales)")
+                                   "(use Brevitas quantizers with static scales)")
     if np.any(np.asarray(zero) != 0):
         nonzero = float(np.asarray(zero, dtype=np.float64).ravel()[np.flatnonzero(np.asarray(zero))[0]])
         raise UnsupportedNodeError(f"{_where(node)}: zero point {nonzero:g} is not 0 (use a symmetric "
@@ -140,24 +140,63 @@ def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
     b = float(np.asarray(bits).ravel()[0])
     if b != int(b):
         raise UnsupportedNodeError(f"{_where(node)}: fractional bit width {b} (use an integer bit width)")
-    return QuantSpec(int(b), bool(a.get("signed", 1)), bool(a.get("narrow", 0)),
-                     _pow2_exp(scale, node, "scale"))
+    sc = np.asarray(scale, dtype=np.float64)
+    if not (np.all(sc > 0) and np.all(np.isfinite(sc))):
+        raise UnsupportedNodeError(f"{_where(node)}: scale {float(sc.ravel()[0])} is not > 0")
+    return int(b), bool(a.get("signed", 1)), bool(a.get("narrow", 0)), sc
 
 
-def _int_weights(model: ModelWrapper, node) -> tuple[np.ndarray, QuantSpec]:
-    spec = _quant_spec(model, node)
+def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
+    """A Quant with a per-tensor power-of-two scale -> QuantSpec (else refused by name)."""
+    bits, signed, narrow, scale = _quant_params(model, node)
+    return QuantSpec(bits, signed, narrow, _pow2_exp(scale, node, "scale"))
+
+
+def _int_weights(model: ModelWrapper, node, transpose: bool = False):
+    """A weight Quant -> (integers, bits, real scale per output channel, power-of-two exponent
+    of a per-tensor scale or None). The output channel is the first axis of a Conv weight
+    (OIHW) and the last of a MatMul weight ((K, N); ``transpose`` for a Gemm's transB)."""
+    bits, signed, narrow, scale = _quant_params(model, node)
+    spec = QuantSpec(bits, signed, narrow, 0)
     w = model.get_initializer(node.input[0]).astype(np.float64)
-    q = np.clip(np.round(w * 2.0 ** -spec.exp), spec.qmin, spec.qmax).astype(np.int64)
-    return q, spec
+    full = np.broadcast_to(scale, w.shape)
+    q = np.clip(np.round(w / full), spec.qmin, spec.qmax).astype(np.int64)
+    if transpose:
+        q, full = q.T.copy(), full.T
+    per_out = full.reshape(full.shape[0], -1) if w.ndim == 4 else full.reshape(-1, full.shape[-1]).T
+    if not np.all(per_out == per_out[:, :1]):
+        raise UnsupportedNodeError(f"{_where(node)}: a weight scale that varies within an output channel "
+                                   "is not supported (use per-tensor or per-output-channel scales)")
+    return q, bits, per_out[:, 0].copy(), pow2_exponent(scale)
+
+
+def _input_affine(model: ModelWrapper, in_name: str):
+    """Elementwise float ops on the graph input before its quantizer (FINN's ``2 * x - 1``):
+    [(op, value)] and the input Quant node."""
+    ops = []
+    cur = in_name
+    node = model.find_consumer(cur)
+    while node is not None and node.op_type in ("Mul", "Div", "Add", "Sub"):
+        others = [i for i in node.input if i != cur]
+        value = model.get_initializer(others[0]) if len(others) == 1 else None
+        if value is None or np.asarray(value).size != 1 or (node.op_type in ("Sub", "Div") and node.input[0] != cur):
+            break
+        ops.append((node.op_type.lower(), float(np.asarray(value, dtype=np.float32).ravel()[0])))
+        cur = node.output[0]
+        node = model.find_consumer(cur)
+    return ops, node
 
 
 def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     """Prepared QONNX (see :func:`flipq.hls.prepare.prepare_qonnx`) -> :class:`IntModel`.
 
     With a ``plan``, the MAC layers are named after it (in order) and their weight and
-    input-activation bits are checked against the graph. A bias (the MAC node's own input,
-    or a constant ``Add`` right after it, each a constant or a Quant on one) becomes the
-    layer's integer bias at the accumulator's scale.
+    input-activation bits are checked against the graph. Where a MAC layer's chain to its
+    quantizer is a bias on the accumulator's grid and a ReLU, with power-of-two scales, the
+    bias becomes the layer's integer bias and the quantizer a shift (``requant``); any other
+    chain (float or per-channel scales, BatchNorm, a bias off the grid, a narrow unsigned
+    quantizer) becomes integer thresholds, or at the graph output the float output affine
+    (:mod:`flipq.hls.chains`).
     """
     graph = model.graph
     if len(graph.input) != 1 or len(graph.output) != 1:
@@ -169,28 +208,38 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     const_quants = {node.output[0]: node for node in graph.node
                     if node.op_type == "Quant" and model.get_initializer(node.input[0]) is not None}
 
-    first = model.find_consumer(in_name)
+    input_affine, first = _input_affine(model, in_name)
     if first is None or first.op_type != "Quant":
         feeds = "nothing" if first is None else _where(first)
         raise UnsupportedNodeError(
             f"the graph input must feed an input quantizer (Quant); it feeds {feeds} (put a "
             "QuantIdentity first in the model, before any flatten or reshape)")
-    input_quant = _quant_spec(model, first)
+    skip = {n.name for n in graph.node if n.op_type in ("Mul", "Div", "Add", "Sub")
+            and _upstream_of(model, n, first)}
+    bits, signed, narrow, in_scale = _quant_params(model, first)
+    if np.asarray(in_scale).size != 1:
+        raise UnsupportedNodeError(f"{_where(first)}: a per-channel input scale is not supported "
+                                   "(use one scale for the whole input)")
+    in_exp = pow2_exponent(in_scale)
+    if in_exp is None:  # Quant divides by its scale in float32: the host does the same
+        input_affine.append(("div", float(np.asarray(in_scale, dtype=np.float32).ravel()[0])))
+    input_quant = QuantSpec(bits, signed, narrow, in_exp if in_exp is not None else 0)
 
+    st = _State(exp=input_quant.exp, act_bits=input_quant.bits, real=float(np.ravel(in_scale)[0]),
+                exact=in_exp is not None, lo=input_quant.qmin, hi=input_quant.qmax)
     layers: list[IntLayer] = []
-    exp = input_quant.exp
-    act_bits = input_quant.bits
-    macs = []  # (layer, weight spec, input act bits)
+    macs = []  # (layer, weight bits, input act bits)
     mac_out = None  # output tensor of the MAC layer last lowered, while nothing else followed it
+    output_affine = None
     for node in graph.node:
-        if node is first or node.output[0] in const_quants:
+        if node is first or node.output[0] in const_quants or node.name in skip:
             continue
         out_shape = model.get_tensor_shape(node.output[0])
         attrs = _attrs(node)
         base = {"onnx_node": node.name, "out_shape": list(out_shape[1:]) if out_shape else None}
         op = node.op_type
         if op == "Add":
-            _add_bias(model, node, layers[-1] if layers else None, mac_out, exp)
+            _add_bias(model, node, layers[-1] if layers else None, mac_out, st.exp)
             mac_out = node.output[0]
             continue
         mac_out = None
@@ -199,48 +248,65 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 raise UnsupportedNodeError(
                     f"{_where(node)}: weights must come from a Quant node on a constant "
                     "(a Brevitas quantized layer)")
-            w, wspec = _int_weights(model, const_quants[node.input[1]])
-            bias = None
-            if len(node.input) > 2 and node.input[2]:
-                bias = _int_bias(model, node, node.input[2], exp + wspec.exp)
-            if op == "Conv":
-                if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
-                    raise UnsupportedNodeError(
-                        f"{_where(node)}: grouped or dilated convolution is not supported (use groups=1, "
-                        "dilation=1)")
-                if node.domain != "qonnx.custom_op.channels_last":
-                    raise UnsupportedNodeError(
-                        f"{_where(node)}: expected a channels-last Conv; "
-                        "run flipq.hls.prepare.prepare_qonnx first")
-                pads = attrs.get("pads", [0, 0, 0, 0])  # ONNX: top, left, bottom, right
-                layer = IntLayer("conv", node.name, dict(base, stride=list(attrs.get("strides", [1, 1])),
-                                                        pads=list(pads), w_exp=wspec.exp),
-                                 weight=w.transpose(1, 2, 3, 0).copy(), bias=bias)  # OHWI -> HWIO
-            else:
-                if op == "Gemm" and attrs.get("transB", 0):
-                    w = w.T.copy()
-                layer = IntLayer("dense", node.name, dict(base, w_exp=wspec.exp), weight=w, bias=bias)
-            layer.attrs.update(weight_bits=wspec.bits, act_bits=act_bits)
+            transpose = op == "Gemm" and attrs.get("transB", 0)
+            w, wbits, w_scale, w_exp = _int_weights(model, const_quants[node.input[1]], transpose)
+            chain = walk_chain(model, node)
+            layer = _mac_layer(model, node, attrs, base, w, w_exp)
+            layer.attrs.update(weight_bits=wbits, act_bits=st.act_bits)
             layers.append(layer)
-            macs.append((layer, wspec, act_bits))
-            exp += wspec.exp
-            act_bits = None  # accumulator: wide until the next quantizer
-            mac_out = node.output[0]
+            macs.append((layer, wbits, st.act_bits))
+            if _simple(model, node, chain, st, w_exp, layer):
+                st.exp += w_exp
+                st.act_bits = None  # accumulator: wide until the next quantizer
+                st.real = 2.0 ** st.exp
+                mac_out = node.output[0]
+                continue
+            layer.bias = None  # the chain holds the bias
+            w_kn = layer.weight.reshape(-1, layer.weight.shape[-1])
+            if w_exp is None:
+                layer.attrs.update(w_int=True, w_exp=0)
+            acc_exp = st.exp + layer.attrs["w_exp"]
+            if chain.to_output:
+                own = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                a, b, relu = compose_affine(model, chain, node.output[0], st.real * w_scale, _const_value,
+                                            _refuse_at, own)
+                lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+                # float32 reference vs float64 here: the MAC's float32 sum of K terms plus a few
+                # rounded ops, each within 2**-24 of the largest magnitude the channel reaches
+                bound = (w_kn.shape[0] + 8) * 2.0**-24 * (np.abs(a) * np.maximum(-lo, hi) + np.abs(b))
+                output_affine = {"scale": [float(v) for v in a / 2.0**acc_exp], "bias": [float(v) for v in b],
+                                 "bound": [float(v) for v in bound], "relu": relu,
+                                 "onnx_nodes": [n.name for n in chain.nodes]}
+                st.exp = acc_exp
+            elif chain.quant is None:
+                stop = chain.stop
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: its output reaches "
+                    f"{'several nodes' if stop is None else _where(stop)} before any quantizer; put an "
+                    "activation quantizer (QuantIdentity/QuantReLU) after the layer's bias, scale or BatchNorm")
+            else:
+                layers += _threshold_layers(model, node, chain, st, w_kn, wbits, w_scale, base)
+            skip.update(n.name for n in chain.nodes)
         elif op == "Relu":
             layers.append(IntLayer("relu", node.name, base))
+            st.lo, st.hi = max(st.lo, 0), max(st.hi, 0)
         elif op == "Quant":
             spec = _quant_spec(model, node)
+            if not st.exact:
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: a quantizer on values with a non-power-of-two scale that no layer "
+                    "feeds directly (e.g. after a pool) cannot be mapped; quantize right after the layer")
             relu = bool(layers) and layers[-1].op == "relu"
             if relu:
                 layers.pop()
+            if spec.narrow and not spec.signed:
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: a narrow-range unsigned quantizer that no layer feeds directly "
+                    "cannot be mapped; use narrow_range=False, or quantize right after the layer")
             layers.append(IntLayer("requant", node.name, dict(base, quant=spec.to_dict(), relu=relu)))
-            exp, act_bits = spec.exp, spec.bits
+            st.set_quant(spec, 2.0**spec.exp, True)
         elif op == "MaxPool":
-            if any(attrs.get("pads", [0, 0, 0, 0])) or attrs.get("ceil_mode", 0):
-                raise UnsupportedNodeError(f"{_where(node)}: padding or ceil_mode is not supported "
-                                           "(use MaxPool2d(k) without padding, ceil_mode=False)")
-            layers.append(IntLayer("maxpool", node.name, dict(
-                base, kernel=list(attrs["kernel_shape"]), stride=list(attrs.get("strides", attrs["kernel_shape"])))))
+            layers.append(_maxpool(node, attrs, base))
         elif op in ("Flatten", "Reshape"):
             if out_shape is None or len(out_shape) != 2:
                 raise UnsupportedNodeError(f"{_where(node)}: only flattening to 2-D is supported")
@@ -255,8 +321,162 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     if plan is not None:
         _apply_plan(plan, macs)
     shape = tuple(in_shape[1:])
-    return IntModel(input_shape=shape, input_quant=input_quant, layers=layers, output_exp=exp,
-                    plan=plan, input_layout="NCHW" if len(shape) == 3 else "NC")
+    return IntModel(input_shape=shape, input_quant=input_quant, layers=layers, output_exp=st.exp,
+                    plan=plan, input_layout="NCHW" if len(shape) == 3 else "NC", input_affine=input_affine,
+                    output_affine=output_affine)
+
+
+@dataclass
+class _State:
+    """The tensor the walk is at: its grid exponent (as the C++ graph holds it), bits, real
+    scale, whether the real scale is exactly ``2**exp``, and its integer range."""
+
+    exp: int
+    act_bits: int | None
+    real: float
+    exact: bool
+    lo: int
+    hi: int
+
+    def set_quant(self, spec: QuantSpec, real: float, exact: bool) -> None:
+        self.exp, self.act_bits, self.real, self.exact = spec.exp, spec.bits, real, exact
+        self.lo, self.hi = spec.qmin, spec.qmax
+
+
+def _upstream_of(model: ModelWrapper, node, target) -> bool:
+    """``node`` lies on the path from the graph input to ``target`` (the input quantizer)."""
+    cur = model.find_consumer(node.output[0])
+    while cur is not None:
+        if cur is target or cur.name == target.name:
+            return True
+        if cur.op_type not in ("Mul", "Div", "Add", "Sub"):
+            return False
+        cur = model.find_consumer(cur.output[0])
+    return False
+
+
+def _refuse_at(node, what: str):
+    return UnsupportedNodeError(f"{_where(node)}: {what}")
+
+
+def _mac_layer(model, node, attrs, base, w, w_exp) -> IntLayer:
+    op = node.op_type
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = node.input[2]  # resolved by _simple (grid) or the chain (thresholds)
+    if op == "Conv":
+        if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            raise UnsupportedNodeError(
+                f"{_where(node)}: grouped or dilated convolution is not supported (use groups=1, "
+                "dilation=1)")
+        if node.domain != "qonnx.custom_op.channels_last":
+            raise UnsupportedNodeError(
+                f"{_where(node)}: expected a channels-last Conv; "
+                "run flipq.hls.prepare.prepare_qonnx first")
+        pads = attrs.get("pads", [0, 0, 0, 0])  # ONNX: top, left, bottom, right
+        layer = IntLayer("conv", node.name, dict(base, stride=list(attrs.get("strides", [1, 1])),
+                                                 pads=list(pads), w_exp=w_exp),
+                         weight=w.transpose(1, 2, 3, 0).copy())  # OHWI (channels last) -> HWIO
+    else:
+        layer = IntLayer("dense", node.name, dict(base, w_exp=w_exp), weight=w)
+    layer.bias = bias
+    return layer
+
+
+def _simple(model, node, chain, st: _State, w_exp, layer: IntLayer) -> bool:
+    """The chain is what a shift requantization computes exactly: power-of-two scales all along,
+    at most a bias on the accumulator's grid and a ReLU (and MaxPool) before a quantizer that is
+    not narrow unsigned. Resolves the layer's own bias input when it is."""
+    bias_name = layer.bias
+    layer.bias = None
+    if not st.exact or w_exp is None or any(op not in ("Add", "Relu", "MaxPool", "Quant") for op in chain.ops):
+        return False
+    if chain.quant is not None:
+        bits, signed, narrow, scale = _quant_params(model, chain.quant)
+        if pow2_exponent(scale) is None or (narrow and not signed):
+            return False
+    adds = [n for n in chain.nodes if n.op_type == "Add"]
+    if adds and chain.nodes.index(adds[-1]) != len(adds) - 1:
+        return False  # a constant added after the ReLU is not a bias
+    try:
+        if bias_name is not None:
+            layer.bias = _int_bias(model, node, bias_name, st.exp + w_exp)
+        cur = node.output[0]
+        for add in adds:
+            _int_bias(model, add, [i for i in add.input if i != cur][0], st.exp + w_exp)
+            cur = add.output[0]
+    except UnsupportedNodeError:
+        layer.bias = None
+        return False
+    return True
+
+
+def _maxpool(node, attrs, base) -> IntLayer:
+    if any(attrs.get("pads", [0, 0, 0, 0])) or attrs.get("ceil_mode", 0):
+        raise UnsupportedNodeError(f"{_where(node)}: padding or ceil_mode is not supported "
+                                   "(use MaxPool2d(k) without padding, ceil_mode=False)")
+    return IntLayer("maxpool", node.name, dict(
+        base, kernel=list(attrs["kernel_shape"]), stride=list(attrs.get("strides", attrs["kernel_shape"]))))
+
+
+def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base) -> list[IntLayer]:
+    """The threshold layer for ``chain`` (ending in a Quant), then its MaxPools moved after it."""
+    from flipq.hls.thresholds import FloatChain, derive_thresholds, levels
+
+    quant = chain.quant
+    bits, signed, narrow, q_scale = _quant_params(model, quant)
+    if np.asarray(q_scale).size != 1:
+        raise UnsupportedNodeError(f"{_where(quant)}: a per-channel activation scale is not supported "
+                                   "(use one scale per activation tensor)")
+    q_real = float(np.ravel(q_scale)[0])
+    q_exp = pow2_exponent(q_scale)
+    spec = QuantSpec(bits, signed, narrow, q_exp if q_exp is not None else 0)
+    pools = [n for n in chain.nodes if n.op_type == "MaxPool"]
+    # MaxPool commutes with the (per-channel non-decreasing) step function: evaluate without it
+    rename = {p.output[0]: p.input[0] for p in pools}
+    evaluated = []
+    for n in chain.nodes:
+        if n.op_type == "MaxPool":
+            continue
+        n2 = type(n)()
+        n2.CopyFrom(n)
+        for i, name in enumerate(n2.input):
+            while name in rename:
+                name = rename[name]
+            n2.input[i] = name
+        evaluated.append(n2)
+    bias = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    fn = FloatChain(model, node.output[0], evaluated, quant.output[0], st.real, w_scale, node.name, _const_value,
+                    bias=bias)
+    lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+    try:
+        t, descending = derive_thresholds(lambda acc: levels(fn(acc), q_real), lo, hi, spec.qmin, spec.qmax,
+                                          name=node.name)
+    except Exception as e:
+        if isinstance(e, UnsupportedNodeError):
+            raise
+        from flipq.hls.thresholds import ThresholdError
+        if isinstance(e, ThresholdError):
+            raise
+        raise UnsupportedNodeError(f"{_where(node)}: its chain to {_where(quant)} cannot be evaluated "
+                                   f"({type(e).__name__}: {e})") from e
+    if descending and pools:
+        raise UnsupportedNodeError(
+            f"{_where(pools[0])}: MaxPool between a layer and its quantizer with a decreasing channel "
+            f"({descending[0]}, e.g. a negative BatchNorm weight) cannot be mapped; pool after the quantizer")
+    out_shape = model.get_tensor_shape(quant.output[0])
+    layer = IntLayer("threshold", quant.name, dict(
+        base, onnx_node=quant.name, out_shape=list(out_shape[1:]) if out_shape else base["out_shape"],
+        quant=spec.to_dict(), descending=descending, scale=q_real, chain=[n.name for n in chain.nodes]),
+        thresholds=t)
+    if pools:  # the threshold's output has the MAC's shape; the pools restore the chain's
+        layer.attrs["out_shape"] = base["out_shape"]
+    st.set_quant(spec, q_real, q_exp is not None)
+    out = [layer]
+    for p in pools:
+        p_shape = model.get_tensor_shape(p.output[0])
+        out.append(_maxpool(p, _attrs(p), {"onnx_node": p.name, "out_shape": list(p_shape[1:])}))
+    return out
 
 
 def _add_bias(model: ModelWrapper, node, last: IntLayer | None, mac_out: str | None, acc_exp: int) -> None:
@@ -324,10 +544,10 @@ def _apply_plan(plan: BitPlan, macs) -> None:
         raise BitPlanError(
             f"plan has {len(plan)} layers ({', '.join(plan.names)}) but the model has {len(macs)} "
             f"Conv/MatMul layers ({', '.join(layer.attrs['onnx_node'] for layer, _, _ in macs)})")
-    for lb, (layer, wspec, in_bits) in zip(plan, macs):
-        if lb.weight_bits != wspec.bits and lb.max_weight_bits != wspec.bits:
+    for lb, (layer, wbits, in_bits) in zip(plan, macs):
+        if lb.weight_bits != wbits and lb.max_weight_bits != wbits:
             raise BitPlanError(f"layer '{lb.name}': plan says weight_bits={lb.weight_bits}, "
-                               f"the model's weights have {wspec.bits} bits")
+                               f"the model's weights have {wbits} bits")
         if in_bits is not None and lb.act_bits != in_bits:
             raise BitPlanError(f"layer '{lb.name}': plan says act_bits={lb.act_bits}, "
                                f"the model feeds it {in_bits}-bit activations")
@@ -335,7 +555,7 @@ def _apply_plan(plan: BitPlan, macs) -> None:
         if lb.group_size:
             layer.attrs["group_size"] = lb.group_size
         if lb.group_bits is not None:
-            _check_group_bits(lb, layer.weight, wspec.bits)
+            _check_group_bits(lb, layer.weight, wbits)
             layer.attrs["group_bits"] = list(lb.group_bits)
 
 

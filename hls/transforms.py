@@ -30,6 +30,8 @@ class GemmWithoutBiasToMatMul(Transformation):
                 weight = transposed
             new_nodes.append(helper.make_node("MatMul", [node.input[0], weight], list(node.output),
                                               name=node.name))
+            for new in new_nodes:  # the user's node name and op, for errors (flipq.hls.lower.source_name)
+                new.metadata_props.extend(node.metadata_props)
             graph.node.remove(node)
             for offset, new in enumerate(new_nodes):
                 graph.node.insert(index + offset, new)

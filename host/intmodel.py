@@ -120,7 +120,7 @@ class IntModel:
     plan: BitPlan | None = None
     input_layout: str = "NCHW"  # the layout users feed (the torch model's own)
     input_affine: list = field(default_factory=list)  # [(op, float)], op in AFFINE_OPS, float32
-    output_affine: dict | None = None  # {"scale": [C floats], "bias": [C floats]}
+    output_affine: dict | None = None  # {"scale": [C], "bias": [C], "bound": [C]} floats, "relu": bool
 
     def __post_init__(self):
         self.input_affine = [(str(op), float(v)) for op, v in self.input_affine]
@@ -138,12 +138,22 @@ class IntModel:
             x = {"mul": np.multiply, "div": np.divide, "add": np.add, "sub": np.subtract}[op](x, c)
         return x
 
+    def output_bound(self) -> np.ndarray | float:
+        """Per output channel, the most :meth:`to_real` may differ from the float32 reference
+        (QONNX execution, torch): 0 without an output affine (exact), else the bound lowering
+        recorded, ``(K + 8) * 2**-24 * (|scale| * max|acc| + |bias|)`` (docs/datapath.md)."""
+        if self.output_affine is None:
+            return 0.0
+        return np.asarray(self.output_affine.get("bound", 0.0), dtype=np.float64)
+
     def to_real(self, q: np.ndarray) -> np.ndarray:
         """Integer outputs -> real outputs: ``q * 2**output_exp``, then the output affine."""
         y = np.asarray(q).astype(np.float64) * 2.0**self.output_exp
         if self.output_affine is not None:
             y = y * np.asarray(self.output_affine["scale"], dtype=np.float64) + \
                 np.asarray(self.output_affine["bias"], dtype=np.float64)
+            if self.output_affine.get("relu"):
+                y = np.maximum(y, 0.0)
         return y
 
     @property

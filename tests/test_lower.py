@@ -54,9 +54,19 @@ def test_mappable_graph_lowers_and_matches_qonnx_execution():
     assert np.array_equal(Emulator(im).forward(x), want.astype(np.float64))
 
 
-def test_non_power_of_two_scale_is_refused():
-    with pytest.raises(UnsupportedNodeError, match=r"node 'QuantW' \(op type Quant\): scale 0.3 is not a power of two"):
-        lower_qonnx(_graph_with("Relu", scale=0.3))
+def test_float_weight_scale_at_the_output_is_an_affine_within_its_bound():
+    import qonnx.core.onnx_exec as oxe
+
+    from flipq.host.emulator import Emulator
+
+    model = _graph_with("Relu", scale=0.3)
+    im = lower_qonnx(model)
+    assert im.output_affine["relu"] and im.layers[0].attrs["w_int"]
+    x = np.random.default_rng(3).normal(size=(40, 6)).astype(np.float32) * 4
+    want = np.concatenate([oxe.execute_onnx(model, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    got = Emulator(im).forward(x)
+    assert np.all(np.abs(got - want) <= im.output_bound())
+    assert not np.array_equal(im.output_bound(), np.zeros(3))
 
 
 def test_missing_and_corrupt_model_files_name_the_file(tmp_path):
@@ -129,10 +139,7 @@ def _refused_net(case: str):
 
 
 @pytest.mark.parametrize("case, op, message", [
-    ("batchnorm", "BatchNormalization", "fold the BatchNorm into the preceding layer"),
     ("avgpool", "AveragePool", "use MaxPool"),
-    ("float-scale", "Quant", r"scale 0\.\d+ is not a power of two.*\*FixedPoint"),
-    ("per-channel", "Quant", "per-channel scale is not supported.*PerTensorFixedPoint"),
     ("zero-point", "Quant", r"zero point \d+ is not 0 \(use a symmetric quantizer"),
     ("floor", "Quant", "rounding mode FLOOR is not supported.*ROUND"),
 ])
@@ -157,7 +164,27 @@ def test_brevitas_export_refused_before_any_rewriting(tmp_path, case, op, messag
     assert named.group(1) in {n.name for n in raw.graph.node if n.op_type == op}
 
 
-def test_cli_refuses_a_batchnorm_model_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("case", ["float-scale", "per-channel"])
+def test_float_and_per_channel_scales_now_lower(tmp_path, case):
+    """Once refused by name; now integer weights with a per-channel real scale, and a float
+    output affine (exact thresholds where a quantizer follows: tests/test_thresholds.py)."""
+    import contextlib
+    import io
+
+    import torch
+    from brevitas.export import export_qonnx
+
+    from flipq.hls.verify import lower_model
+
+    path = tmp_path / f"{case}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        export_qonnx(_refused_net(case), torch.rand(1, 1, 4, 4), export_path=str(path))
+    intmodel, _, _ = lower_model(load_qonnx(path))
+    assert intmodel.output_affine is not None or intmodel.input_affine
+
+
+def test_cli_refuses_a_batchnorm_without_quantizer_in_one_line(tmp_path, capsys):
+    """conv -> BatchNorm -> flatten -> linear: no quantizer between two layers."""
     import contextlib
     import io
 
@@ -171,7 +198,7 @@ def test_cli_refuses_a_batchnorm_model_in_one_line(tmp_path, capsys):
         export_qonnx(_refused_net("batchnorm"), torch.rand(1, 1, 4, 4), export_path=str(path))
     assert main(["hls", str(path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("flipq: error: node '") and "(op type BatchNormalization)" in err
+    assert err.startswith("flipq: error: node '") and "(op type Conv)" in err and "before any quantizer" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o" / "hls" / "bitserial").exists()
 
@@ -192,10 +219,12 @@ def test_bias_add_on_graph_is_folded_and_exact():
     x = np.random.default_rng(5).normal(size=(30, 6)).astype(np.float32) * 4
     want = np.concatenate([oxe.execute_onnx(model, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
     assert np.array_equal(Emulator(im).forward(x), want.astype(np.float64))
+    # off the grid, at the output: the float output affine, within its documented bound
     model.set_initializer("bias", np.array([0.5, 0.01, 0.25], dtype=np.float32))
-    with pytest.raises(UnsupportedNodeError, match=r"node 'Odd_0' \(op type Add\): bias value 0\.01\d* is not a "
-                                                   r"multiple of the accumulator scale 2\^-5"):
-        lower_qonnx(model)
+    im = lower_qonnx(model)
+    assert im.mac_layers[0].bias is None and im.output_affine["bias"][1] == pytest.approx(0.01)
+    want = np.concatenate([oxe.execute_onnx(model, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    assert np.all(np.abs(Emulator(im).forward(x) - want) <= im.output_bound())
 
 
 def test_add_of_two_activations_is_refused():

@@ -364,15 +364,17 @@ def test_random_signed_model_through_the_board_wrapper(tmp_path, seed, io_type, 
         assert bad.size == 0, f"planes={planes}: the board wrapper differs from the emulator on rows {bad.tolist()}"
 
 
-def test_narrow_unsigned_quantizer_is_refused_by_name(reported, tmp_path):
-    """hls4ml cannot convert a narrow unsigned Quant; the build says which node, before hls4ml."""
+def test_narrow_unsigned_input_quantizer_builds_and_is_exact(reported, tmp_path):
+    """Once refused (hls4ml cannot convert a narrow unsigned Quant): the host quantizes the
+    input (levels 0..2**b-2) and the graph hls4ml sees holds a plain unsigned one."""
     import copy
 
     from onnx import helper
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from flipq.hls.bitserial import BitSerialError, build_bitserial
+    from flipq.hls.bitserial import build_bitserial
     from flipq.hls.lower import lower_qonnx
+    from flipq.host.csim import CsimBackend
 
     _, _, prepared, _, _ = reported
     model = ModelWrapper(copy.deepcopy(prepared.model))  # the fixture's model stays as it is
@@ -380,6 +382,8 @@ def test_narrow_unsigned_quantizer_is_refused_by_name(reported, tmp_path):
     narrow = next(a for a in node.attribute if a.name == "narrow")
     narrow.CopyFrom(helper.make_attribute("narrow", 1))
     intmodel = lower_qonnx(model)
-    with pytest.raises(BitSerialError, match="the input quantizer: a narrow-range unsigned quantizer"):
-        build_bitserial(intmodel, model, tmp_path / "hls", compile=False)
-    assert not (tmp_path / "hls").exists()
+    assert intmodel.input_quant.qmax == 2**intmodel.input_quant.bits - 2
+    build = build_bitserial(intmodel, model, tmp_path / "hls")
+    q = np.random.default_rng(0).integers(0, intmodel.input_quant.qmax + 1, size=(64, *intmodel.input_shape))
+    with CsimBackend(build.lib_path, build.meta) as csim:
+        assert np.array_equal(csim.run(q, None), Emulator(intmodel).run(q))

@@ -2,6 +2,8 @@
 static const uint64_t fq_planes${index}[${n_words_total}] = {${words}};
 static const uint8_t fq_mask${index}[${n_mask}] = {${mask}};
 static const ${accum_t} fq_bias${index}[${n_out}] = {${bias}};
+static const ${thr_t} fq_thr${index}[${thr_rows}][${thr_cols}] = {${thresholds}};
+static const bool fq_desc${index}[${thr_rows}] = {${descending}};
 struct config${index} : ${base} {
     static const unsigned n_in = ${n_in};
     static const unsigned n_out = ${n_out};
@@ -15,4 +17,5 @@ ${geometry}
     typedef ${act_raw_t} act_raw_t;
     typedef ${psum_t} psum_t;
     typedef ${accum_t} accum_t;
+    typedef ${thr_t} thr_t;
 ${requant}};

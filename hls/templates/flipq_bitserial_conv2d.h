@@ -37,7 +37,10 @@ void conv2d_patch(const typename CONFIG_T::act_raw_t frame[CONFIG_T::in_height *
 template <class data_T, class res_T, class CONFIG_T>
 void bitserial_conv2d(const data_T data[CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan],
                       res_T res[CONFIG_T::out_height * CONFIG_T::out_width * CONFIG_T::n_out], const uint64_t *planes_data,
-                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned planes) {
+                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias,
+                      const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
+                      const bool descending[CONFIG_T::thr_rows], unsigned planes) {
+#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
     static const unsigned n_pixels_in = CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan;
     typename CONFIG_T::act_raw_t frame[n_pixels_in];
     typename CONFIG_T::act_raw_t patch[CONFIG_T::n_in];
@@ -51,7 +54,8 @@ PixelLoop:
             conv2d_patch<CONFIG_T>(frame, patch, oy, ox);
             bitserial_matvec<CONFIG_T>(patch, acc, planes_data, mask_data, bias, lowest);
             for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-                res[(oy * CONFIG_T::out_width + ox) * CONFIG_T::n_out + n] = layer_output<res_T, CONFIG_T>(acc[n]);
+                res[(oy * CONFIG_T::out_width + ox) * CONFIG_T::n_out + n] =
+                    layer_output<res_T, CONFIG_T>(acc[n], n, thresholds, descending);
         }
     }
 }
@@ -60,7 +64,10 @@ PixelLoop:
 // buffered whole (simple, and small for the nets flipq targets; see docs/cost_model.md).
 template <class data_T, class res_T, class CONFIG_T>
 void bitserial_conv2d(hls::stream<data_T> &data, hls::stream<res_T> &res, const uint64_t *planes_data,
-                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned planes) {
+                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias,
+                      const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
+                      const bool descending[CONFIG_T::thr_rows], unsigned planes) {
+#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
     static const unsigned n_pixels_in = CONFIG_T::in_height * CONFIG_T::in_width;
     typename CONFIG_T::act_raw_t frame[n_pixels_in * CONFIG_T::n_chan];
     typename CONFIG_T::act_raw_t patch[CONFIG_T::n_in];
@@ -79,7 +86,7 @@ PixelLoop:
             bitserial_matvec<CONFIG_T>(patch, acc, planes_data, mask_data, bias, lowest);
             res_T beat;
             for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-                beat[n] = layer_output<typename res_T::value_type, CONFIG_T>(acc[n]);
+                beat[n] = layer_output<typename res_T::value_type, CONFIG_T>(acc[n], n, thresholds, descending);
             res.write(beat);
         }
     }

@@ -28,6 +28,14 @@ struct bitserial_config {
     static const int rq_min = 0;   // the quantizer's integer range (narrow-aware)
     static const int rq_max = 0;
     typedef ap_int<2> rq_t;        // holds the accumulator after a left shift
+    // A threshold step instead (the integer model's `threshold` layer; rq_min is its bottom):
+    // n_thr thresholds per column on the accumulator's raw grid, in a thr_rows x thr_cols ROM
+    // (1 x 1 and never read when off). thr_t also holds -acc.
+    static const bool threshold = false;
+    static const unsigned n_thr = 0;
+    static const unsigned thr_rows = 1;
+    static const unsigned thr_cols = 1;
+    typedef ap_int<2> thr_t;
 };
 
 // First plane to accumulate for the run-time precision: planes B-1 .. B-k (docs/datapath.md).
@@ -47,13 +55,40 @@ template <class res_T, class acc_T> inline res_T from_raw_bits(const acc_T &acc)
     return y;
 }
 
+// FINN's MultiThreshold on the accumulator, as flipq.host.emulator.apply_thresholds defines
+// it: rq_min plus the number of the column's thresholds that s * acc reaches (s = -1 for a
+// descending channel). The n_thr comparisons run side by side (the caller partitions the
+// column's thresholds) and their one-bit results are summed.
+template <class CONFIG_T>
+inline typename CONFIG_T::rq_t threshold_count(const typename CONFIG_T::accum_t &acc,
+                                               const typename CONFIG_T::thr_t column[CONFIG_T::thr_cols],
+                                               bool descending) {
+    typedef typename CONFIG_T::thr_t thr_t;
+    const thr_t v = descending ? thr_t(-thr_t(acc)) : thr_t(acc);
+    typename CONFIG_T::rq_t q = CONFIG_T::rq_min;
+ThresholdLoop:
+    for (unsigned k = 0; k < CONFIG_T::n_thr; k++) {
+#pragma HLS UNROLL
+        if (v >= column[k])
+            q++;
+    }
+    return q;
+}
+
 // What the layer writes. hls4ml folds a Quant that directly follows a Dense/Conv into that
 // layer's result type (its MergeLinearActivation pass) and relies on the layer casting its
 // accumulator to it; a bit-serial layer writes raw accumulator bits, so without this step a
 // quantizer with no ReLU before it (a signed QuantIdentity between layers) simply vanished.
 // Done in integers, as flipq.host.emulator.requantize defines it: round half to even onto
 // the quantizer's grid, then saturate to its range (narrow-aware, which AP_SAT is not).
-template <class res_T, class CONFIG_T> inline res_T layer_output(const typename CONFIG_T::accum_t &acc) {
+// A threshold step (threshold_count) replaces the requantization where the integer model has
+// one; it needs to know which column n it serves.
+template <class res_T, class CONFIG_T>
+inline res_T layer_output(const typename CONFIG_T::accum_t &acc, unsigned n,
+                          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
+                          const bool descending[CONFIG_T::thr_rows]) {
+    if (CONFIG_T::threshold)
+        return from_raw_bits<res_T>(threshold_count<CONFIG_T>(acc, thresholds[n], descending[n]));
     if (!CONFIG_T::requant)
         return from_raw_bits<res_T>(acc);
     typedef typename CONFIG_T::rq_t rq_t;
