@@ -28,9 +28,12 @@ CNV_NAMES = ("cnv_1w1a", "cnv_1w2a", "cnv_2w2a")
 FC_NAMES = ("tfc_1w1a", "tfc_1w2a", "tfc_2w2a", "sfc_1w1a", "sfc_1w2a", "sfc_2w2a", "lfc_1w1a", "lfc_1w2a")
 
 
-def input_shape(name: str) -> tuple[int, ...]:
-    """The NCHW input of a reference network (without batch), as FINN exports it."""
-    return (3, 32, 32) if name.startswith("cnv") or name == "shape_cnv" else (1, 28, 28)
+def input_shape(name: str, flat: bool = True) -> tuple[int, ...]:
+    """The input of a reference network (without batch): NCHW for CNV; for the FC nets (784,)
+    with ``flat`` (see :func:`finn_model`), else FINN's own (1, 28, 28)."""
+    if name.startswith("cnv") or name == "shape_cnv":
+        return (3, 32, 32)
+    return (784,) if flat else (1, 28, 28)
 
 
 def random_images(n: int, shape, seed: int = 0) -> np.ndarray:
@@ -46,15 +49,41 @@ def _norm_layers(model):
     return [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, TensorNorm))]
 
 
-def finn_model(name: str, seed: int = 0, calibration_rows: int = 64):
+def _flat_fc(cfg):
+    """FINN's FC (brevitas_examples' ``fc(cfg)``) taking inputs already flat: its forward begins
+    with ``x.view(n, -1)``, a Reshape in front of the input affine and quantizer, which flipq's
+    lowering refuses ("the graph input must feed an input quantizer"), even on a flat input."""
+    import ast
+
+    import torch
+    from brevitas_examples.bnn_pynq.models.FC import FC
+
+    class FlatFC(FC):
+        def forward(self, x):  # FC.forward without the leading view
+            x = 2.0 * x - torch.tensor([1.0], device=x.device)
+            for mod in self.features:
+                x = mod(x)
+            return x
+
+    return FlatFC(num_classes=cfg.getint("MODEL", "NUM_CLASSES"),
+                  weight_bit_width=cfg.getint("QUANT", "WEIGHT_BIT_WIDTH"),
+                  act_bit_width=cfg.getint("QUANT", "ACT_BIT_WIDTH"),
+                  in_bit_width=cfg.getint("QUANT", "IN_BIT_WIDTH"), in_channels=cfg.getint("MODEL", "IN_CHANNELS"),
+                  out_features=ast.literal_eval(cfg.get("MODEL", "OUT_FEATURES")))
+
+
+def finn_model(name: str, seed: int = 0, calibration_rows: int = 64, flat: bool = True):
     """FINN reference network ``name`` (e.g. ``"cnv_2w2a"``) with seeded random parameters,
-    in eval mode."""
+    in eval mode. ``flat``: an FC net takes (784,) inputs (:func:`_flat_fc`)."""
     import torch
     import torch.nn as nn
-    from brevitas_examples.bnn_pynq.models import model_with_cfg
+    from brevitas_examples.bnn_pynq.models import get_model_cfg, model_with_cfg
 
     torch.manual_seed(seed)
-    model, _ = model_with_cfg(name, pretrained=False)
+    if flat and name in FC_NAMES:
+        model = _flat_fc(get_model_cfg(name))
+    else:
+        model, _ = model_with_cfg(name, pretrained=False)
     g = torch.Generator().manual_seed(seed + 1)
     norms = _norm_layers(model)
     with torch.no_grad():
@@ -74,7 +103,7 @@ def finn_model(name: str, seed: int = 0, calibration_rows: int = 64):
             m.reset_running_stats()
             m.momentum = None
             m.train()
-        x = random_images(calibration_rows, input_shape(name), seed + 2)
+        x = random_images(calibration_rows, input_shape(name, flat), seed + 2)
         with torch.no_grad():
             model(torch.from_numpy(x))
         model.eval()
