@@ -320,6 +320,11 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
 
     if plan is not None:
         _apply_plan(plan, macs)
+    if output_affine is None and not st.exact:
+        # the last quantizer's float scale: QONNX's float32 product q * scale, exactly
+        c = int(layers[-1].attrs["out_shape"][-1])
+        output_affine = {"scale": [st.real] * c, "bias": [0.0] * c, "bound": [0.0] * c, "relu": False,
+                         "float32": True, "onnx_nodes": []}
     shape = tuple(in_shape[1:])
     return IntModel(input_shape=shape, input_quant=input_quant, layers=layers, output_exp=st.exp,
                     plan=plan, input_layout="NCHW" if len(shape) == 3 else "NC", input_affine=input_affine,

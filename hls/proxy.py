@@ -37,8 +37,13 @@ def _by_name(model: ModelWrapper) -> dict:
 
 def _set_init(model: ModelWrapper, name: str, value) -> str:
     """A fresh initializer (the old one may be shared) holding ``value``; returns its name."""
-    new = model.make_new_valueinfo_name()
-    model.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), new))
+    # hls4ml needs identifier-like names (qonnx's random ones may start with a digit)
+    taken = {t.name for t in model.graph.initializer} | {v.name for v in model.graph.value_info}
+    new = next(f"flipq_{name or 'const'}_{i}" for i in range(len(taken) + 1)
+               if f"flipq_{name or 'const'}_{i}" not in taken)
+    arr = np.asarray(value, dtype=np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(arr, new))
+    model.set_tensor_shape(new, list(arr.shape))  # hls4ml reads every input's shape from value_info
     return new
 
 
@@ -59,7 +64,7 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
                 _integer_weights(model, _by_name(model)[prev_mac])
         elif layer.op == "threshold":
             _threshold(model, prev_mac, layer)
-    if intmodel.output_affine is not None:
+    if intmodel.output_affine is not None and not intmodel.output_affine.get("float32"):
         _strip_tail(model, prev_mac, intmodel.output_affine["onnx_nodes"])
     _drop_dangling(model)
     return model.transform(RemoveUnusedTensors()).transform(InferShapes())
@@ -128,7 +133,7 @@ def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:
     if len(mac.input) > 2:
         del mac.input[2]
     spec = layer.out_quant
-    q_out = model.make_new_valueinfo_name()
+    q_out = f"{layer.attrs['onnx_node']}_thr_out"
     quant = helper.make_node(
         "Quant", [mac.output[0], _set_init(model, "", 2.0**spec.exp), _set_init(model, "", 0.0),
                   _set_init(model, "", float(spec.bits))], [q_out], domain="qonnx.custom_op.general",
@@ -138,7 +143,7 @@ def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:
     for pool in (n for n in chain if n.op_type == "MaxPool"):
         p = copy.deepcopy(pool)
         p.input[0] = new[-1].output[0]
-        p.output[0] = model.make_new_valueinfo_name()
+        p.output[0] = p.name + "_thr_out"
         new.append(p)
     new[-1].output[0] = end
     _replace(model, mac_name, set(layer.attrs["chain"]), new)

@@ -154,6 +154,8 @@ class IntModel:
                 np.asarray(self.output_affine["bias"], dtype=np.float64)
             if self.output_affine.get("relu"):
                 y = np.maximum(y, 0.0)
+            if self.output_affine.get("float32"):  # q * scale, rounded once as float32 computes it
+                y = y.astype(np.float32).astype(np.float64)
         return y
 
     @property

@@ -29,13 +29,10 @@ POOLS = ("maxpool", "avgpool", "truncavgpool")  # brevitas 0.13.4 has no QuantMa
 # Constructs that flipq does not map today; a refusal for any other reason is a failure.
 # Keys as flipq.hls.verify.refusal_reason normalises them.
 OUTSIDE_VOCABULARY = {
-    "BatchNorm",                 # BatchNormalization nodes are not folded into thresholds yet
     "AvgPool",                   # AveragePool is not in the integer datapath
-    "non-power-of-two scale",    # float scales (Int8*Float quantizers) are not exact
-    "per-channel scale",         # per-channel weight scales
-    "bias not on the accumulator grid",  # float biases (bias_quant=None)
-    # a float bias on a QuantLinear: Gemm + bias becomes MatMul + Add, and Add is not mapped
-    "op Add",
+    # a BatchNorm'ed or float-scaled layer whose output reaches the next layer (or a pool and a
+    # quantizer) with no quantizer right after it: no integer form for the float values between
+    "no quantizer after a float chain",
 }
 
 # Mismatches, crashes and refusals of constructs that ARE in the vocabulary. The committed tests'
@@ -61,7 +58,7 @@ KNOWN_BUGS = {
     # an UNSIGNED narrow activation quantizer (QONNX range 0..2**b-2): the emulator computes it
     # (QuantSpec.qmax fixed), but hls4ml 1.3's converter raises NotImplementedError("Narrow mode is
     # only supported for singed numbers"), so lowering refuses it by name; still a gap, not exact
-    "unsigned_narrow": True,
+    "unsigned_narrow": False,
 }
 
 
@@ -279,7 +276,9 @@ def torch_outputs(model, intmodel, q: np.ndarray) -> np.ndarray:
     """The torch forward on the real values of integer NHWC inputs ``q``."""
     import torch
 
-    x = q * 2.0 ** intmodel.input_quant.exp
+    from flipq.hls.verify import real_inputs
+
+    x = real_inputs(intmodel, q)
     if x.ndim == 4:
         x = x.transpose(0, 3, 1, 2)
     with torch.no_grad():
