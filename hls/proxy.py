@@ -62,7 +62,8 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
             prev_mac = layer.attrs["onnx_node"]
             if layer.attrs.get("w_int"):
                 _integer_weights(model, _by_name(model)[prev_mac])
-        elif layer.op == "threshold":
+        elif layer.op == "threshold" and layer.attrs.get("chain"):
+            # (without a chain the graph already has the Quant right after the MAC)
             _threshold(model, prev_mac, layer)
     if intmodel.output_affine is not None and not intmodel.output_affine.get("float32"):
         _strip_tail(model, prev_mac, intmodel.output_affine["onnx_nodes"])
