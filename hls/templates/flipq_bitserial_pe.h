@@ -176,14 +176,14 @@ template <class CONFIG_T> struct act_slices {
 };
 
 template <class CONFIG_T>
-typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> &act, const uint64_t *plane_words, unsigned g) {
+typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> *act, const uint64_t *plane_words, unsigned g) {
     typedef act_slices<CONFIG_T> slices_t;
     uint64_t sum = 0; // modulo 2^64, then into psum_t: the lane loop's wrap-around, exactly
     for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
         const uint64_t bits = plane_words[w];
         const unsigned first = g * CONFIG_T::group_size + 64 * w;
         for (unsigned j = 0; j < slices_t::width; j++) {
-            const uint64_t count = (uint64_t)__builtin_popcountll(bits & act.window(j, first)) << j;
+            const uint64_t count = (uint64_t)__builtin_popcountll(bits & act->window(j, first)) << j;
             sum += (slices_t::traits::is_signed && j == slices_t::width - 1) ? 0 - count : count;
         }
     }
@@ -191,24 +191,29 @@ typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> &act, const uint
     return psum;
 }
 
-// What the C-sim's column loop reads: the slices, or the activations themselves (the lane loop)
-// where an activation or a partial sum is wider than the 64-bit words the popcount adds in.
+// What the C-sim's column loop reads (``get()``): the slices, or the activations themselves (the
+// lane loop) where an activation or a partial sum is wider than the 64-bit words the popcount
+// adds in.
 template <class CONFIG_T, bool fits = raw_traits<typename CONFIG_T::act_raw_t>::width <= 64 &&
                                       raw_traits<typename CONFIG_T::psum_t>::width <= 64>
 struct csim_source {
-    typedef act_slices<CONFIG_T> type;
+    const act_slices<CONFIG_T> slices;
+    explicit csim_source(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) : slices(act) {}
+    const act_slices<CONFIG_T> *get() const { return &slices; }
 };
 template <class CONFIG_T> struct csim_source<CONFIG_T, false> {
-    typedef const typename CONFIG_T::act_raw_t *type;
+    const typename CONFIG_T::act_raw_t *act;
+    explicit csim_source(const typename CONFIG_T::act_raw_t act_[CONFIG_T::n_in]) : act(act_) {}
+    const typename CONFIG_T::act_raw_t *get() const { return act; }
 };
 #endif
 
 // One output column: for every group, every stored plane the mask keeps and `planes`
 // allows, add the activations whose weight bit is set and shift the sum into place; the
-// sign plane is subtracted. Planes that are all zero in a group cost no step. `act_T` is
-// the activation array (hardware) or, in C simulation, its bit slices.
+// sign plane is subtracted. Planes that are all zero in a group cost no step. `act` points to
+// the activations (hardware) or, in C simulation, to their bit slices.
 template <class CONFIG_T, class act_T>
-typename CONFIG_T::accum_t bitserial_column(const act_T &act, const uint64_t *col_planes, const uint8_t *col_mask,
+typename CONFIG_T::accum_t bitserial_column(act_T act, const uint64_t *col_planes, const uint8_t *col_mask,
                                             typename CONFIG_T::accum_t bias, unsigned lowest) {
     typedef typename CONFIG_T::accum_t accum_t;
     typedef typename CONFIG_T::psum_t psum_t;
@@ -239,7 +244,8 @@ void bitserial_matvec(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
                       const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned lowest) {
     static const unsigned column_words = CONFIG_T::n_groups * CONFIG_T::n_planes * CONFIG_T::n_words;
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
-    const typename csim_source<CONFIG_T>::type source(act);
+    const csim_source<CONFIG_T> sliced(act);
+    const auto source = sliced.get();
 #else
     const typename CONFIG_T::act_raw_t *source = act;
 #endif
