@@ -226,7 +226,8 @@ GroupLoop:
 #pragma HLS PIPELINE II = 1
             if ((unsigned)p < lowest || !((mask >> p) & 1))
                 continue;
-            const psum_t psum = plane_psum<CONFIG_T>(act, col_planes + (g * CONFIG_T::n_planes + p) * CONFIG_T::n_words, g);
+            const uint64_t *plane_words = col_planes + (g * CONFIG_T::n_planes + p) * CONFIG_T::n_words;
+            const psum_t psum = plane_psum<CONFIG_T>(act, plane_words, g);
             const accum_t shifted = accum_t(psum) << p;
             if ((unsigned)p == CONFIG_T::sign_plane)
                 acc -= shifted;
