@@ -242,6 +242,7 @@ def _config_params(node) -> dict:
         "index": node.index, "layer": f["name"], "n_in": f["fan_in"], "n_out": f["n_out"],
         "group_size": f["group_size"], "n_groups": words.shape[1], "n_words": words.shape[3],
         "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1, "n_pe": f["pe"],
+        "full_planes": "true" if f.get("full_planes") else "false",
         "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
         "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
         "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,

@@ -63,6 +63,8 @@ def layer_cost(*, name: str, kernel: str, fan_in: int, n_out: int, n_pix: int, w
 
 
 def hw_cost(hw: LayerHw, planes: int | None, frame_elems: int = 0) -> dict:
+    if hw.full_planes:  # an average pool's ones: every plane at any run-time planes
+        planes = None
     """Cycles and resources of one planned layer (docs/cost_model.md, section by section);
     ``frame_elems``: the input frame the layer buffers (a streaming conv), 0 for none."""
     lanes, act_bits, psum_bits, acc_bits = hw.lanes, hw.act_bits, hw.psum_bits, hw.acc_bits

@@ -91,6 +91,7 @@ class LayerHw:
     thresholds: np.ndarray | None = field(default=None, repr=False)
     thr_signs: np.ndarray | None = field(default=None, repr=False)  # (N,) int64: -1 where descending
     out_quant: dict | None = None  # ... and the QuantSpec dict of the values it produces
+    full_planes: bool = False  # run-time ``planes`` does not apply (an average pool's ones)
 
     @property
     def exp_in(self) -> int:
@@ -117,13 +118,14 @@ class LayerHw:
                 "n_groups", "n_words", "lanes", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi")
         return {**{k: getattr(self, k) for k in keys}, "exp_in": self.exp_in, "act_max": self.act_max,
                 "in_lo": self.inp.lo, "in_hi": self.inp.hi, "n_thresholds": self.n_thresholds,
-                "thr_bits": self.thr_bits if self.thresholds is not None else 0}
+                "thr_bits": self.thr_bits if self.thresholds is not None else 0, "full_planes": self.full_planes}
 
 
 def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: int, group_size: int,
              mask: np.ndarray, inp: ValueRange, n_pix: int = 1, pe: int = 1, w_exp: int = 0,
              onnx_node: str | None = None, words: np.ndarray | None = None, bias: np.ndarray | None = None,
-             out_range: tuple[int, int] | None = None, frame_elems: int = 0, threshold=None) -> LayerHw:
+             out_range: tuple[int, int] | None = None, frame_elems: int = 0, threshold=None,
+             full_planes: bool = False) -> LayerHw:
     """The derived widths of one layer (the only place they are worked out); ``threshold``:
     the IntModel ``threshold`` layer right after this one, if any."""
     g = fan_in if group_size <= 0 or group_size > fan_in else group_size
@@ -146,7 +148,7 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
         weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), n_words=n_words,
         lanes=lanes, pe=pe, inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=psum_bits,
         acc_bits=acc_bits, out_lo=lo, out_hi=hi, frame_elems=frame_elems, mask=mask, words=words,
-        bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant)
+        bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant, full_planes=full_planes)
 
 
 def threshold_step(layer, n_out: int, acc_bits: int, mac_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +264,8 @@ def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int, threshold=None)
         name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op, fan_in=packed.fan_in,
         n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]), group_size=packed.group_size,
         mask=packed.mask, words=packed.words, inp=inp, pe=int(n_pe), bias=bias,
-        out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), frame_elems=frame, threshold=threshold)
+        out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), frame_elems=frame, threshold=threshold,
+        full_planes=bool(a.get("full_planes", False)))
 
 
 def output_range_bits(intmodel, plan: HardwarePlan | None = None) -> tuple[int, bool, int]:

@@ -13,6 +13,7 @@ import numpy as np
 from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
+from flipq.hls.avgpool_to_conv import is_full_planes
 from flipq.hls.chains import acc_range, compose_affine, pow2_exponent, walk_chain
 from flipq.hls.planes import PlaneError, check_group_bits, pack_layer
 from flipq.host.bitplan import BitPlan, BitPlanError
@@ -24,15 +25,13 @@ class UnsupportedNodeError(ValueError):
 
 
 MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "MaxPool",
-              "Flatten", "Reshape")
+              "AveragePool", "Trunc", "Flatten", "Reshape")
 MAC_NODE_OPS = ("Conv", "MatMul", "Gemm")
 # Shape plumbing that preparation (cleanup, channels-last) folds away.
 FOLDED_OPS = ("Transpose", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat")
 # What to change, for the ops users bring most often that the datapath has no place for.
 _HINTS = {
-    "AveragePool": "use MaxPool, or a strided QuantConv2d",
     "GlobalAveragePool": "use MaxPool, or a strided QuantConv2d",
-    "Trunc": "Brevitas TruncAvgPool/QuantAvgPool exports Trunc: use MaxPool instead",
     "BatchNormalization": "a BatchNorm must follow a Conv/MatMul layer, before its quantizer or at the "
                           "model's output",
     "Mul": "a float scale must follow a Conv/MatMul layer (before its quantizer or at the output) or "
@@ -146,6 +145,24 @@ def _quant_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarra
     return int(b), bool(a.get("signed", 1)), bool(a.get("narrow", 0)), sc
 
 
+def _trunc_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarray]:
+    """QONNX ``Trunc`` (Brevitas TruncAvgPool2d's quantizer) -> (bits, signed, narrow, output
+    scale): the values it produces; the truncation itself is evaluated as QONNX does."""
+    a = _attrs(node)
+    consts = [model.get_initializer(i) for i in node.input[1:]]
+    if any(c is None for c in consts) or len(consts) not in (4, 5):
+        raise UnsupportedNodeError(f"{_where(node)}: scale, zero point and bit widths must be constants")
+    if np.any(np.asarray(consts[1]) != 0):
+        raise UnsupportedNodeError(f"{_where(node)}: zero point is not 0 (use a symmetric quantizer)")
+    if len(consts) == 5:  # Trunc v2: (scale, zeropt, input bits, output scale, output bits)
+        out_scale, out_bits = consts[3], consts[4]
+    else:  # v1: (scale, zeropt, input bits, output bits), output scale = scale * 2**(in - out)
+        out_bits = consts[3]
+        out_scale = np.asarray(consts[0]) * 2.0 ** (float(np.ravel(consts[2])[0]) - float(np.ravel(out_bits)[0]))
+    return (int(np.ravel(out_bits)[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0)),
+            np.asarray(out_scale, dtype=np.float64))
+
+
 def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
     """A Quant with a per-tensor power-of-two scale -> QuantSpec (else refused by name)."""
     bits, signed, narrow, scale = _quant_params(model, node)
@@ -253,6 +270,8 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
             chain = walk_chain(model, node)
             layer = _mac_layer(model, node, attrs, base, w, w_exp)
             layer.attrs.update(weight_bits=wbits, act_bits=st.act_bits)
+            if is_full_planes(node):
+                layer.attrs["full_planes"] = True
             layers.append(layer)
             macs.append((layer, wbits, st.act_bits))
             if _simple(model, node, chain, st, w_exp, layer):
@@ -397,6 +416,8 @@ def _simple(model, node, chain, st: _State, w_exp, layer: IntLayer) -> bool:
     if not st.exact or w_exp is None or any(op not in ("Add", "Relu", "MaxPool", "Quant") for op in chain.ops):
         return False
     if chain.quant is not None:
+        if chain.quant.op_type == "Trunc":
+            return False
         bits, signed, narrow, scale = _quant_params(model, chain.quant)
         if pow2_exponent(scale) is None or (narrow and not signed):
             return False
@@ -429,7 +450,7 @@ def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base
     from flipq.hls.thresholds import FloatChain, derive_thresholds, levels
 
     quant = chain.quant
-    bits, signed, narrow, q_scale = _quant_params(model, quant)
+    bits, signed, narrow, q_scale = (_trunc_params if quant.op_type == "Trunc" else _quant_params)(model, quant)
     if np.asarray(q_scale).size != 1:
         raise UnsupportedNodeError(f"{_where(quant)}: a per-channel activation scale is not supported "
                                    "(use one scale per activation tensor)")
@@ -545,6 +566,7 @@ def _int_bias(model: ModelWrapper, node, name: str, acc_exp: int) -> np.ndarray:
 
 
 def _apply_plan(plan: BitPlan, macs) -> None:
+    macs = [m for m in macs if not m[0].attrs.get("full_planes")]  # average pools: no BitPlan entry
     if len(plan) != len(macs):
         raise BitPlanError(
             f"plan has {len(plan)} layers ({', '.join(plan.names)}) but the model has {len(macs)} "

@@ -22,9 +22,11 @@ from qonnx.transformation.gemm_to_matmul import GemmToMatMul
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
+from flipq.hls.avgpool_to_conv import AvgPoolToConv
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
 from flipq.hls.lower import SOURCE_KEY, SOURCE_OP_KEY, source_name, source_op
 from flipq.hls.quant_above_flatten import MoveQuantAboveFlatten
+from flipq.hls.transpose_pair import RemoveTransposePairAroundElementwise
 from flipq.hls.transforms import GemmWithoutBiasToMatMul
 
 
@@ -56,7 +58,11 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = ModelWrapper(copy.deepcopy(model.model))
     _record_source_names(model)
     model = cleanup_model(model)
+    # an average pool as a conv of ones, before the channels-last conversion (which has no
+    # channels-last AveragePool and would leave Transposes around it)
+    model = model.transform(AvgPoolToConv()).transform(InferShapes())
     model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+    model = model.transform(RemoveTransposePairAroundElementwise())
     # a flatten before a dense layer's own input quantizer: the quantizer first, so that the
     # Transpose channels-last conversion left in front of the flatten can move past it
     model = model.transform(MoveQuantAboveFlatten())

@@ -58,7 +58,10 @@ class FloatChain:
                     if v is None:
                         raise ThresholdError(f"layer '{name}': input '{i}' of node '{node.name}' is not constant")
                     v = np.asarray(v, dtype=np.float32)
-                    consts[i] = v.reshape(c) if v.size == c and c > 1 else v.reshape(()) if v.size == 1 else v
+                    if node.op_type == "BatchNormalization":  # ORT wants its vectors as vectors
+                        consts[i] = v.reshape(c)
+                    else:
+                        consts[i] = v.reshape(c) if v.size == c and c > 1 else v.reshape(()) if v.size == 1 else v
             self.steps.append((node, consts, _session(node) if node.op_type == "BatchNormalization" else None))
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
@@ -74,7 +77,18 @@ class FloatChain:
         for node, consts, sess in self.steps:
             args = [ctx[i] if i in ctx else consts[i] for i in node.input if i]
             op = node.op_type
-            if op == "Quant":
+            if op == "Trunc":
+                from qonnx.custom_op.general.trunc import trunc_v1, trunc_v2
+
+                a = {x.name: _h.get_attribute_value(x) for x in node.attribute}
+                mode = a.get("rounding_mode", b"FLOOR")
+                mode = mode.decode() if isinstance(mode, bytes) else mode
+                if len(args) == 6:
+                    y = trunc_v2(args[0], args[1], args[2], args[3], a.get("narrow", 0), a.get("signed", 1), args[4],
+                                 args[5], mode)
+                else:
+                    y = trunc_v1(*args[:5], mode)
+            elif op == "Quant":
                 a = {x.name: _h.get_attribute_value(x) for x in node.attribute}
                 mode = a.get("rounding_mode", b"ROUND")
                 y = quant(args[0], args[1], args[2], args[3], signed=a.get("signed", 1), narrow=a.get("narrow", 0),

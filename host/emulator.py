@@ -167,6 +167,10 @@ class Emulator:
             raise ValueError(f"planes must be in 1..8 (or None for all), got {planes!r}")
         self.planes = None if planes is None else int(planes)
 
+    def _planes_of(self, layer: IntLayer) -> int | None:
+        """``planes`` for one layer: an average pool lowered to a conv of ones keeps all."""
+        return None if layer.attrs.get("full_planes") else self.planes
+
     def bytes_per_row(self) -> int:
         """Upper bound on the working memory one input row takes inside :meth:`run` (float64
         or int64 values: a layer's input, its conv patches and its output alive together)."""
@@ -208,7 +212,7 @@ class Emulator:
         for layer in self.model.layers:
             a = layer.attrs
             if layer.is_mac:
-                w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self.planes)
+                w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self._planes_of(layer))
                 if layer.op == "conv":
                     kh, kw = w.shape[:2]
                     cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
@@ -250,7 +254,7 @@ class Emulator:
         key = (index, self.planes, np.dtype(dtype).char)
         if key not in self._weights:
             if np.dtype(dtype) == np.int64:
-                w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self.planes)
+                w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self._planes_of(layer))
                 m = w.reshape(-1, w.shape[-1])
                 self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
             else:

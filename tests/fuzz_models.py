@@ -29,7 +29,6 @@ POOLS = ("maxpool", "avgpool", "truncavgpool")  # brevitas 0.13.4 has no QuantMa
 # Constructs that flipq does not map today; a refusal for any other reason is a failure.
 # Keys as flipq.hls.verify.refusal_reason normalises them.
 OUTSIDE_VOCABULARY = {
-    "AvgPool",                   # AveragePool is not in the integer datapath
     # a BatchNorm'ed or float-scaled layer whose output reaches the next layer (or a pool and a
     # quantizer) with no quantizer right after it: no integer form for the float values between
     "no quantizer after a float chain",

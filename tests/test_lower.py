@@ -139,7 +139,6 @@ def _refused_net(case: str):
 
 
 @pytest.mark.parametrize("case, op, message", [
-    ("avgpool", "AveragePool", "use MaxPool"),
     ("zero-point", "Quant", r"zero point \d+ is not 0 \(use a symmetric quantizer"),
     ("floor", "Quant", "rounding mode FLOOR is not supported.*ROUND"),
 ])

@@ -119,3 +119,19 @@ def test_refusal_reasons_and_what_counts_as_a_refusal():
     assert not verify.is_flipq_refusal(UnsupportedNodeError("two\nlines"))
     assert not verify.is_flipq_refusal(ValueError("numpy's, not flipq's"))
     assert not verify.is_flipq_refusal(RuntimeError("a failure"))
+
+
+def test_batchnorm_float_scales_and_an_output_affine_verify_exactly(tmp_path, capsys):
+    """The vocabulary once refused: per-channel and float scales, a float and an Int8 bias,
+    BatchNorm before a signed float-scaled quantizer (thresholds) and at the output (affine)."""
+    spec = dict(SPEC, seed=9, input=dict(SPEC["input"], scale="float", narrow=True), layers=[
+        dict(LINEAR, out=6, wscale="per_channel", bias="float", bn=True),
+        {"kind": "act", "q": "identity", "bits": 3, "signed": True, "narrow": False, "scale": "float"},
+        dict(LINEAR, out=3, wbits=3, wscale="float", bias="int8", bn=True)])
+    export_spec(spec, tmp_path / "m")
+    rc = main(["verify", str(tmp_path / "m" / "model.onnx"), "--rows", "24"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert re.search(r"qonnx=emulator \(output within bound, argmax equal\) +(\d+)/\1 rows agree", out)
+    assert "the float output affine within its bound" in out
+    assert all(f"csim=emulator planes={k} " in out for k in (1, 2, 3, 4))

@@ -13,6 +13,7 @@ struct config${index} : ${base} {
     static const unsigned n_planes = ${n_planes};
     static const unsigned sign_plane = ${sign_plane};
     static const unsigned n_pe = ${n_pe};
+    static const bool full_planes = ${full_planes};
 ${geometry}
     typedef ${act_raw_t} act_raw_t;
     typedef ${psum_t} psum_t;

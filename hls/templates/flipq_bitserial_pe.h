@@ -22,6 +22,7 @@ struct bitserial_config {
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
     static const unsigned sign_plane = 1; // the plane with weight -2**sign_plane (B - 1)
     static const unsigned n_pe = 1;       // output columns computed side by side
+    static const bool full_planes = false; // the run-time planes do not apply (average pools)
     // A quantizer hls4ml merged into this layer's result (see layer_output); off by default.
     static const bool requant = false;
     static const int rq_shift = 0; // accumulator raw grid -> quantizer grid: >0 right, <0 left
@@ -39,8 +40,9 @@ struct bitserial_config {
 };
 
 // First plane to accumulate for the run-time precision: planes B-1 .. B-k (docs/datapath.md).
+// An average pool lowered to a conv of ones (full_planes) keeps every plane.
 template <class CONFIG_T> inline unsigned lowest_plane(unsigned planes) {
-    return planes >= CONFIG_T::n_planes ? 0 : CONFIG_T::n_planes - planes;
+    return CONFIG_T::full_planes || planes >= CONFIG_T::n_planes ? 0 : CONFIG_T::n_planes - planes;
 }
 
 // The raw two's-complement bits of a fixed-point value: its integer on the value's own grid.
