@@ -46,17 +46,19 @@ class BitSerialBuild:
 
 
 def compile_project(project_dir: Path, project: str = "myproject", opt: str = "-O2",
-                    lib_name: str | None = None) -> Path:
+                    lib_name: str | None = None, defines: tuple[str, ...] = ()) -> Path:
     """g++ the firmware and the C-ABI bridge into ``firmware/lib<project>_flipq.so``.
 
     Our own command rather than hls4ml's build_lib.sh: no weights directory is baked in, the
-    bridge is ours, and the two translation units compile side by side.
+    bridge is ours, and the two translation units compile side by side. ``defines``:
+    preprocessor macros, e.g. ``("FLIPQ_CSIM_LANES",)`` to simulate the kernels' lane loop
+    instead of the C-sim's popcount (the same function, slower; see flipq_bitserial_pe.h).
     """
     project_dir = Path(project_dir)
     units = [project_dir / "firmware" / f"{project}.cpp", project_dir / "flipq_bridge.cpp"]
     lib = project_dir / "firmware" / (lib_name or f"lib{project}_flipq.so")
     return build_shared_library(units, [ap_types(), project_dir / "firmware"], lib, project_dir, opt=opt,
-                                tag="flipq")
+                                tag="flipq", defines=defines)
 
 
 def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:

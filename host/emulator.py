@@ -60,6 +60,33 @@ def apply_thresholds(acc: np.ndarray, layer: IntLayer) -> np.ndarray:
     return out + layer.out_quant.qmin
 
 
+# Above this many levels a per-channel binary search beats one comparison pass per level.
+_COMPARE_LEVELS = 16
+
+
+def thresholds_fast(x: np.ndarray, layer: IntLayer) -> np.ndarray:
+    """:func:`apply_thresholds` for the fast path: ``x`` holds exact integers in float32 (below
+    2**24 in magnitude), float64 (below 2**53) or int64; the levels come back as float32.
+
+    One vectorised comparison per threshold across all channels: the per-channel searchsorted
+    of the definition cost as much as all of CNV's convolutions. Exact: thresholds beyond the
+    values' range are clipped to its edge, where they compare with every value alike, so the
+    cast to ``x``'s float type cannot round one across a value.
+    """
+    t = layer.thresholds
+    if t.shape[1] > _COMPARE_LEVELS:
+        return apply_thresholds(x, layer).astype(np.float32)
+    if x.dtype == np.float32:
+        t = np.clip(t, -_F32_EXACT, _F32_EXACT).astype(np.float32)
+    elif x.dtype == np.float64:
+        t = np.clip(t, -_F64_EXACT, _F64_EXACT).astype(np.float64)
+    signed = x * layer.signs.astype(x.dtype)
+    out = np.full(x.shape, layer.out_quant.qmin, dtype=np.float32)
+    for k in range(t.shape[1]):
+        out += signed >= t[:, k]
+    return out
+
+
 def _exact_matmul(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Integer ``a @ w`` computed exactly, on BLAS where the bound allows."""
     bound = int(np.abs(a).max(initial=0)) * int(np.abs(w).max(initial=0)) * a.shape[-1]
@@ -128,7 +155,7 @@ class Emulator:
         self.reference = reference
         self.planes = None
         self.set_planes(planes)
-        self._weights: dict[tuple[int, int | None], tuple[np.ndarray, int]] = {}
+        self._weights: dict[tuple[int, int | None, str], tuple[np.ndarray, int]] = {}
         self.chunk_rows = max(1, int(chunk_bytes) // self.bytes_per_row())
 
     def set_planes(self, planes: int | None) -> None:
@@ -220,13 +247,19 @@ class Emulator:
         raise ValueError(f"layer '{layer.name}': unknown integer op '{layer.op}'")
 
     # -- the fast path ----------------------------------------------------------------------
-    def _matrix(self, index: int, layer: IntLayer) -> tuple[np.ndarray, int]:
-        """Truncated ``(K, N)`` weights and the largest column |sum| bound factor, cached per planes."""
-        key = (index, self.planes)
+    def _matrix(self, index: int, layer: IntLayer, dtype=np.int64) -> tuple[np.ndarray, int]:
+        """Truncated ``(K, N)`` weights as ``dtype`` and the largest column |sum| bound factor,
+        cached per planes and dtype (a CIFAR-sized net would otherwise convert its 1.5 M weights
+        on every chunk)."""
+        key = (index, self.planes, np.dtype(dtype).char)
         if key not in self._weights:
-            w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self._planes_of(layer))
-            m = w.reshape(-1, w.shape[-1])
-            self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
+            if np.dtype(dtype) == np.int64:
+                w = truncate_planes(layer.weight.astype(np.int64), layer.attrs["weight_bits"], self._planes_of(layer))
+                m = w.reshape(-1, w.shape[-1])
+                self._weights[key] = (m, int(np.abs(m).sum(axis=0).max(initial=0)))
+            else:
+                m, colsum = self._matrix(index, layer)
+                self._weights[key] = (m.astype(dtype), colsum)
         return self._weights[key]
 
     def _run_fast(self, q: np.ndarray) -> np.ndarray:
@@ -237,7 +270,7 @@ class Emulator:
         for index, layer in enumerate(self.model.layers):
             a = layer.attrs
             if layer.is_mac:
-                m, colsum = self._matrix(index, layer)
+                colsum = self._matrix(index, layer)[1]
                 bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
                 bound = bound * colsum + bias
                 if bound < _F32_EXACT:
@@ -251,9 +284,9 @@ class Emulator:
                     kh, kw = layer.weight.shape[:2]
                     cols = im2col(x, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
                     n, ho, wo, k = cols.shape
-                    x = (cols.reshape(-1, k) @ m.astype(dtype)).reshape(n, ho, wo, -1)
+                    x = (cols.reshape(-1, k) @ self._matrix(index, layer, dtype)[0]).reshape(n, ho, wo, -1)
                 else:
-                    x = x.reshape(x.shape[0], -1) @ m.astype(dtype)
+                    x = x.reshape(x.shape[0], -1) @ self._matrix(index, layer, dtype)[0]
                 if layer.bias is not None:
                     x = x + layer.bias.astype(dtype)
                 exp += a["w_exp"]
@@ -272,7 +305,7 @@ class Emulator:
                 bound = max(abs(rq.qmin), abs(rq.qmax))
             elif layer.op == "threshold":
                 rq = layer.out_quant
-                x = apply_thresholds(x, layer).astype(np.float32)
+                x = thresholds_fast(x, layer)
                 exp = rq.exp
                 bound = max(abs(rq.qmin), abs(rq.qmax))
             else:

@@ -222,6 +222,42 @@ def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
         assert not np.array_equal(broken.run(q, 8), want)
 
 
+def test_popcount_csim_equals_the_lane_loop(cnn, cnn_build):
+    """The C-sim counts weight bits by popcount over activation bit-slices; compiled with
+    FLIPQ_CSIM_LANES it runs the kernel's own lane loop. Same outputs, every planes (the CNN's
+    groups of 5 make every word window unaligned; signed 6-bit inputs, unsigned activations)."""
+    lanes = compile_project(cnn_build.project_dir, lib_name="liblanes.so", defines=("FLIPQ_CSIM_LANES",))
+    q = random_inputs(cnn.intmodel, ROWS, 4)
+    with CsimBackend(lanes, cnn_build.meta) as slow, CsimBackend(cnn_build.lib_path, cnn_build.meta) as fast:
+        for planes in range(1, 9):
+            assert np.array_equal(slow.run(q, planes), fast.run(q, planes)), planes
+    pe_header = (cnn_build.project_dir / "firmware" / "nnet_utils" / "flipq_bitserial_pe.h").read_text()
+    # the popcount path is simulation-only: synthesis sees the lane loop
+    assert "#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)" in pe_header
+
+
+def test_popcount_matvec_equals_lane_loop_on_edge_types(tmp_path):
+    """bitserial_matvec alone (tests/data/bitserial_matvec_csim.cpp): unaligned 70-wide groups of
+    two words, activations wider than 64 bits (the C-sim falls back to the lane loop there), and
+    a partial sum too narrow for its sums (both wrap alike) -- popcount build = lane-loop build."""
+    import shutil
+    import subprocess
+
+    from flipq.hls.bitserial_writer import TEMPLATES
+    from flipq.hls.cxx import ap_types
+
+    gxx = shutil.which("g++")
+    source = Path(__file__).parent / "data" / "bitserial_matvec_csim.cpp"
+    outputs = []
+    for defines in ([], ["-DFLIPQ_CSIM_LANES"]):
+        exe = tmp_path / f"matvec{len(defines)}"
+        subprocess.run([gxx, "-O1", "-std=c++17", *defines, f"-I{ap_types()}", f"-I{TEMPLATES}", str(source),
+                        "-o", str(exe)], check=True, capture_output=True)
+        outputs.append(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
+    assert len(outputs[0]) == 27 and len(set(outputs[0])) > 20  # 3 layers x 3 planes x 3 columns, varied
+    assert outputs[0] == outputs[1]
+
+
 def test_csim_refuses_bad_calls(cnn, cnn_build):
     with CsimBackend(cnn_build.lib_path, cnn_build.meta) as csim:
         assert csim.name == "csim" and csim.measured is False

@@ -154,3 +154,33 @@ def test_quantizer_ranges_are_qonnx_max_int_and_min_int():
             for narrow in (False, True):
                 spec = QuantSpec(bits, signed, narrow, 0)
                 assert (spec.qmin, spec.qmax) == (min_int(signed, narrow, bits), max_int(signed, narrow, bits))
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([np.float32, np.float64, np.int64]), st.integers(1, 20),
+       st.booleans())
+def test_fast_thresholds_equal_the_definition(seed, dtype, levels, huge):
+    """thresholds_fast (one comparison per level, floats) = apply_thresholds (per-channel binary
+    search), also with thresholds past the float type's exact range and values at its edge."""
+    from flipq.host.emulator import _F32_EXACT, _F64_EXACT, apply_thresholds, thresholds_fast
+    from flipq.host.intmodel import IntLayer
+
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 6))
+    limit = {np.float32: _F32_EXACT, np.float64: _F64_EXACT, np.int64: 2**62}[dtype] - 1
+    span = limit if huge else 40
+    x = rng.integers(-span, span + 1, size=(3, 4, c))
+    x[0, 0] = limit  # the edges of the exact range
+    x[0, 1] = -limit
+    t = np.sort(rng.integers(-span - 3, span + 4, size=(c, levels)), axis=1)
+    if huge:  # levels that no value reaches, and some one past the range
+        t[:, -1] = 2**62
+        t[:, 0] = np.minimum(t[:, 0], -limit - 2)
+    bits = max(1, int(levels).bit_length())
+    spec = QuantSpec(bits + 1, True, False, 0)
+    layer = IntLayer("threshold", "t", {"quant": spec.to_dict(),
+                                       "descending": [i for i in range(c) if rng.random() < 0.4]}, thresholds=t)
+    want = apply_thresholds(x, layer)
+    got = thresholds_fast(x.astype(dtype), layer)
+    assert got.dtype == np.float32
+    assert np.array_equal(got.astype(np.int64), want)

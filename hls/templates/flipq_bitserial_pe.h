@@ -114,12 +114,108 @@ inline res_T layer_output(const typename CONFIG_T::accum_t &acc, unsigned n,
     return from_raw_bits<res_T>(q);
 }
 
+// One plane of one group against the activations: the sum of the activations whose weight
+// bit is set. In hardware, one step: `lanes` activations through an adder tree.
+template <class CONFIG_T>
+typename CONFIG_T::psum_t plane_psum(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
+                                     const uint64_t *plane_words, unsigned g) {
+#pragma HLS INLINE
+    typename CONFIG_T::psum_t psum = 0;
+WordLoop:
+    for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
+        const uint64_t bits = plane_words[w];
+    LaneLoop:
+        for (unsigned i = 0; i < 64; i++) {
+#pragma HLS UNROLL
+            const unsigned k = g * CONFIG_T::group_size + 64 * w + i;
+            if (k < CONFIG_T::n_in && ((bits >> i) & 1))
+                psum += act[k];
+        }
+    }
+    return psum;
+}
+
+#ifndef __SYNTHESIS__
+// C simulation only: the same sums by popcount. A C-sim of a CIFAR-sized net spends nearly all
+// its time in the lane loop above (one ap_int add per weight bit and activation); slicing the
+// activations into bit-planes once per matrix-vector product turns 64 lanes into one AND and
+// one popcount per activation bit. The function is the same: sum_k w_k * a_k, with
+// a_k = sum_j a_kj 2^j (the top bit negative when signed), wrapped into psum_t as the adds
+// wrap. Define FLIPQ_CSIM_LANES to simulate the lane loop itself (tests compare the two).
+template <class T> struct raw_traits;
+template <int W> struct raw_traits<ap_int<W> > {
+    static const int width = W;
+    static const bool is_signed = true;
+};
+template <int W> struct raw_traits<ap_uint<W> > {
+    static const int width = W;
+    static const bool is_signed = false;
+};
+
+template <class CONFIG_T> struct act_slices {
+    typedef raw_traits<typename CONFIG_T::act_raw_t> traits;
+    static const unsigned width = traits::width;
+    // covers every (group, word) window, one word past the last: zero beyond n_in
+    static const unsigned n_flat = (CONFIG_T::n_groups * CONFIG_T::group_size + 64 * CONFIG_T::n_words) / 64 + 2;
+    uint64_t plane[width][n_flat]; // bit k % 64 of word k / 64 of plane j: bit j of act[k]
+
+    explicit act_slices(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) {
+        for (unsigned j = 0; j < width; j++)
+            for (unsigned f = 0; f < n_flat; f++)
+                plane[j][f] = 0;
+        for (unsigned k = 0; k < CONFIG_T::n_in; k++) {
+            const uint64_t u = (uint64_t)act[k].to_int64(); // two's-complement bits
+            for (unsigned j = 0; j < width; j++)
+                plane[j][k / 64] |= ((u >> j) & 1) << (k % 64);
+        }
+    }
+
+    // bits first .. first + 63 of plane j: the lanes of one (group, word) step
+    uint64_t window(unsigned j, unsigned first) const {
+        const unsigned f = first / 64, r = first % 64;
+        return r == 0 ? plane[j][f] : (plane[j][f] >> r) | (plane[j][f + 1] << (64 - r));
+    }
+};
+
+template <class CONFIG_T>
+typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> *act, const uint64_t *plane_words, unsigned g) {
+    typedef act_slices<CONFIG_T> slices_t;
+    uint64_t sum = 0; // modulo 2^64, then into psum_t: the lane loop's wrap-around, exactly
+    for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
+        const uint64_t bits = plane_words[w];
+        const unsigned first = g * CONFIG_T::group_size + 64 * w;
+        for (unsigned j = 0; j < slices_t::width; j++) {
+            const uint64_t count = (uint64_t)__builtin_popcountll(bits & act->window(j, first)) << j;
+            sum += (slices_t::traits::is_signed && j == slices_t::width - 1) ? 0 - count : count;
+        }
+    }
+    typename CONFIG_T::psum_t psum = ap_uint<64>(sum); // the low psum_t::width bits
+    return psum;
+}
+
+// What the C-sim's column loop reads (``get()``): the slices, or the activations themselves (the
+// lane loop) where an activation or a partial sum is wider than the 64-bit words the popcount
+// adds in.
+template <class CONFIG_T, bool fits = raw_traits<typename CONFIG_T::act_raw_t>::width <= 64 &&
+                                      raw_traits<typename CONFIG_T::psum_t>::width <= 64>
+struct csim_source {
+    const act_slices<CONFIG_T> slices;
+    explicit csim_source(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) : slices(act) {}
+    const act_slices<CONFIG_T> *get() const { return &slices; }
+};
+template <class CONFIG_T> struct csim_source<CONFIG_T, false> {
+    const typename CONFIG_T::act_raw_t *act;
+    explicit csim_source(const typename CONFIG_T::act_raw_t act_[CONFIG_T::n_in]) : act(act_) {}
+    const typename CONFIG_T::act_raw_t *get() const { return act; }
+};
+#endif
+
 // One output column: for every group, every stored plane the mask keeps and `planes`
 // allows, add the activations whose weight bit is set and shift the sum into place; the
-// sign plane is subtracted. Planes that are all zero in a group cost no step.
-template <class CONFIG_T>
-typename CONFIG_T::accum_t bitserial_column(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
-                                            const uint64_t *col_planes, const uint8_t *col_mask,
+// sign plane is subtracted. Planes that are all zero in a group cost no step. `act` points to
+// the activations (hardware) or, in C simulation, to their bit slices.
+template <class CONFIG_T, class act_T>
+typename CONFIG_T::accum_t bitserial_column(act_T act, const uint64_t *col_planes, const uint8_t *col_mask,
                                             typename CONFIG_T::accum_t bias, unsigned lowest) {
     typedef typename CONFIG_T::accum_t accum_t;
     typedef typename CONFIG_T::psum_t psum_t;
@@ -132,18 +228,8 @@ GroupLoop:
 #pragma HLS PIPELINE II = 1
             if ((unsigned)p < lowest || !((mask >> p) & 1))
                 continue;
-            psum_t psum = 0;
-        WordLoop:
-            for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
-                const uint64_t bits = col_planes[(g * CONFIG_T::n_planes + p) * CONFIG_T::n_words + w];
-            LaneLoop:
-                for (unsigned i = 0; i < 64; i++) {
-#pragma HLS UNROLL
-                    const unsigned k = g * CONFIG_T::group_size + 64 * w + i;
-                    if (k < CONFIG_T::n_in && ((bits >> i) & 1))
-                        psum += act[k];
-                }
-            }
+            const uint64_t *plane_words = col_planes + (g * CONFIG_T::n_planes + p) * CONFIG_T::n_words;
+            const psum_t psum = plane_psum<CONFIG_T>(act, plane_words, g);
             const accum_t shifted = accum_t(psum) << p;
             if ((unsigned)p == CONFIG_T::sign_plane)
                 acc -= shifted;
@@ -160,10 +246,16 @@ void bitserial_matvec(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
                       typename CONFIG_T::accum_t acc[CONFIG_T::n_out], const uint64_t *planes_data,
                       const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned lowest) {
     static const unsigned column_words = CONFIG_T::n_groups * CONFIG_T::n_planes * CONFIG_T::n_words;
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+    const csim_source<CONFIG_T> sliced(act);
+    const auto source = sliced.get();
+#else
+    const typename CONFIG_T::act_raw_t *source = act;
+#endif
 ColumnLoop:
     for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
 #pragma HLS UNROLL factor = CONFIG_T::n_pe
-        acc[n] = bitserial_column<CONFIG_T>(act, planes_data + n * column_words, mask_data + n * CONFIG_T::n_groups,
+        acc[n] = bitserial_column<CONFIG_T>(source, planes_data + n * column_words, mask_data + n * CONFIG_T::n_groups,
                                             bias[n], lowest);
     }
 }
