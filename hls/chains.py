@@ -61,7 +61,8 @@ def walk_chain(model, mac_node) -> Chain:
         if len(users) != 1:
             return Chain(nodes, None, False, users[0] if users else None)
         node = users[0]
-        if node.op_type in ("Quant", "Trunc") and node.input[0] == cur:  # Trunc: TruncAvgPool's quantizer
+        # Trunc: TruncAvgPool's quantizer; BipolarQuant: FINN's 1-bit activations
+        if node.op_type in ("Quant", "Trunc", "BipolarQuant") and node.input[0] == cur:
             return Chain(nodes + [node], node, False)
         if node.op_type in ELEMENTWISE:
             others = [i for i in node.input if i != cur]

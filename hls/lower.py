@@ -25,7 +25,7 @@ class UnsupportedNodeError(ValueError):
 
 
 MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "MaxPool",
-              "AveragePool", "Trunc", "Flatten", "Reshape")
+              "AveragePool", "Trunc", "BipolarQuant", "Flatten", "Reshape")
 MAC_NODE_OPS = ("Conv", "MatMul", "Gemm")
 # Shape plumbing that preparation (cleanup, channels-last) folds away.
 FOLDED_OPS = ("Transpose", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat")
@@ -163,6 +163,20 @@ def _trunc_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarra
             np.asarray(out_scale, dtype=np.float64))
 
 
+def _end_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarray]:
+    """(bits, signed, narrow, scale) of whatever quantizes a chain: Quant, Trunc or
+    BipolarQuant (its {-1, +1} as the narrow signed 2-bit range -1..1; thresholds then never
+    produce 0: the two levels' thresholds coincide)."""
+    if node.op_type == "Trunc":
+        return _trunc_params(model, node)
+    if node.op_type == "BipolarQuant":
+        scale = model.get_initializer(node.input[1])
+        if scale is None:
+            raise UnsupportedNodeError(f"{_where(node)}: the scale must be a constant")
+        return 2, True, True, np.asarray(scale, dtype=np.float64)
+    return _quant_params(model, node)
+
+
 def _quant_spec(model: ModelWrapper, node) -> QuantSpec:
     """A Quant with a per-tensor power-of-two scale -> QuantSpec (else refused by name)."""
     bits, signed, narrow, scale = _quant_params(model, node)
@@ -173,18 +187,22 @@ def _int_weights(model: ModelWrapper, node, transpose: bool = False):
     """A weight Quant -> (integers, bits, real scale per output channel, power-of-two exponent
     of a per-tensor scale or None). The output channel is the first axis of a Conv weight
     (OIHW) and the last of a MatMul weight ((K, N); ``transpose`` for a Gemm's transB)."""
-    bits, signed, narrow, scale = _quant_params(model, node)
+    bits, signed, narrow, scale = _end_params(model, node)
     spec = QuantSpec(bits, signed, narrow, 0)
     w = model.get_initializer(node.input[0]).astype(np.float64)
     full = np.broadcast_to(scale, w.shape)
-    q = np.clip(np.round(w / full), spec.qmin, spec.qmax).astype(np.int64)
+    if node.op_type == "BipolarQuant":  # {-1, +1}: a 2-bit two's-complement weight
+        q = np.where(w >= 0, 1, -1).astype(np.int64)
+    else:
+        q = np.clip(np.round(w / full), spec.qmin, spec.qmax).astype(np.int64)
     if transpose:
         q, full = q.T.copy(), full.T
     per_out = full.reshape(full.shape[0], -1) if w.ndim == 4 else full.reshape(-1, full.shape[-1]).T
     if not np.all(per_out == per_out[:, :1]):
         raise UnsupportedNodeError(f"{_where(node)}: a weight scale that varies within an output channel "
                                    "is not supported (use per-tensor or per-output-channel scales)")
-    return q, bits, per_out[:, 0].copy(), pow2_exponent(scale)
+    # bipolar weights always take the threshold/affine path (the C++ graph holds them as a Quant)
+    return q, bits, per_out[:, 0].copy(), None if node.op_type == "BipolarQuant" else pow2_exponent(scale)
 
 
 def _input_affine(model: ModelWrapper, in_name: str):
@@ -223,9 +241,13 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
 
     # Quant nodes on constants: weights (lowered where a MAC uses them) or quantized biases
     const_quants = {node.output[0]: node for node in graph.node
-                    if node.op_type == "Quant" and model.get_initializer(node.input[0]) is not None}
+                    if node.op_type in ("Quant", "BipolarQuant") and model.get_initializer(node.input[0]) is not None}
 
     input_affine, first = _input_affine(model, in_name)
+    if first is not None and first.op_type == "BipolarQuant":
+        raise UnsupportedNodeError(
+            f"{_where(first)}: a 1-bit (bipolar) input quantizer cannot be mapped: the host quantizes inputs "
+            "with a uniform quantizer; use an input quantizer of 2 or more bits (e.g. FINN's IN_BIT_WIDTH=8)")
     if first is None or first.op_type != "Quant":
         feeds = "nothing" if first is None else _where(first)
         raise UnsupportedNodeError(
@@ -416,7 +438,7 @@ def _simple(model, node, chain, st: _State, w_exp, layer: IntLayer) -> bool:
     if not st.exact or w_exp is None or any(op not in ("Add", "Relu", "MaxPool", "Quant") for op in chain.ops):
         return False
     if chain.quant is not None:
-        if chain.quant.op_type == "Trunc":
+        if chain.quant.op_type in ("Trunc", "BipolarQuant"):
             return False
         bits, signed, narrow, scale = _quant_params(model, chain.quant)
         if pow2_exponent(scale) is None or (narrow and not signed):
@@ -450,7 +472,7 @@ def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base
     from flipq.hls.thresholds import FloatChain, derive_thresholds, levels
 
     quant = chain.quant
-    bits, signed, narrow, q_scale = (_trunc_params if quant.op_type == "Trunc" else _quant_params)(model, quant)
+    bits, signed, narrow, q_scale = _end_params(model, quant)
     if np.asarray(q_scale).size != 1:
         raise UnsupportedNodeError(f"{_where(quant)}: a per-channel activation scale is not supported "
                                    "(use one scale per activation tensor)")

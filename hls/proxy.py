@@ -121,6 +121,15 @@ def _integer_weights(model: ModelWrapper, mac) -> None:
     quant = model.find_producer(mac.input[1])
     w = model.get_initializer(quant.input[0]).astype(np.float64)
     scale = np.broadcast_to(model.get_initializer(quant.input[1]).astype(np.float64), w.shape)
+    if quant.op_type == "BipolarQuant":  # as a 2-bit Quant of its {-1, +1}
+        new = helper.make_node("Quant", [_set_init(model, quant.input[0], np.where(w >= 0, 1.0, -1.0)),
+                                         _set_init(model, "", 1.0), _set_init(model, "", 0.0), _set_init(model, "", 2.0)],
+                               list(quant.output), domain="qonnx.custom_op.general", name=quant.name, signed=1,
+                               narrow=1, rounding_mode="ROUND")
+        nodes = [new if n.name == quant.name else copy.deepcopy(n) for n in model.graph.node]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        return
     quant.input[0] = _set_init(model, quant.input[0], np.round(w / scale))
     quant.input[1] = _set_init(model, quant.input[1], 1.0)
 

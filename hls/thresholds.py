@@ -88,6 +88,10 @@ class FloatChain:
                                  args[5], mode)
                 else:
                     y = trunc_v1(*args[:5], mode)
+            elif op == "BipolarQuant":
+                from qonnx.custom_op.general.bipolar_quant import binary_quant
+
+                y = binary_quant(args[0], args[1])
             elif op == "Quant":
                 a = {x.name: _h.get_attribute_value(x) for x in node.attribute}
                 mode = a.get("rounding_mode", b"ROUND")

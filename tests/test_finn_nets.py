@@ -2,10 +2,9 @@
 lowered to integers (thresholds for BatchNorm, the input affine ``2*x - 1``, TensorNorm as the
 output affine), compiled to the bit-serial C-sim, and compared row by row: C-sim = emulator
 (every row, full precision and ``planes=1``), emulator = Brevitas forward up to the output
-affine's documented bound with the argmax equal on every row. The 1-bit variants are refused
-before any C++ in one line naming the BipolarQuant node; that the line also says what to
-change (or that they lower exactly: bipolar weights are one bit-plane) is pinned as a strict
-xfail, as is FINN's FC on its own 4-D input (it flattens before the input quantizer).
+affine's documented bound with the argmax equal on every row. 1W2A (bipolar weights) is
+exact; 1W1A's 1-bit input quantizer is refused in one line saying what to use instead. FINN's
+FC on its own 4-D input (it flattens before the input quantizer) is a strict xfail.
 
 Random seeded parameters (tests/finn_nets.py); FINN's inputs (uint8 images / 255); io_parallel
 only and a few rows, to keep the compiles few. CNV-2W2A is benchmarks/finn_cnv.py's.
@@ -84,32 +83,23 @@ def test_2w2a_csim_equals_emulator_and_brevitas(name, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["tfc_1w1a", "tfc_1w2a"])
-def test_1bit_nets_are_refused_in_one_line_naming_node_and_op(name, tmp_path):
-    """Bipolar quantizers (1-bit weights; 1-bit activations in 1W1A) are not lowered yet: the
-    refusal is flipq's one line, before any C++, naming the BipolarQuant node."""
-    from flipq.hls.lower import UnsupportedNodeError
+def test_1bit_nets_are_exact_or_the_refusal_says_what_to_change(name, tmp_path_factory):
+    """1W2A: bipolar weights are 2-bit weights {-1, +1}, exact. 1W1A: its 1-bit input quantizer
+    is refused in one line naming the node and what to use instead, before any C++."""
     from flipq.hls.verify import is_flipq_refusal
 
-    with pytest.raises(UnsupportedNodeError) as info:
-        export_and_lower(finn_model(name, seed=0, calibration_rows=0), input_shape(name), tmp_path)
-    assert is_flipq_refusal(info.value)
-    assert re.match(r"node '[^']+' \(op type BipolarQuant\)", str(info.value)), str(info.value)
-    assert not list(tmp_path.rglob("*.cpp"))
-
-
-@pytest.mark.xfail(strict=True, reason="hls/lower.py refuses BipolarQuant with the generic line \"node '...' (op "
-                   "type BipolarQuant) cannot be mapped ... (supported: ...)\": it does not say what to change "
-                   "(a 1-bit bipolar quantizer; e.g. use bit widths >= 2), nor lowers it ({-1, +1} = 2*b - 1 is "
-                   "one bit-plane)")
-@pytest.mark.parametrize("name", ["tfc_1w1a", "tfc_1w2a"])
-def test_1bit_nets_are_exact_or_the_refusal_says_what_to_change(name, tmp_path_factory):
-    try:
-        chain = run_chain(name, tmp_path_factory.mktemp(name))
-    except ValueError as e:
-        message = str(e)
-        assert "bit" in message.lower() and re.search(r"\buse\b|\bchange\b", message), message
+    folder = tmp_path_factory.mktemp(name)
+    if name == "tfc_1w1a":
+        with pytest.raises(ValueError) as info:
+            run_chain(name, folder)
+        message = str(info.value)
+        assert is_flipq_refusal(info.value) and re.match(r"node '[^']+' \(op type BipolarQuant\)", message)
+        assert "1-bit (bipolar) input quantizer" in message and "use an input quantizer of 2 or more bits" in message
+        assert not list(folder.rglob("*.cpp"))
         return
+    chain = run_chain(name, folder)
     check_chain(chain)
+    assert any(layer.op == "threshold" for layer in chain["intmodel"].layers)
 
 
 @pytest.mark.xfail(strict=True, reason="FINN's FC flattens its (1, 28, 28) input before 2*x - 1 and the input "
