@@ -160,7 +160,7 @@ PAIRS = (("torch", "qonnx"), ("qonnx", "csim"), ("csim", "emulator"))
 
 
 def stage_report(cfg: BuildConfig) -> dict:
-    from flipq.host.intmodel import IntModel
+    from flipq.host.intmodel import IntModel, outputs_agree
 
     _, y = load_check_split(cfg)
     outs = {}
@@ -180,9 +180,7 @@ def stage_report(cfg: BuildConfig) -> dict:
             # a float output affine: within its documented bound (both sides float32 references:
             # twice it) with the same argmax; csim~emulator share the integers, so exact anyway
             pair_bound = 0.0 if (a, b) == ("csim", "emulator") else bound * (2 if a == "torch" else 1)
-            ok = np.all(np.abs(outs[a] - outs[b]) <= pair_bound, axis=1)
-            if np.any(pair_bound):
-                ok &= outs[a].argmax(1) == outs[b].argmax(1)
+            ok = outputs_agree(outs[a], outs[b], pair_bound)
             report["agreement"][f"{a}~{b}"] = {"equal": int(ok.sum()), "total": int(len(y))}
             if np.any(pair_bound):
                 report["agreement"][f"{a}~{b}"]["within_bound"] = float(np.max(pair_bound))

@@ -10,7 +10,8 @@ from qonnx.util.basic import get_by_name
 
 
 class MoveInputTransposePastQuant(Transformation):
-    """``input -> Transpose(NHWC->NCHW) -> Quant`` becomes ``input -> Quant -> Transpose``.
+    """``input -> Transpose(NHWC->NCHW) -> Quant`` becomes ``input -> Quant -> Transpose`` (and so
+    past per-tensor float ops before the quantizer, one at a time).
 
     ``ConvertToChannelsLastAndClean(make_input_channels_last=True)`` leaves this Transpose at
     the top of a dense-first network (a flatten of an image-shaped input): qonnx's own
@@ -26,10 +27,12 @@ class MoveInputTransposePastQuant(Transformation):
                 continue
             perm = get_by_name(node.attribute, "perm")
             shape = model.get_tensor_shape(node.input[0])
-            if perm is None or list(perm.ints) != [0, 3, 1, 2] or shape is None or len(shape) != 4:
+            if perm is None or shape is None or list(perm.ints) not in ([0, 3, 1, 2], [0, 2, 1]):
                 continue
             quant = model.find_consumer(node.output[0])
-            if quant is None or quant.op_type != "Quant" or len(model.find_consumers(node.output[0])) != 1:
+            # the quantizer, or a per-tensor float op before it (FINN's 2 * x - 1)
+            if quant is None or quant.op_type not in ("Quant", "Mul", "Sub", "Add", "Div") or \
+                    len(model.find_consumers(node.output[0])) != 1 or quant.input[0] != node.output[0]:
                 continue
             params = [model.get_initializer(name) for name in quant.input[1:]]
             if any(p is None or np.asarray(p).size != 1 for p in params):

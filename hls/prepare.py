@@ -23,6 +23,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.avgpool_to_conv import AvgPoolToConv
+from flipq.hls.input_reshape import MoveInputReshapePastElementwise
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
 from flipq.hls.lower import SOURCE_KEY, SOURCE_OP_KEY, source_name, source_op
 from flipq.hls.quant_above_flatten import MoveQuantAboveFlatten
@@ -61,6 +62,8 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     # an average pool as a conv of ones, before the channels-last conversion (which has no
     # channels-last AveragePool and would leave Transposes around it)
     model = model.transform(AvgPoolToConv()).transform(InferShapes())
+    # FINN's FC: a flatten on the input before 2*x - 1 and the quantizer moves behind them
+    model = model.transform(MoveInputReshapePastElementwise())
     model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
     model = model.transform(RemoveTransposePairAroundElementwise())
     # a flatten before a dense layer's own input quantizer: the quantizer first, so that the

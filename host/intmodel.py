@@ -45,6 +45,18 @@ MAC_OPS = ("conv", "dense")
 AFFINE_OPS = ("mul", "div", "add", "sub")
 
 
+def outputs_agree(a: np.ndarray, b: np.ndarray, bound) -> np.ndarray:
+    """Per row: ``a`` and ``b`` equal (``bound`` 0), or within ``bound`` (per output channel, see
+    :meth:`IntModel.output_bound`). Within the bound the argmax can differ only on a near tie
+    (if ``|a - b| <= bound`` and the picks ``i != j``, then ``|a_i - a_j| <= 2 * bound``), where
+    float32 rounding alone decides which class wins."""
+    n = len(a)
+    a, b = np.asarray(a, dtype=np.float64).reshape(n, -1), np.asarray(b, dtype=np.float64).reshape(n, -1)
+    if a.shape != b.shape:
+        return np.zeros(n, dtype=bool)
+    return (np.abs(a - b) <= np.asarray(bound, dtype=np.float64)).all(axis=1)
+
+
 @dataclass(frozen=True)
 class QuantSpec:
     """A uniform quantizer with a power-of-two scale: value = q * 2**exp."""

@@ -4,7 +4,7 @@ output affine), compiled to the bit-serial C-sim, and compared row by row: C-sim
 (every row, full precision and ``planes=1``), emulator = Brevitas forward up to the output
 affine's documented bound with the argmax equal on every row. 1W2A (bipolar weights) is
 exact; 1W1A's 1-bit input quantizer is refused in one line saying what to use instead. FINN's
-FC on its own 4-D input (it flattens before the input quantizer) is a strict xfail.
+FC also runs on its own (1, 28, 28) input, which it flattens before the input quantizer.
 
 Random seeded parameters (tests/finn_nets.py); FINN's inputs (uint8 images / 255); io_parallel
 only and a few rows, to keep the compiles few. CNV-2W2A is benchmarks/finn_cnv.py's.
@@ -102,9 +102,7 @@ def test_1bit_nets_are_exact_or_the_refusal_says_what_to_change(name, tmp_path_f
     assert any(layer.op == "threshold" for layer in chain["intmodel"].layers)
 
 
-@pytest.mark.xfail(strict=True, reason="FINN's FC flattens its (1, 28, 28) input before 2*x - 1 and the input "
-                   "quantizer: hls/lower.py refuses it (\"the graph input must feed an input quantizer (Quant); "
-                   "it feeds node 'Transpose_0' (op type Transpose)\"); a flatten commutes with the elementwise "
-                   "affine and the quantizer, so it could move behind them")
 def test_tfc_2w2a_on_finn_s_own_4d_input(tmp_path_factory):
+    """FINN's FC flattens its (1, 28, 28) input before 2*x - 1 and the input quantizer: the flatten
+    moves behind them (flipq.hls.input_reshape), then folds into the first layer's rows."""
     check_chain(run_chain("tfc_2w2a", tmp_path_factory.mktemp("tfc4d"), flat=False))

@@ -1,6 +1,7 @@
-"""The two preparation passes average pools need, each before/after on a tiny graph: an
+"""Preparation passes, each before/after on a tiny graph: an
 AveragePool becomes a conv of ones (flipq.hls.avgpool_to_conv), and a Transpose pair around a
-per-tensor elementwise node cancels (flipq.hls.transpose_pair)."""
+per-tensor elementwise node cancels (flipq.hls.transpose_pair); a flatten on the input moves
+behind the float ops and the quantizer (flipq.hls.input_reshape)."""
 
 from __future__ import annotations
 
@@ -64,4 +65,25 @@ def test_transpose_pair_around_a_per_tensor_node_cancels():
     before = _run(model, x)
     after = model.transform(RemoveTransposePairAroundElementwise())
     assert [n.op_type for n in after.graph.node] == ["Quant"]
+    assert np.array_equal(_run(after, x), before)
+
+
+def test_input_flatten_moves_behind_the_float_ops_and_the_quantizer():
+    from flipq.hls.input_reshape import MoveInputReshapePastElementwise
+
+    inits = [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]), helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+             helper.make_tensor("shape", TensorProto.INT64, [2], [1, 12]),
+             helper.make_tensor("s", TensorProto.FLOAT, [], [0.25]), helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+             helper.make_tensor("b", TensorProto.FLOAT, [], [3.0])]
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["flat"], name="view"),
+             helper.make_node("Mul", ["flat", "two"], ["m"], name="mul"),
+             helper.make_node("Sub", ["m", "one"], ["d"], name="sub"),
+             helper.make_node("Quant", ["d", "s", "z", "b"], ["qd"], name="q", domain="qonnx.custom_op.general",
+                              signed=1, narrow=0, rounding_mode="ROUND"),
+             helper.make_node("Relu", ["qd"], ["y"], name="next_layer")]
+    model = _model(nodes, inits, [1, 3, 4], [1, 12])
+    x = np.random.default_rng(2).uniform(0, 1, size=(1, 3, 4)).astype(np.float32)
+    before = _run(model, x)
+    after = model.transform(MoveInputReshapePastElementwise())
+    assert [n.op_type for n in after.graph.node] == ["Mul", "Sub", "Quant", "Reshape", "Relu"]
     assert np.array_equal(_run(after, x), before)
