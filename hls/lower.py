@@ -296,14 +296,23 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 layer.attrs["full_planes"] = True
             layers.append(layer)
             macs.append((layer, wbits, st.act_bits))
-            if _simple(model, node, chain, st, w_exp, layer):
-                st.exp += w_exp
+            w_kn = layer.weight.reshape(-1, layer.weight.shape[-1])
+            simple = _simple(model, node, chain, st, w_exp, layer)
+            if simple or _passes_on(node, chain, w_scale):
+                # an accumulator straight into the next layer (maybe through MaxPool): its real
+                # scale (a float one too: an average pool's 1/9, a float input scale) goes on
+                if not simple:
+                    layer.attrs.update(w_int=w_exp is None, w_exp=0 if w_exp is None else w_exp)
+                st.exp += layer.attrs["w_exp"]
                 st.act_bits = None  # accumulator: wide until the next quantizer
-                st.real = 2.0 ** st.exp
+                st.real *= float(w_scale[0]) if not simple else 2.0 ** layer.attrs["w_exp"]
+                st.exact = st.exact and w_exp is not None
+                lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+                bias = 0 if layer.bias is None else np.asarray(layer.bias)
+                st.lo, st.hi = int((lo + bias).min()), int((hi + bias).max())
                 mac_out = node.output[0]
                 continue
             layer.bias = None  # the chain holds the bias
-            w_kn = layer.weight.reshape(-1, layer.weight.shape[-1])
             if w_exp is None:
                 layer.attrs.update(w_int=True, w_exp=0)
             acc_exp = st.exp + layer.attrs["w_exp"]
@@ -457,6 +466,14 @@ def _simple(model, node, chain, st: _State, w_exp, layer: IntLayer) -> bool:
         layer.bias = None
         return False
     return True
+
+
+def _passes_on(node, chain, w_scale) -> bool:
+    """A bias-free MAC whose accumulator feeds the next layer unchanged (MaxPool aside) with one
+    real scale for every channel: integers on a (float) grid, as the next layer takes them."""
+    return (chain.quant is None and not chain.to_output and chain.stop is not None
+            and all(op == "MaxPool" for op in chain.ops) and not (len(node.input) > 2 and node.input[2])
+            and bool(np.all(w_scale == w_scale[0])))
 
 
 def _maxpool(node, attrs, base) -> IntLayer:
