@@ -6,7 +6,6 @@ Brevitas = QONNX = C-sim = emulator exact. Anything else is refused with the nod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,22 +100,20 @@ def _attrs(node) -> dict:
 
 
 def _pow2_exp(value, node, what: str) -> int:
+    """The exponent of a per-tensor power-of-two ``value`` (> 0, checked by _quant_params), else
+    refused naming the node: where no threshold can absorb a float scale (a quantizer on pooled
+    values)."""
     arr = np.asarray(value, dtype=np.float64).ravel()
-    if arr.size != 1:
-        if not np.all(arr == arr[0]):
-            raise UnsupportedNodeError(
-                f"{_where(node)}: per-channel {what} is not supported "
-                "(use a per-tensor power-of-two scale, e.g. Brevitas *PerTensorFixedPoint)")
-        arr = arr[:1]
-    v = float(arr[0])
-    if v <= 0 or not math.isfinite(v):
-        raise UnsupportedNodeError(f"{_where(node)}: {what} {v} is not > 0 (use a power-of-two scale)")
-    e = math.log2(v)
-    if e != round(e):
+    if not np.all(arr == arr[0]):
         raise UnsupportedNodeError(
-            f"{_where(node)}: {what} {v:g} is not a power of two; "
-            "flipq needs power-of-two scales (Brevitas *FixedPoint quantizers) to stay bit-exact")
-    return int(round(e))
+            f"{_where(node)}: per-channel {what} is not supported here "
+            "(use a per-tensor power-of-two scale, e.g. Brevitas *PerTensorFixedPoint)")
+    e = pow2_exponent(arr)
+    if e is None:
+        raise UnsupportedNodeError(
+            f"{_where(node)}: {what} {float(arr[0]):g} is not a power of two, and no layer feeds this "
+            "quantizer directly (quantize right after the layer, or use a *FixedPoint quantizer)")
+    return e
 
 
 def _quant_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarray]:

@@ -19,7 +19,7 @@ differently (its order is BLAS's), which docs/datapath.md bounds.
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
 
 # Above this many candidate values per channel the search is binary, not exhaustive.
 EXHAUSTIVE_LIMIT = 1 << 12
@@ -196,14 +196,3 @@ def _check(g, t: np.ndarray, vlo: np.ndarray, vhi: np.ndarray, qmin: int, name: 
             f"layer '{name}', channel {ch}: the float chain is not a monotone step function of the "
             f"accumulator (at {int(v[row, ch])} it gives {int(want[row, ch])}, the thresholds "
             f"{int(got[row, ch])})")
-
-
-def affine_of(fn, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(scale, bias)`` of an affine chain of the accumulator, read off in float64
-    at 0 and a large value, and checked at a third point (a non-affine tail is refused by the
-    caller before this)."""
-    pts = np.array([[0] * c, [1 << 20] * c, [-(1 << 19)] * c], dtype=np.int64)
-    y = fn(pts).astype(np.float64)
-    bias = y[0]
-    scale = (y[1] - y[0]) / float(1 << 20)
-    return scale, bias
