@@ -135,15 +135,6 @@ def compose_affine(model, chain: Chain, start: str, scale: np.ndarray, const_val
     return a, b, relu
 
 
-def acc_range(w_kn: np.ndarray, bits: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output channel (lo, hi) of a bias-free accumulator over every run-time ``planes``
-    (dropped planes truncate a weight toward minus infinity), inputs in ``lo .. hi``."""
-    w = np.asarray(w_kn, dtype=np.int64)
-    w_low = np.minimum(w, (w >> (bits - 1)) << (bits - 1))
-    corners = np.stack([w_low * lo, w_low * hi, w * lo, w * hi])
-    return corners.min(axis=0).sum(axis=0), corners.max(axis=0).sum(axis=0)
-
-
 def pow2_exponent(scale) -> int | None:
     """The exponent of a per-tensor power-of-two scale, else None."""
     v = np.asarray(scale, dtype=np.float64).ravel()

@@ -186,13 +186,18 @@ class HardwarePlan:
         raise KeyError(name)
 
 
-def truncation_range(w_kn: np.ndarray, bits: int, lo: int, hi: int, bias=None) -> tuple[int, int]:
-    """(lo, hi) of a layer's final accumulators over every ``planes``, inputs in ``lo .. hi``."""
+def channel_ranges(w_kn: np.ndarray, bits: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output column (lo, hi) of a bias-free accumulator over every ``planes`` (dropped planes
+    truncate a weight toward minus infinity), inputs in ``lo .. hi``."""
     w = np.asarray(w_kn, dtype=np.int64)
     w_low = np.minimum(w, (w >> (bits - 1)) << (bits - 1))
     corners = np.stack([w_low * lo, w_low * hi, w * lo, w * hi])
-    acc_hi = corners.max(axis=0).sum(axis=0)
-    acc_lo = corners.min(axis=0).sum(axis=0)
+    return corners.min(axis=0).sum(axis=0), corners.max(axis=0).sum(axis=0)
+
+
+def truncation_range(w_kn: np.ndarray, bits: int, lo: int, hi: int, bias=None) -> tuple[int, int]:
+    """(lo, hi) of a layer's final accumulators over every ``planes``, inputs in ``lo .. hi``."""
+    acc_lo, acc_hi = channel_ranges(w_kn, bits, lo, hi)
     if bias is not None:
         b = np.asarray(bias, dtype=np.int64).reshape(-1)
         acc_hi, acc_lo = acc_hi + b, acc_lo + b

@@ -13,7 +13,8 @@ from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from flipq.hls.avgpool_to_conv import is_full_planes
-from flipq.hls.chains import acc_range, compose_affine, pow2_exponent, walk_chain
+from flipq.hls.chains import compose_affine, pow2_exponent, walk_chain
+from flipq.hls.hwplan import channel_ranges
 from flipq.hls.planes import PlaneError, check_group_bits, pack_layer
 from flipq.host.bitplan import BitPlan, BitPlanError
 from flipq.host.intmodel import IntLayer, IntModel, QuantSpec
@@ -304,7 +305,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 st.act_bits = None  # accumulator: wide until the next quantizer
                 st.real *= float(w_scale[0]) if not simple else 2.0 ** layer.attrs["w_exp"]
                 st.exact = st.exact and w_exp is not None
-                lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+                lo, hi = channel_ranges(w_kn, wbits, st.lo, st.hi)
                 bias = 0 if layer.bias is None else np.asarray(layer.bias)
                 st.lo, st.hi = int((lo + bias).min()), int((hi + bias).max())
                 mac_out = node.output[0]
@@ -317,7 +318,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 own = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
                 a, b, relu = compose_affine(model, chain, node.output[0], st.real * w_scale, _const_value,
                                             _refuse_at, own)
-                lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+                lo, hi = channel_ranges(w_kn, wbits, st.lo, st.hi)
                 # float32 reference vs float64 here: the MAC's float32 sum of K terms plus a few
                 # rounded ops, each within 2**-24 of the largest magnitude the channel reaches
                 bound = (w_kn.shape[0] + 8) * 2.0**-24 * (np.abs(a) * np.maximum(-lo, hi) + np.abs(b))
@@ -510,7 +511,7 @@ def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base
     bias = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
     fn = FloatChain(model, node.output[0], evaluated, quant.output[0], st.real, w_scale, node.name, _const_value,
                     bias=bias)
-    lo, hi = acc_range(w_kn, wbits, st.lo, st.hi)
+    lo, hi = channel_ranges(w_kn, wbits, st.lo, st.hi)
     try:
         t, descending = derive_thresholds(lambda acc: levels(fn(acc), q_real), lo, hi, spec.qmin, spec.qmax,
                                           name=node.name)
