@@ -57,7 +57,13 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     p.add_argument("--group-size", type=nonnegative_int, default=None,
                    help="weight-group size for layers whose plan gives none (0: whole fan-in)")
     p.add_argument("--pe", default=None, help="PEs per layer, e.g. conv1=4,fc1=2 (default 1 each)")
-    p.add_argument("--board", default=None, help="board whose resources the hls report is checked against")
+    p.add_argument("--simd", default=None, help="SIMD lanes per layer, e.g. conv1=8 (default: the widest "
+                                                 "each layer allows, up to 64)")
+    p.add_argument("--board", default=None,
+                   help="fold for this board: SIMD/PE per layer for the most throughput that fits (or "
+                        "--target-fps); without --board, the saved board is only checked")
+    p.add_argument("--target-fps", type=positive_float, default=None,
+                   help="with folding: the modeled samples/s to reach at the board clock")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,8 +238,13 @@ def _config(args, fresh: bool):
 
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
-                  "kernel", "group_size", "pe", "float_epochs", "board", "threads", "weight_scale",
-                  "check_rows")}
+                  "kernel", "group_size", "pe", "simd", "float_epochs", "board", "threads", "weight_scale",
+                  "check_rows", "target_fps")}
+    # naming a board (or a throughput) asks hls to fold for it, unless the folding is given by hand
+    if (args.board or getattr(args, "target_fps", None)) and not (getattr(args, "pe", None) or getattr(args, "simd", None)):
+        overrides["fold"] = True
+    elif getattr(args, "pe", None) or getattr(args, "simd", None):
+        overrides["fold"] = False
     overrides["progress"] = not args.no_progress  # this command's choice, not the saved one
     if getattr(args, "flip", False):
         from flipq.quant.flipconfig import flip_config_from_args

@@ -42,6 +42,9 @@ class BuildConfig:
     kernel: str = "bitserial"  # or "stock": hls4ml's own bit-parallel kernels
     group_size: int = 0  # weight-group size for layers whose plan gives none (0: whole fan-in)
     pe: str = ""  # PEs per layer, "conv1=4,fc1=2" (default 1 each)
+    simd: str = ""  # SIMD lanes per layer, "conv1=8" (default: the widest each layer allows, <= 64)
+    fold: bool = False  # hls picks SIMD/PE per layer for the board (flipq.hls.folding) instead
+    target_fps: float = 0.0  # with fold: the throughput to reach (0: the most that fits)
     board: str = "pynq-z2"  # the board whose resources the hls report is checked against
     flip: dict | None = None  # FlipConfig fields: retrain with flip-based extra-bit allocation
     float_epochs: int = 0  # train a float twin first and start QAT from its weights
@@ -57,13 +60,11 @@ class BuildConfig:
 
     def pe_map(self) -> dict[str, int]:
         """``pe`` parsed: layer name -> number of PEs."""
-        out = {}
-        for item in filter(None, (s.strip() for s in self.pe.split(","))):
-            name, _, count = item.partition("=")
-            if not count.strip().isdigit() or int(count) < 1:
-                raise ValueError(f"--pe entry '{item}': expected LAYER=N with N >= 1")
-            out[name.strip()] = int(count)
-        return out
+        return _layer_counts(self.pe, "--pe")
+
+    def simd_map(self) -> dict[str, int]:
+        """``simd`` parsed: layer name -> SIMD lanes."""
+        return _layer_counts(self.simd, "--simd")
 
     @property
     def folder(self) -> Path:
@@ -254,16 +255,40 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _layer_counts(text: str, flag: str) -> dict[str, int]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, _, count = item.partition("=")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"{flag} entry '{item}': expected LAYER=N with N >= 1")
+        out[name.strip()] = int(count)
+    return out
+
+
 def format_hls_report(report: dict) -> str:
     """Per-layer modeled cycles and resources of ``hls_report.json``."""
     lines = ["modeled: cycles from the bit-serial cost model, resources pre-synthesis estimates "
              "(docs/cost_model.md); nothing here was measured on a board or by Vivado",
-             f"{'layer':<10}{'kernel':<20}{'W':>3}{'A':>3}{'cycles':>10}{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
+             f"{'layer':<10}{'kernel':<8}{'W':>3}{'A':>3}{'SIMD':>5}{'PE':>4}{'cycles':>10}{'C-sim':>10}"
+             f"{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
     for layer in report["layers"]:
-        lines.append(f"{layer['name']:<10}{layer['kernel']:<20}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
-                     f"{layer['cycles']:>10}{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")
+        counted = layer.get("csim_cycles", "-")
+        lines.append(f"{layer['name']:<10}{layer['kernel']:<8}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
+                     f"{layer.get('simd', '-'):>5}{layer.get('pe', '-'):>4}{layer['cycles']:>10}{counted:>10}"
+                     f"{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")
     t = report["totals"]
-    lines.append(f"{'total':<36}{t['cycles']:>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}{t['dsp']:>5}")
+    lines.append(f"{'total':<33}{t['cycles']:>10}{'':>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}"
+                 f"{t['dsp']:>5}")
+    if "interval" in t:
+        line = (f"interval {t['interval']} cycles (slowest layer): {t.get('fps', 0):.0f} samples/s modeled at "
+                f"{t['clock_mhz']:g} MHz")
+        if "csim_matches_model" in t:
+            line += ("; C-sim counted the same cycles" if t["csim_matches_model"]
+                     else "; C-SIM COUNTED OTHER CYCLES THAN THE MODEL (a bug: please report it)")
+        lines.append(line)
+    if report.get("folding"):
+        f = report["folding"]
+        lines.append(f"folding: chosen for the board, stopped by {f['binding']}")
     board = report.get("board")
     if board:
         use = ", ".join(f"{k} {100 * v:.1f} %" for k, v in board["utilization"].items())

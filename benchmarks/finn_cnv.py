@@ -162,6 +162,22 @@ def run_csim(lib: Path, meta: dict, q: np.ndarray, want: np.ndarray, chunk: int 
     return {"got": got, "seconds": seconds, "planes1": low}
 
 
+def counted_vs_modeled(build, q_one: np.ndarray) -> dict:
+    """The kernels' own cycle counts (one sample) against the cost model, at every planes."""
+    from flipq.hls.cost import modeled_processes
+    from flipq.host.csim import CsimBackend
+
+    max_bits = max(lay.weight_bits for lay in build.plan.layers)
+    equal, interval = [], {}
+    with CsimBackend(build.lib_path, build.meta) as csim:
+        for planes in range(1, max_bits + 1):
+            counted = csim.count_cycles(q_one, planes)
+            if counted == modeled_processes(build.plan, planes, build.io_type):
+                equal.append(planes)
+            interval[planes] = max(max(p.values()) for p in counted.values())
+    return {"planes": list(range(1, max_bits + 1)), "equal_at_planes": equal, "counted_interval": interval}
+
+
 def git_commit() -> str | None:
     with contextlib.suppress(Exception):
         return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -178,6 +194,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--io-type", choices=IO_TYPES, default="io_parallel")
     ap.add_argument("--lanes-rows", type=int, default=4,
                     help="rows through a second C-sim built with -DFLIPQ_CSIM_LANES (0: skip)")
+    ap.add_argument("--fold", default=None, metavar="BOARD",
+                    help="fold SIMD/PE for this board (flipq.hls.folding) instead of PE 1 and the widest SIMD")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="build folder (default: a temporary one)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder for the JSON result")
@@ -205,6 +223,15 @@ def main(argv=None) -> dict:
         n_weights = sum(int(layer.weight.size) for layer in intmodel.mac_layers)
         say(f"  lowered in {lower_s:.1f} s: {len(intmodel.mac_layers)} MAC layers, {n_weights} weights")
 
+        folding = None
+        if args.fold:
+            from flipq.boards import load_board
+            from flipq.hls.folding import fold_for_board, folded_plan
+
+            result_fold = fold_for_board(intmodel, load_board(args.fold), io_type=args.io_type)
+            plan = folded_plan(intmodel, result_fold)
+            folding = {"board": args.fold, **{k: v for k, v in result_fold.to_dict().items() if k != "label"}}
+            say(f"  folded for {args.fold}: {result_fold.fps:.0f} fps modeled ({result_fold.binding})")
         say(f"converting with hls4ml ({args.io_type})")
         with contextlib.redirect_stdout(io.StringIO()):
             build = build_bitserial(intmodel, prepared, work / "hls", io_type=args.io_type, plan=plan,
@@ -223,6 +250,8 @@ def main(argv=None) -> dict:
         cs = run_csim(build.lib_path, build.meta, q, want)
         csim_ok = rows_equal(cs["got"], want)
         planes1_ok = rows_equal(cs["planes1"], Emulator(intmodel, planes=1).run(q[:PLANES1_ROWS]))
+        cycles = counted_vs_modeled(build, q[:1])
+        say(f"  counted cycles = modeled at planes {cycles['equal_at_planes']} of {cycles['planes']}")
         lanes = None
         if args.lanes_rows:
             lanes = lane_loop_csim(build, q[:args.lanes_rows], want[:args.lanes_rows])
@@ -258,6 +287,7 @@ def main(argv=None) -> dict:
         "emulator_vs_torch": round(torch_s / emu_s, 3),
         "csim_equals_emulator_rows": [int(csim_ok.sum()), int(len(csim_ok))],
         "csim_equals_emulator_planes1_rows": [int(planes1_ok.sum()), int(len(planes1_ok))],
+        "cycles_counted_equal_modeled": cycles, "folding": folding,
         "emulator_equals_torch_rows": [int((diff.max(axis=1) == 0).sum()), int(len(diff))],
         "emulator_torch_max_abs_diff": float(diff.max()),
         "output_bound_max": float(np.max(intmodel.output_bound())),
@@ -325,6 +355,11 @@ def write_doc(results: Path, doc: Path) -> None:
         ("argmax equal, rows (distinct classes)", "all",
          lambda r: f"{_fraction(r['argmax_equal_rows'])} ({r['argmax_classes']})"),
         ("threshold layers", "", lambda r: str(r["threshold_layers"])),
+        ("folding", "", lambda r: (f"{r['folding']['board']}: {r['folding']['fps']:.0f} fps modeled"
+                                   if r.get("folding") else "PE 1, widest SIMD")),
+        ("counted C-sim cycles = modeled, at planes", "all", lambda r: (
+            f"{r['cycles_counted_equal_modeled']['equal_at_planes']} of {r['cycles_counted_equal_modeled']['planes']}"
+            if r.get("cycles_counted_equal_modeled") else "-")),
         ("load average (1 min) before / after", "", lambda r: "{} / {}".format(
             r["machine"]["loadavg_before"][0], r["machine"]["loadavg_after"][0])),
         ("date, commit", "", lambda r: f"{r['date']}, {r['commit']}"),

@@ -90,7 +90,7 @@ class ReplaceWithBitSerial(OptimizerPass):
         spec = spec_of(model)
         entry = _match_spec(spec, node.name)
         with np.load(spec["arrays"]) as arrays:
-            words, mask = arrays[entry["name"] + "/words"], arrays[entry["name"] + "/mask"]
+            rom, sched, blk = (arrays[entry["name"] + key] for key in ("/rom", "/sched", "/blk"))
             bias = arrays[entry["name"] + "/bias"]
             step = (arrays[entry["name"] + "/thresholds"], arrays[entry["name"] + "/thr_signs"]) \
                 if entry.get("threshold") else None
@@ -116,7 +116,8 @@ class ReplaceWithBitSerial(OptimizerPass):
             "flipq_result_precision": result,
             "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
                           psum_width=entry["psum_bits"] + shift, requant=requant),
-            "flipq_words": words, "flipq_mask": mask, "flipq_bias": [int(b) << shift for b in bias],
+            "flipq_rom": rom, "flipq_sched": sched, "flipq_blk": blk,
+            "flipq_bias": [int(b) << shift for b in bias],
         }
         if isinstance(node, hl.Conv2D):
             kh, kw, cin = node.get_attr("filt_height"), node.get_attr("filt_width"), node.get_attr("n_chan")
@@ -235,18 +236,26 @@ def _c_words(words: np.ndarray) -> str:
     return ",".join(f"0x{int(v):x}ULL" for v in words.reshape(-1))
 
 
+def _c_rows(table: np.ndarray, cell) -> str:
+    return ",".join("{" + ",".join(cell(v) for v in row) + "}" for row in table)
+
+
 def _config_params(node) -> dict:
     f = node.get_attr("flipq")
-    words, mask = node.get_attr("flipq_words"), node.get_attr("flipq_mask")
+    rom, sched, blk = node.get_attr("flipq_rom"), node.get_attr("flipq_sched"), node.get_attr("flipq_blk")
+    depth = max(rom.shape[1], 1)
+    rom = np.concatenate([rom, np.zeros((rom.shape[0], depth - rom.shape[1]), dtype=np.uint64)], axis=1)
+    hex_word = lambda v: f"0x{int(v):x}ULL"  # noqa: E731
     params = {
-        "index": node.index, "layer": f["name"], "n_in": f["fan_in"], "n_out": f["n_out"],
-        "group_size": f["group_size"], "n_groups": words.shape[1], "n_words": words.shape[3],
-        "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1, "n_pe": f["pe"],
+        "index": node.index, "layer": f["name"], "layer_id": f["layer_id"], "n_in": f["fan_in"],
+        "n_out": f["n_out"], "n_pix": f["n_pix"], "simd": f["simd"], "pe": f["pe"], "n_rows": f["n_rows"],
+        "n_blocks": blk.shape[0], "n_entries": sched.size, "rom_depth": depth,
+        "max_iterations": f["max_iterations"], "mvau_depth": f["mvau_depth"],
+        "group_size": f["group_size"], "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1,
         "full_planes": "true" if f.get("full_planes") else "false",
         "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
         "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
-        "n_words_total": words.size, "words": _c_words(words), "n_mask": mask.size,
-        "mask": ",".join(str(int(v)) for v in mask.reshape(-1)),
+        "rom": _c_rows(rom, hex_word), "sched": _c_words(sched), "blk": _c_rows(blk, str),
         "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
         "base": "flipq::bitserial_config", "geometry": "", "requant": _requant_lines(f.get("requant")),
         **_threshold_rom(f),
@@ -269,7 +278,7 @@ class _BitSerialCall(FunctionCallTemplate):
     def format(self, node):
         p = self._default_function_params(node)
         return (f"flipq::{self.function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
-                f"({p['input']}, {p['output']}, fq_planes{node.index}, fq_mask{node.index}, "
+                f"({p['input']}, {p['output']}, fq_rom{node.index}, fq_sched{node.index}, fq_blk{node.index}, "
                 f"fq_bias{node.index}, fq_thr{node.index}, fq_desc{node.index}, {PLANES_ARG});")
 
 

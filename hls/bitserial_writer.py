@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 TEMPLATES = Path(__file__).parent / "templates"
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_PLANES = 8
 PLANES_ARG = "planes"
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flipq.hls.planes import WORD_BITS, PackedLayer, check_group_bits, pack_layer
+from flipq.hls.fold import ConvGeometry, FoldedLayer, FoldingError, check_folding, fold_layer, simd_options
+from flipq.hls.planes import PackedLayer, check_group_bits, pack_layer
 
 
 class HardwarePlanError(ValueError):
@@ -73,18 +74,17 @@ class LayerHw:
     w_exp: int
     group_size: int  # effective: 1..K
     n_groups: int
-    n_words: int  # 64-bit words per group and plane
-    lanes: int  # activations added per step (one word's worth)
-    pe: int
+    simd: int  # fan-in rows (activations) a step
+    pe: int  # output columns a step
     inp: ValueRange  # the layer's input, on its own exponent
     act_bits: int  # the activation datapath width
-    psum_bits: int  # one plane of one group: up to group_size activations
+    psum_bits: int  # one step: up to simd activations
     acc_bits: int  # the accumulator register (every partial sum, every planes)
     out_lo: int  # the final accumulator's range over every planes
     out_hi: int
-    frame_elems: int  # a conv's zero-padded input frame (what io_stream buffers); 0 for dense
+    geometry: ConvGeometry | None  # a conv's window geometry (its sliding-window generator)
     mask: np.ndarray = field(repr=False)  # (N, n_groups) uint8: planes that are not all zero
-    words: np.ndarray | None = field(default=None, repr=False)  # (N, n_groups, B, n_words) uint64
+    fold: FoldedLayer = field(default=None, repr=False)  # schedule and per-PE weight ROMs
     bias: np.ndarray | None = field(default=None, repr=False)  # (N,) int64, accumulator scale
     # the threshold step replacing requantization when a ``threshold`` layer follows the MAC:
     # (N, L) int64 on the accumulator's grid, clipped into thr_bits (ascending per row) ...
@@ -92,6 +92,18 @@ class LayerHw:
     thr_signs: np.ndarray | None = field(default=None, repr=False)  # (N,) int64: -1 where descending
     out_quant: dict | None = None  # ... and the QuantSpec dict of the values it produces
     full_planes: bool = False  # run-time ``planes`` does not apply (an average pool's ones)
+    simd_choices: tuple = ()  # the SIMD values this layer can take (flipq.hls.fold.simd_options)
+
+    @property
+    def lanes(self) -> int:
+        return self.simd
+
+    @property
+    def mvau_depth(self) -> int:
+        """Pipeline depth of the layer's MVAU loop: ROM read, AND and adder tree over SIMD lanes,
+        shift-accumulate, the output step (threshold comparators and their popcount), write."""
+        thr = 1 + math.ceil(math.log2(max(self.n_thresholds, 2))) if self.thresholds is not None else 0
+        return 3 + math.ceil(math.log2(max(self.simd, 2))) + thr
 
     @property
     def exp_in(self) -> int:
@@ -115,40 +127,50 @@ class LayerHw:
     def to_dict(self) -> dict:
         """The scalar facts (what the hls4ml pass and ``csim_meta.json`` carry)."""
         keys = ("name", "onnx_node", "kernel", "fan_in", "n_out", "n_pix", "weight_bits", "w_exp", "group_size",
-                "n_groups", "n_words", "lanes", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi")
+                "n_groups", "simd", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi")
         return {**{k: getattr(self, k) for k in keys}, "exp_in": self.exp_in, "act_max": self.act_max,
                 "in_lo": self.inp.lo, "in_hi": self.inp.hi, "n_thresholds": self.n_thresholds,
-                "thr_bits": self.thr_bits if self.thresholds is not None else 0, "full_planes": self.full_planes}
+                "thr_bits": self.thr_bits if self.thresholds is not None else 0, "full_planes": self.full_planes,
+                "mvau_depth": self.mvau_depth, "n_rows": self.fold.n_rows, "n_blocks": self.fold.n_blocks,
+                "schedule_entries": self.fold.n_entries, "rom_depth": self.fold.rom_depth}
 
 
 def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: int, group_size: int,
-             mask: np.ndarray, inp: ValueRange, n_pix: int = 1, pe: int = 1, w_exp: int = 0,
-             onnx_node: str | None = None, words: np.ndarray | None = None, bias: np.ndarray | None = None,
-             out_range: tuple[int, int] | None = None, frame_elems: int = 0, threshold=None,
-             full_planes: bool = False) -> LayerHw:
-    """The derived widths of one layer (the only place they are worked out); ``threshold``:
-    the IntModel ``threshold`` layer right after this one, if any."""
+             mask: np.ndarray, inp: ValueRange, n_pix: int = 1, pe: int = 1, simd: int | None = None,
+             w_exp: int = 0, onnx_node: str | None = None, w_kn: np.ndarray | None = None,
+             bias: np.ndarray | None = None, out_range: tuple[int, int] | None = None,
+             geometry: ConvGeometry | None = None, threshold=None, full_planes: bool = False,
+             in_beat: int | None = None) -> LayerHw:
+    """The derived widths and folding of one layer (the only place they are worked out);
+    ``simd`` None takes the widest the layer allows (at most 64); ``w_kn`` the (K, N) integer
+    weights when the schedule and ROMs are wanted (a cost estimate from a mask alone works
+    without); ``threshold``: the IntModel ``threshold`` layer right after this one, if any;
+    ``in_beat``: a dense layer's input elements per stream beat (a flattened conv output streams
+    a pixel's channels a beat), which SIMD must divide like a conv's input channels."""
     g = fan_in if group_size <= 0 or group_size > fan_in else group_size
-    n_words = -(-g // WORD_BITS)
+    cin = geometry.cin if geometry is not None else in_beat
+    choices = tuple(simd_options(fan_in, g, cin))
+    if simd is None:
+        simd = choices[-1]
+    check_folding(name, simd, pe, fan_in, n_out, g, cin)
     amax = inp.amax
     bias_max = 0 if bias is None else int(np.abs(bias).max(initial=0))
     wmax = 2 ** (weight_bits - 1)
     acc_bound = fan_in * amax * wmax + bias_max
-    lanes = min(g, WORD_BITS)
-    # one step adds `lanes` activations; a group of n_words words sums their partial sums
-    psum_bits = signed_bits(lanes * amax) + (n_words > 1) * math.ceil(math.log2(n_words))
     lo, hi = out_range if out_range is not None else (-acc_bound, acc_bound)
     acc_bits = signed_bits(acc_bound)
     thresholds = signs = out_quant = None
     if threshold is not None:
         thresholds, signs = threshold_step(threshold, n_out, acc_bits, name)
         out_quant = dict(threshold.attrs["quant"])
+    fold = fold_layer(mask, weight_bits, fan_in, g, int(simd), int(pe), w_kn)
     return LayerHw(
         name=name, onnx_node=onnx_node or name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix,
-        weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), n_words=n_words,
-        lanes=lanes, pe=pe, inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=psum_bits,
-        acc_bits=acc_bits, out_lo=lo, out_hi=hi, frame_elems=frame_elems, mask=mask, words=words,
-        bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant, full_planes=full_planes)
+        weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), simd=int(simd),
+        pe=int(pe), inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=signed_bits(simd * amax),
+        acc_bits=acc_bits, out_lo=lo, out_hi=hi, geometry=geometry, mask=mask, fold=fold,
+        bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant, full_planes=full_planes,
+        simd_choices=choices)
 
 
 def threshold_step(layer, n_out: int, acc_bits: int, mac_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -204,27 +226,32 @@ def truncation_range(w_kn: np.ndarray, bits: int, lo: int, hi: int, bias=None) -
     return int(acc_lo.min(initial=0)), int(acc_hi.max(initial=0))
 
 
-def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> HardwarePlan:
-    """Walk the model once: pack every MAC layer's planes and derive its widths.
+def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: dict | None = None) -> HardwarePlan:
+    """Walk the model once: pack every MAC layer's planes, fold it and derive its widths.
 
-    ``pe`` maps layer names to PE counts (default 1); ``group_size`` applies to layers whose
-    BitPlan gives none (0: the whole fan-in).
+    ``pe`` and ``simd`` map layer names to PE / SIMD counts (default: PE 1, the widest SIMD the
+    layer allows, at most 64; :mod:`flipq.hls.fold` says which values a layer can take);
+    ``group_size`` applies to layers whose BitPlan gives none (0: the whole fan-in).
     """
-    pe = dict(pe or {})
+    pe, simd = dict(pe or {}), dict(simd or {})
     names = [layer.name for layer in intmodel.mac_layers]
-    unknown = sorted(set(pe) - set(names))
-    if unknown:
-        raise HardwarePlanError(f"pe names layer '{unknown[0]}', which the model does not have "
-                                f"(layers: {', '.join(names)})")
+    for key, given in (("pe", pe), ("simd", simd)):
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise HardwarePlanError(f"{key} names layer '{unknown[0]}', which the model does not have "
+                                    f"(layers: {', '.join(names)})")
     q = intmodel.input_quant
     cur = ValueRange(q.qmin, q.qmax, q.exp, q.signed, q.bits)
+    shape = tuple(int(d) for d in intmodel.input_shape)
+    beat = shape[-1]  # elements per stream beat: a flatten keeps the pixel beats hls4ml streams
     first = cur
     layers = []
     for index, layer in enumerate(intmodel.layers):
         if layer.is_mac:
             nxt = intmodel.layers[index + 1] if index + 1 < len(intmodel.layers) else None
             threshold = nxt if nxt is not None and nxt.op == "threshold" else None
-            layers.append(_mac_layer(layer, cur, pe.get(layer.name, 1), group_size, threshold))
+            layers.append(_mac_layer(layer, cur, shape, beat, pe.get(layer.name, 1), simd.get(layer.name),
+                                     group_size, threshold))
             hw = layers[-1]
             # accumulators travel as signed integers, even where every value is >= 0
             cur = ValueRange(hw.out_lo, hw.out_hi, cur.exp + hw.w_exp, True,
@@ -237,11 +264,16 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0) -> Hard
             cur = ValueRange(s.qmin, s.qmax, s.exp, s.signed, s.bits)
         elif layer.op == "relu":
             cur = ValueRange(max(cur.lo, 0), max(cur.hi, 0), cur.exp, cur.signed, cur.bits)
+        if layer.attrs.get("out_shape"):
+            shape = tuple(int(d) for d in layer.attrs["out_shape"])
+            if layer.op != "flatten":
+                beat = shape[-1]
     output = ValueRange(cur.lo, cur.hi, cur.exp, cur.signed, max(cur.bits, 2))
     return HardwarePlan(tuple(layers), first, output)
 
 
-def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int, threshold=None) -> LayerHw:
+def _mac_layer(layer, inp: ValueRange, in_shape: tuple, beat: int, n_pe, n_simd, default_group: int,
+               threshold=None) -> LayerHw:
     a = layer.attrs
     bits = int(a["weight_bits"])
     # declared group widths fix the layer's groups (0: one group per column); the default
@@ -252,25 +284,28 @@ def _mac_layer(layer, inp: ValueRange, n_pe, default_group: int, threshold=None)
     packed: PackedLayer = pack_layer(layer.weight, bits, gs, layer.name)
     if a.get("group_bits") is not None:
         check_group_bits(packed, a["group_bits"], layer.name)
-    if isinstance(n_pe, bool) or not isinstance(n_pe, (int, np.integer)) or not 1 <= n_pe <= packed.n_out:
-        raise HardwarePlanError(f"layer '{layer.name}': pe={n_pe!r} must be an int in 1..{packed.n_out} "
-                                "(output columns)")
     bias = None if layer.bias is None else np.asarray(layer.bias, dtype=np.int64).reshape(-1)
     out_shape = a.get("out_shape") or [packed.n_out]
-    n_pix, frame = 1, 0
+    n_pix, geometry = 1, None
     if layer.op == "conv":
         n_pix = int(np.prod(out_shape[:-1]))
         kh, kw, cin = layer.weight.shape[:3]
-        sy, sx = a["stride"]
-        # hls4ml streams the zero-padded frame: what a streaming conv buffers
-        frame = ((out_shape[0] - 1) * sy + kh) * ((out_shape[1] - 1) * sx + kw) * cin
+        (sy, sx), pads = a["stride"], a.get("pads", [0, 0, 0, 0])
+        geometry = ConvGeometry(in_h=int(in_shape[0]), in_w=int(in_shape[1]), cin=int(cin), kh=int(kh),
+                                kw=int(kw), sy=int(sy), sx=int(sx), pad_top=int(pads[0]), pad_left=int(pads[1]),
+                                pad_bottom=int(pads[2]), pad_right=int(pads[3]),
+                                out_h=int(out_shape[0]), out_w=int(out_shape[1]))
     w_kn = np.asarray(layer.weight, dtype=np.int64).reshape(-1, layer.weight.shape[-1])
-    return layer_hw(
-        name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op, fan_in=packed.fan_in,
-        n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]), group_size=packed.group_size,
-        mask=packed.mask, words=packed.words, inp=inp, pe=int(n_pe), bias=bias,
-        out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), frame_elems=frame, threshold=threshold,
-        full_planes=bool(a.get("full_planes", False)))
+    try:
+        return layer_hw(
+            name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op, fan_in=packed.fan_in,
+            n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]),
+            group_size=packed.group_size, mask=packed.mask, w_kn=w_kn, inp=inp, pe=n_pe, simd=n_simd,
+            bias=bias, out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), geometry=geometry,
+            threshold=threshold, full_planes=bool(a.get("full_planes", False)),
+            in_beat=beat if layer.op == "dense" else None)
+    except FoldingError as e:
+        raise HardwarePlanError(str(e)) from None
 
 
 def output_range_bits(intmodel, plan: HardwarePlan | None = None) -> tuple[int, bool, int]:

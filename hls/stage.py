@@ -42,10 +42,21 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
     # every bad setting fails here, before seconds of conversion and compiling
     _check_settings(cfg)
     board = load_board(cfg.board)
-    pe = cfg.pe_map()
+    pe, simd = cfg.pe_map(), cfg.simd_map()
     t0 = time.perf_counter()
     intmodel, prepared = _lower(cfg, model_path)
-    plan = plan_hardware(intmodel, pe, cfg.group_size)
+    folding = None
+    if cfg.fold:
+        from flipq.hls.folding import fold_for_board, folded_plan
+
+        result = fold_for_board(intmodel, board, cfg.target_fps or None, group_size=cfg.group_size,
+                                io_type=cfg.io_type)
+        folding = result.to_dict()
+        _say(cfg, f"folded for {board.name}: {result.fps:.0f} fps modeled at {result.clock_mhz:g} MHz "
+                  f"(interval {result.interval} cycles); stopped by {result.binding}")
+        plan = folded_plan(intmodel, result, cfg.group_size)
+    else:
+        plan = plan_hardware(intmodel, pe, cfg.group_size, simd)
     # Built beside the current hls/ and swapped in only when complete: a failed conversion or
     # compile leaves the earlier integer model, library and reports as they were.
     final_dir = cfg.folder / "hls"
@@ -73,9 +84,14 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
             outputs = _in_chunks(run, q, cfg.progress)
         info["seconds_check"] = time.perf_counter() - t1
     digest = intmodel.digest()
-    report = hls_report(intmodel, io_type=cfg.io_type, plan=plan)
+    report = hls_report(intmodel, io_type=cfg.io_type, plan=plan, clock_mhz=board.fclk0_mhz)
     report.update(kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest,
                   sources=info.pop("sources"), board=board_check(board, report["totals"]))
+    if folding is not None:
+        report["folding"] = folding
+    counted = info.pop("counted_cycles", None)
+    if counted is not None:
+        add_counted_cycles(report, counted)
     write_json(hls_dir / "hls_report.json", report)
     info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest)
     write_json(hls_dir / "hls.json", info)
@@ -162,8 +178,12 @@ def _bitserial(cfg, intmodel, prepared, plan, hls_dir: Path):
         with CsimBackend(build.lib_path, build.meta) as backend:
             yield lambda q: intmodel.to_real(backend.run(q, None).reshape(len(q), -1))
 
+    # the kernels time themselves: one sample at full precision through their counted loops
+    with CsimBackend(build.lib_path, build.meta) as backend:
+        one = np.zeros((1, *intmodel.input_shape), dtype=np.int64) + intmodel.input_quant.qmin
+        counted = backend.count_cycles(one, None)
     return runner(), {"seconds_compile": build.compile_seconds, "seconds_convert": build.convert_seconds,
-                 "sources": _firmware_sources(build.project_dir, hls_dir)}
+                      "sources": _firmware_sources(build.project_dir, hls_dir), "counted_cycles": counted}
 
 
 def _stock(cfg, intmodel, prepared, hls_dir: Path):
@@ -185,6 +205,21 @@ def _in_chunks(run, q: np.ndarray, progress: bool) -> np.ndarray:
             parts.append(run(q[start:start + CSIM_CHUNK]))
             bar.update(len(parts[-1]))
     return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+def add_counted_cycles(report: dict, counted: dict) -> None:
+    """Put the C-sim's own cycle counts beside the model's: ``layers[i]["csim_cycles"]`` (the
+    slowest process, one sample, full precision) and ``csim_processes``; ``totals`` gains
+    ``csim_interval`` and ``csim_matches_model``. The two are equal by construction; a
+    difference is a bug in the kernels or the model, and the report says so."""
+    same = True
+    for layer in report["layers"]:
+        procs = counted[layer["name"]]
+        layer["csim_processes"] = procs
+        layer["csim_cycles"] = max(procs.values())
+        same = same and procs == layer["processes"]
+    report["totals"]["csim_interval"] = max(layer["csim_cycles"] for layer in report["layers"])
+    report["totals"]["csim_matches_model"] = same
 
 
 def board_check(board, totals: dict) -> dict:

@@ -100,8 +100,10 @@ def lower_model(raw, pe: int | dict = 1, group_size: int = 0):
     plan = plan_from_onnx(raw)
     prepared = prepare_qonnx(raw)
     intmodel = lower_qonnx(prepared, plan)
-    if not isinstance(pe, dict):
-        pe = {layer.name: max(1, min(int(pe), layer.weight.shape[-1])) for layer in intmodel.mac_layers}
+    if not isinstance(pe, dict):  # one count for every layer: the largest each layer can take up to it
+        from flipq.hls.fold import pe_at_most
+
+        pe = {layer.name: pe_at_most(layer.weight.shape[-1], pe) for layer in intmodel.mac_layers}
     return intmodel, prepared, plan_hardware(intmodel, pe, group_size)
 
 
@@ -298,12 +300,20 @@ def _check_csim(stages: _Stages, intmodel, prepared, plan, q, full, work_dir, io
 
     with contextlib.redirect_stdout(io.StringIO()):  # hls4ml narrates its topology walk
         build = build_bitserial(intmodel, prepared, Path(work_dir), io_type=io_type, plan=plan)
+    from flipq.hls.cost import modeled_processes
+
     opener = csim_backend or (lambda b: CsimBackend(b.lib_path, b.meta))
     backend = opener(build)
     try:
         for planes in range(1, intmodel.max_planes() + 1):
             want = full if planes == intmodel.max_planes() else Emulator(intmodel, planes=planes).run(q)
             stages.add("csim=emulator", backend.run(q, planes), want, planes)
+            if hasattr(backend, "count_cycles"):  # the kernels' own cycle counts, one sample
+                counted = backend.count_cycles(q[:1], planes)
+                modeled = modeled_processes(build.plan, planes, io_type)
+                keys = [(name, proc) for name in modeled for proc in sorted(modeled[name])]
+                stages.add("csim cycles=model", np.array([[counted.get(n, {}).get(p, -1) for n, p in keys]]),
+                           np.array([[modeled[n][p] for n, p in keys]]), planes)
     finally:
         backend.close()
 

@@ -91,6 +91,9 @@ class AccelMeta:
     max_planes: int
     max_batch: int  # rows per DMA transfer; host buffers are sized for this many
     plan: Mapping[str, Any] | None = None
+    # the hardware plan the IP was built from, as flipq.hls modeled it (per layer SIMD, PE,
+    # cycles; interval and fps at fclk): what `flipq bench` compares its measurement with
+    hardware: Mapping[str, Any] | None = None
     format: int = FORMAT_VERSION
 
     # -- sizes ------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class AccelMeta:
             "max_planes": self.max_planes,
             "max_batch": self.max_batch,
             "plan": self.plan,
+            **({"hardware": self.hardware} if self.hardware is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -184,6 +188,7 @@ class AccelMeta:
             if k not in control:
                 raise AccelMetaError(f"{source}: missing field 'ip.control.{k}'")
         plan = r.get("plan", (dict, type(None)))
+        hardware = r.get("hardware", (dict, type(None))) if "hardware" in r.data else None  # optional
         meta = cls(
             format=fmt,
             model_hash=r.str("model_hash"),
@@ -200,6 +205,7 @@ class AccelMeta:
             max_planes=r.int("max_planes", 1, 8),
             max_batch=r.int("max_batch", 1),
             plan=plan,
+            hardware=hardware,
         )
         if meta.input.packing.bits < quant.bits:
             raise AccelMetaError(f"{source}: field 'input.packing.bits' = {meta.input.packing.bits} is "

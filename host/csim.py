@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 
 class CsimError(RuntimeError):
@@ -50,6 +50,11 @@ class CsimBackend:
             getattr(lib, fn).restype = ctypes.c_int
             getattr(lib, fn).argtypes = []
         lib.flipq_run.restype = ctypes.c_int
+        lib.flipq_cycles.restype = None
+        lib.flipq_cycles.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.flipq_reset_cycles.restype = None
+        lib.flipq_reset_cycles.argtypes = []
+        self.layer_names = [lay["name"] for lay in meta.get("layers", [])]
         lib.flipq_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         abi = lib.flipq_abi_version()
         if abi != ABI_VERSION:
@@ -83,6 +88,21 @@ class CsimBackend:
             raise CsimError(f"{self.lib_path}: flipq_run returned {rc} (n={n}, planes={planes})")
         self.last_timings = {"pack": t1 - t0, "transfer": 0.0, "compute": t2 - t1,
                              "unpack": time.perf_counter() - t2}
+        return out
+
+    def count_cycles(self, q_in: np.ndarray, planes: int | None) -> dict:
+        """Run ``q_in`` and return the cycles the kernels' own loops counted, per layer name:
+        ``{"mvau": ..., "swg": ...}`` (``swg`` for convs), summed over the rows of ``q_in``
+        (one row gives one sample's figures)."""
+        self._lib.flipq_reset_cycles()
+        self.run(q_in, planes)
+        raw = np.zeros(2 * len(self.layer_names), dtype=np.uint64)
+        self._lib.flipq_cycles(raw.ctypes.data, len(self.layer_names))
+        out = {}
+        for i, name in enumerate(self.layer_names):
+            out[name] = {"mvau": int(raw[2 * i])}
+            if raw[2 * i + 1]:
+                out[name]["swg"] = int(raw[2 * i + 1])
         return out
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -168,6 +168,19 @@ def step_load(cfg: OverlayConfig, st: BuildState) -> None:
             ip_name=cfg.ip_name, ip_vlnv=cfg.ip_vlnv, fclk_mhz=fclk)
     except AccelMetaError as e:
         raise OverlayInputError(str(e)) from e
+    st.meta = replace(st.meta, hardware=hardware_summary(st.report, fclk))
+
+
+def hardware_summary(report: dict, fclk_mhz: float) -> dict | None:
+    """accel.json's ``hardware``: the per-layer plan hls_report.json priced (modeled), with the
+    interval's fps at the overlay's fclk; None for a report without the folded datapath."""
+    layers = report.get("layers") or []
+    if not layers or any("simd" not in lay or "cycles" not in lay for lay in layers):
+        return None
+    interval = max(int(lay["cycles"]) for lay in layers)
+    return {"label": "modeled", "interval_cycles": interval, "fps": fclk_mhz * 1e6 / interval,
+            "layers": [{k: lay[k] for k in ("name", "weight_bits", "simd", "pe", "cycles") if k in lay}
+                       for lay in layers]}
 
 
 def step_check_resources(cfg: OverlayConfig, st: BuildState) -> None:

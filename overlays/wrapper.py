@@ -201,36 +201,50 @@ def _int_type(bits: int, signed: bool) -> str:
     return f"ap_{'int' if signed else 'uint'}<{bits}>"
 
 
-def _model_call(top: HlsTop) -> str:
+def _dataflow_parts(top: HlsTop) -> dict:
+    """The pieces of the per-sample dataflow region that differ by io type: the channels between
+    reader, model and writer (arrays, i.e. ping-pong buffers, for io_parallel; the model's own
+    beat streams for io_stream, so the reader and writer beat the samples in and out)."""
     p = top.project
     if top.io_type == "io_parallel":
-        return f"        {p}(x, y, use_planes);"
+        return {
+            "channels": ("        flipq_in_elem_t x[FLIPQ_N_IN];\n        flipq_out_elem_t y[FLIPQ_N_OUT];"),
+            "x_param": "flipq_in_elem_t x_out[FLIPQ_N_IN]", "y_param": "const flipq_out_elem_t y_in[FLIPQ_N_OUT]",
+            "to_model": "    for (int i = 0; i < FLIPQ_N_IN; i++) {\n#pragma HLS UNROLL\n        x_out[i] = x[i];\n    }",
+            "from_model": "    for (int i = 0; i < FLIPQ_N_OUT; i++) {\n#pragma HLS UNROLL\n        y[i] = y_in[i];\n    }",
+            "model_call": f"        {p}(x, y, planes);", "x_arg": "x", "y_arg": "y",
+        }
     i, o = top.input, top.output
-    return "\n".join([
-        # the model's dataflow stages hand over beats; one sample's worth fits in each FIFO
-        f"        hls::stream<{i.type_name}> x_s(\"flipq_x\");",
-        f"#pragma HLS STREAM variable=x_s depth={max(1, i.n_elems // i.beat)}",
-        f"        hls::stream<{o.type_name}> y_s(\"flipq_y\");",
-        f"#pragma HLS STREAM variable=y_s depth={max(1, o.n_elems // o.beat)}",
-        "    to_beats:",
-        f"        for (int b = 0; b < {i.n_elems // i.beat}; b++) {{",
-        f"            {i.type_name} beat;",
-        f"            for (int j = 0; j < {i.beat}; j++) {{",
-        "#pragma HLS UNROLL",
-        f"                beat[j] = x[b * {i.beat} + j];",
-        "            }",
-        "            x_s.write(beat);",
-        "        }",
-        f"        {p}(x_s, y_s, use_planes);",
-        "    from_beats:",
-        f"        for (int b = 0; b < {o.n_elems // o.beat}; b++) {{",
-        f"            const {o.type_name} beat = y_s.read();",
-        f"            for (int j = 0; j < {o.beat}; j++) {{",
-        "#pragma HLS UNROLL",
-        f"                y[b * {o.beat} + j] = beat[j];",
-        "            }",
-        "        }",
-    ])
+    return {
+        # one sample's worth of beats fits in each FIFO: the stages never wait on each other's drain
+        "channels": (f"        hls::stream<{i.type_name}> x_s(\"flipq_x\");\n"
+                     f"#pragma HLS STREAM variable=x_s depth={max(1, i.n_elems // i.beat)}\n"
+                     f"        hls::stream<{o.type_name}> y_s(\"flipq_y\");\n"
+                     f"#pragma HLS STREAM variable=y_s depth={max(1, o.n_elems // o.beat)}"),
+        "x_param": f"hls::stream<{i.type_name}> &x_out", "y_param": f"hls::stream<{o.type_name}> &y_in",
+        "to_model": "\n".join([
+            "to_beats:",
+            f"    for (int b = 0; b < {i.n_elems // i.beat}; b++) {{",
+            "#pragma HLS PIPELINE II=1",
+            f"        {i.type_name} beat;",
+            f"        for (int j = 0; j < {i.beat}; j++) {{",
+            "#pragma HLS UNROLL",
+            f"            beat[j] = x[b * {i.beat} + j];",
+            "        }",
+            "        x_out.write(beat);",
+            "    }"]),
+        "from_model": "\n".join([
+            "from_beats:",
+            f"    for (int b = 0; b < {o.n_elems // o.beat}; b++) {{",
+            "#pragma HLS PIPELINE II=1",
+            f"        const {o.type_name} beat = y_in.read();",
+            f"        for (int j = 0; j < {o.beat}; j++) {{",
+            "#pragma HLS UNROLL",
+            f"            y[b * {o.beat} + j] = beat[j];",
+            "        }",
+            "    }"]),
+        "model_call": f"        {p}(x_s, y_s, planes);", "x_arg": "x_s", "y_arg": "y_s",
+    }
 
 
 def wrapper_values(meta: AccelMeta, top: HlsTop) -> dict:
@@ -295,7 +309,7 @@ def wrapper_values(meta: AccelMeta, top: HlsTop) -> dict:
         "in_shift": in_shift, "out_shift": out_shift,
         "in_q_t": _int_type(ip.bits, ip.signed), "in_raw_t": it.raw, "in_elem_t": scalar_in,
         "out_q_t": _int_type(op.bits, op.signed), "out_raw_t": ot.raw, "out_elem_t": scalar_out,
-        "model_call": _model_call(top),
+        **_dataflow_parts(top),
     }
 
 

@@ -12,6 +12,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from flipq.hls.bitserial import build_bitserial, compile_project
+from flipq.hls.cost import modeled_processes
 from flipq.hls.hwplan import HardwarePlanError, plan_hardware
 from flipq.hls.planes import PlaneError, active_planes, pack_layer, unpack_layer
 from flipq.host.csim import CsimBackend, CsimError
@@ -142,6 +143,8 @@ def check_build(build, net: RandomNet, seed: int = 0) -> None:
             want = Emulator(im, planes=k).run(q)
             bad = np.flatnonzero(~(got.reshape(ROWS, -1) == want.reshape(ROWS, -1)).all(axis=1))
             assert bad.size == 0, f"planes={k}: C-sim differs from the emulator on rows {bad.tolist()}"
+            # the kernels' own loop counts, one sample, equal the cost model's cycles
+            assert csim.count_cycles(q[:1], k) == modeled_processes(build.plan, k, build.io_type), f"planes={k}"
         full = csim.run(q[:QONNX_ROWS], planes=8)
         assert np.array_equal(full, Emulator(im).run(q[:QONNX_ROWS]))
         assert np.array_equal(full.reshape(QONNX_ROWS, -1),
@@ -165,7 +168,7 @@ def cnn(tmp_path_factory):
 @pytest.fixture(scope="module", params=["io_parallel", "io_stream"])
 def cnn_build(request, cnn, tmp_path_factory):
     first = cnn.intmodel.mac_layers[0].name
-    pe = {first: 2}
+    pe = {first: 2}  # 4 output channels: two blocks of two
     return build_bitserial(cnn.intmodel, cnn.prepared, tmp_path_factory.mktemp(request.param),
                            io_type=request.param, pe=pe)
 
@@ -184,8 +187,39 @@ def test_generated_code_is_bit_serial(cnn_build):
     assert top.count("flipq::bitserial_") == len(cnn_build.layers)
     assert "nnet::dense" not in top and "nnet::conv_2d" not in top
     params = (firmware / "parameters.h").read_text()
-    assert params.count("static const uint64_t fq_planes") == len(cnn_build.layers)
+    assert params.count("static const uint64_t fq_rom") == len(cnn_build.layers)
     assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
+
+
+def test_kernels_are_written_for_synthesis():
+    """What an HLS engineer checks by reading: every loop in the kernels is pipelined at II=1 or
+    fully unrolled, except the generator's per-output-row loop around two pipelines; nothing is
+    skipped inside a pipeline (no `continue`: a skipped iteration still takes its cycle); loops
+    whose trip count is a run-time value carry a LOOP_TRIPCOUNT; the weight ROMs are partitioned
+    per PE and the activation buffer per lane; the layer's processes form a dataflow region."""
+    import re
+
+    from flipq.hls.bitserial_writer import TEMPLATES
+
+    for header in ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h"):
+        text = (TEMPLATES / header).read_text()
+        synth = re.sub(r"#if !defined\(__SYNTHESIS__\).*?#endif|#ifndef __SYNTHESIS__.*?#endif", "", text, flags=re.S)
+        assert "continue;" not in synth, header
+        loops = list(re.finditer(r"(?:\n *(\w+):)?\n\s*for \(([^)]*)\) \{\n((?:[ \t]*#pragma[^\n]*\n)*)", synth))
+        assert len(loops) == synth.count("for ("), header
+        for m in loops:
+            label, head, pragmas = m.group(1), m.group(2), m.group(3)
+            if label == "RowLoop":
+                continue
+            assert "PIPELINE II = 1" in pragmas or "UNROLL" in pragmas, (header, label, head)
+            bound = head.split("<")[1].split(";")[0].strip()
+            if "PIPELINE" in pragmas and not re.fullmatch(r"CONFIG_T::\w+( \* CONFIG_T::\w+)?", bound):
+                assert "LOOP_TRIPCOUNT" in pragmas, (header, label)
+    pe = (TEMPLATES / "flipq_bitserial_pe.h").read_text()
+    assert "ARRAY_PARTITION variable = rom complete dim = 1" in pe
+    assert "ARRAY_PARTITION variable = buf complete dim = 3" in pe
+    conv = (TEMPLATES / "flipq_bitserial_conv2d.h").read_text()
+    assert conv.count("#pragma HLS DATAFLOW") == 2 and "ARRAY_PARTITION variable = line complete dim = 2" in conv
 
 
 def test_declared_widths_are_the_plans(cnn_build):
@@ -199,8 +233,9 @@ def test_declared_widths_are_the_plans(cnn_build):
         block = block[:block.index("\n};")]  # the config struct closes on its own line
         assert f"typedef ap_int<{lay.acc_bits}> accum_t;" in block, (lay.name, lay.acc_bits)
         assert f"typedef ap_int<{lay.psum_bits}> psum_t;" in block, (lay.name, lay.psum_bits)
-        assert f"static const unsigned n_pe = {lay.pe};" in block
-        assert re.search(rf"static const unsigned group_size = {lay.group_size};", block)
+        assert f"static const unsigned pe = {lay.pe};" in block
+        assert f"static const unsigned simd = {lay.simd};" in block
+        assert re.search(rf"groups of {lay.group_size}, folded {lay.pe} PE x {lay.simd} SIMD", block)
 
 
 def test_broken_plane_order_changes_output(cnn, cnn_build, tmp_path):
@@ -254,7 +289,7 @@ def test_popcount_matvec_equals_lane_loop_on_edge_types(tmp_path):
         subprocess.run([gxx, "-O1", "-std=c++17", *defines, f"-I{ap_types()}", f"-I{TEMPLATES}", str(source),
                         "-o", str(exe)], check=True, capture_output=True)
         outputs.append(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
-    assert len(outputs[0]) == 27 and len(set(outputs[0])) > 20  # 3 layers x 3 planes x 3 columns, varied
+    assert len(outputs[0]) == 27 and len(set(outputs[0])) > 20  # 3 layers x 3 lowest planes x 3 columns
     assert outputs[0] == outputs[1]
 
 
@@ -294,16 +329,24 @@ def archs(draw):
 @pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
 @settings(max_examples=3, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
 @example(arch={"in_shape": (2, 6, 5), "in_bits": 8, "in_signed": True, "conv": (3, 3, 2, 1, 8, 2), "pool": False,
-               "dense": [(4, 2, 8)]}, seed=5, group_size=3, pe=2)
+               "dense": [(4, 2, 8)]}, seed=5, group_size=3, pe=2, narrow=False)
 @example(arch={"in_shape": (3, 4, 4), "in_bits": 3, "in_signed": False, "conv": (2, 1, 1, 0, 2, 7), "pool": True,
-               "dense": [(9, 8, 2), (3, 7, 4)]}, seed=6, group_size=70, pe=3)
+               "dense": [(9, 8, 2), (3, 7, 4)]}, seed=6, group_size=70, pe=3, narrow=True)
 @given(arch=archs(), seed=st.integers(0, 1000), group_size=st.sampled_from([0, 1, 3, 8, 70]),
-       pe=st.integers(1, 3))
-def test_random_models_csim_equals_emulator(tmp_path_factory, io_type, arch, seed, group_size, pe):
+       pe=st.integers(1, 3), narrow=st.booleans())
+def test_random_models_csim_equals_emulator(tmp_path_factory, io_type, arch, seed, group_size, pe, narrow):
+    """Random folding too: PE the largest option up to ``pe``, SIMD the widest or (``narrow``) a
+    middle option; counted cycles = modeled at every planes (check_build)."""
+    from flipq.hls.fold import pe_at_most
+
     folder = tmp_path_factory.mktemp("rand")
     net = make_net(folder, arch, seed, group_size)
-    pes = {lay.name: min(pe, lay.weight.shape[-1]) for lay in net.intmodel.mac_layers}
-    build = build_bitserial(net.intmodel, net.prepared, folder / "hls", io_type=io_type, pe=pes)
+    pes, simds = {}, {}
+    for hw in plan_hardware(net.intmodel).layers:
+        pes[hw.name] = pe_at_most(hw.n_out, pe)
+        simds[hw.name] = hw.simd_choices[len(hw.simd_choices) // 2] if narrow else hw.simd_choices[-1]
+    plan = plan_hardware(net.intmodel, pes, simd=simds)
+    build = build_bitserial(net.intmodel, net.prepared, folder / "hls", io_type=io_type, plan=plan)
     check_build(build, net, seed)
 
 

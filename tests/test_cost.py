@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flipq.hls.cost import ResourceError, check_fits, hls_report, matvec_steps
+from flipq.hls.cost import ResourceError, check_fits, hls_report
+from flipq.hls.fold import fold_layer, mvau_cycles, swg_cycles, ConvGeometry
 from flipq.hls.hwplan import HardwarePlanError, output_range_bits, plan_hardware
 from flipq.hls.planes import PlaneError
 from flipq.host.emulator import Emulator
@@ -53,36 +54,66 @@ def test_report_shape_and_totals():
     assert t["interval"] == max(lay["cycles"] for lay in rep["layers"])
 
 
+def mvau_total(report: dict) -> int:
+    return sum(lay["processes"]["mvau"] for lay in report["layers"])
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 1000), b1=st.integers(2, 8), b2=st.integers(2, 8), gs=st.sampled_from([0, 1, 4, 9, 70]),
-       pe=st.integers(1, 6))
+       pe=st.sampled_from([1, 2, 3, 6]))
 def test_cycles_monotone_in_planes(seed, b1, b2, gs, pe):
     model = small_model((b1, b2), gs, seed=seed)
-    cycles = [hls_report(model, pe={"conv1": pe}, planes=k)["totals"]["cycles"] for k in range(1, 9)]
+    reports = [hls_report(model, pe={"conv1": pe}, planes=k) for k in range(1, 9)]
+    cycles = [mvau_total(r) for r in reports]
     assert all(a <= b for a, b in zip(cycles, cycles[1:])), cycles
     assert cycles[0] < cycles[max(b1, b2) - 1]  # random weights use their low planes
-    assert cycles[7] == hls_report(model, pe={"conv1": pe})["totals"]["cycles"]
+    assert reports[7]["totals"] == hls_report(model, pe={"conv1": pe})["totals"]
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 1000), pe=st.integers(1, 6))
+@given(seed=st.integers(0, 1000), pe=st.sampled_from([1, 2, 3, 6]))
 def test_cycles_fall_with_group_bits(seed, pe):
-    cycles = [hls_report(small_model((8, 8), 4, group_bits=g, seed=seed), pe={"conv1": pe})["totals"]["cycles"]
+    cycles = [mvau_total(hls_report(small_model((8, 8), 4, group_bits=g, seed=seed), pe={"conv1": pe}))
               for g in range(2, 9)]
     assert all(a < b for a, b in zip(cycles, cycles[1:])), cycles
 
 
-def test_pe_trades_cycles_for_luts():
+def test_folding_trades_cycles_for_luts():
     model = small_model()
-    one, four = (hls_report(model, pe={"conv1": p, "fc1": p})["totals"] for p in (1, 4))
-    assert four["cycles"] < one["cycles"] and four["lut"] > one["lut"]
+    one = hls_report(model)["totals"]
+    wide = hls_report(model, pe={"conv1": 6, "fc1": 7})["totals"]
+    assert wide["interval"] < one["interval"] and wide["lut"] > one["lut"]
+    narrow = hls_report(model, simd={"conv1": 1, "fc1": 1})["totals"]
+    assert narrow["interval"] > one["interval"] and narrow["lut"] < one["lut"]
 
 
-def test_lockstep_block_waits_for_slowest_column():
+def test_schedule_by_hand():
+    """4 columns, one group of 8 rows, 4-bit weights with plane masks 1111, 0001, 0011, 0000.
+    PE=2: block 0 runs the union 1111 (4 entries), block 1 the union 0011 (2); SIMD=4 gives 2
+    rows an entry. At planes=1 (lowest plane 3) block 0 keeps the sign plane, block 1 none: it
+    still takes one step to write its columns."""
     mask = np.array([[0b1111], [0b0001], [0b0011], [0b0000]], dtype=np.uint8)
-    assert matvec_steps(mask, 4, 1, None, 1) == 4 + 1 + 2 + 0
-    assert matvec_steps(mask, 4, 1, None, 2) == 4 + 2
-    assert matvec_steps(mask, 4, 1, 1, 4) == 1  # only the sign plane, where set
+    fold = fold_layer(mask, 4, fan_in=8, group_size=0, simd=4, pe=2)
+    assert fold.blk_len.tolist() == [[4, 3, 2, 1], [2, 1, 0, 0]]
+    assert fold.plane.tolist() == [3, 2, 1, 0, 1, 0] and fold.rom_depth == 12
+    assert [fold.steps(lowest) for lowest in range(4)] == [12, 6 + 2, 4 + 1, 2 + 1]
+    # one vector: read R=2 rows, then compute T steps; three vectors: the middle slots overlap
+    assert mvau_cycles(fold, 1, 0, depth=5) == 2 + 12 + 5
+    assert mvau_cycles(fold, 3, 0, depth=5) == 2 + 2 * 12 + 12 + 5
+    fold1 = fold_layer(mask, 4, fan_in=8, group_size=0, simd=4, pe=1)
+    assert fold1.steps(0) == 2 * (4 + 1 + 2) + 1
+
+
+def test_sliding_window_cycles_by_hand():
+    """3x3 windows, stride 1, on a 4x4x2 frame padded by 1: output rows 0..3 need input rows
+    2, 3, 4, 4 (clipped): 2, 1, 1, 0 new rows of 4 pixels; each row emits 4 windows of R words."""
+    geo = ConvGeometry(in_h=4, in_w=4, cin=2, kh=3, kw=3, sy=1, sx=1, pad_top=1, pad_left=1, out_h=4, out_w=4,
+                       pad_bottom=1, pad_right=1)
+    r, d = 9, 2
+    assert swg_cycles(geo, r, d) == (2 + 1 + 1 + 0) * 4 + 4 * (2 * d + 4 * r) + 0 + d
+    padded = geo.streamed("io_stream")  # hls4ml pads the stream itself: 6x6 frame, no padding
+    assert (padded.in_h, padded.pad_top) == (6, 0) and geo.streamed("io_parallel") is geo
+    assert swg_cycles(padded, r, d) == (3 + 1 + 1 + 1) * 6 + 4 * (2 * d + 4 * r) + 0 + d
 
 
 def test_check_fits_names_every_overflow():
@@ -94,7 +125,7 @@ def test_check_fits_names_every_overflow():
 
 
 def test_errors_name_layer():
-    with pytest.raises(ValueError, match="layer 'conv1': pe=9"):
+    with pytest.raises(ValueError, match=r"layer 'conv1': pe=9 must divide its output columns \(pe options: 1, 2, 3, 6\)"):
         hls_report(small_model(), pe={"conv1": 9})
     with pytest.raises(ValueError, match="planes must be in 1..8"):
         hls_report(small_model(), planes=0)
@@ -104,15 +135,16 @@ def test_errors_name_layer():
 
 def test_cost_reads_the_plan():
     model = small_model(group_size=70)
-    plan = plan_hardware(model, pe={"fc1": 3})
+    plan = plan_hardware(model, pe={"fc1": 7})
     rep = hls_report(model, plan=plan)
     for hw, lay in zip(plan.layers, rep["layers"]):
         assert (lay["act_bits"], lay["group_size"], lay["pe"]) == (hw.act_bits, hw.group_size, hw.pe)
     conv, fc = plan.layers
-    assert (conv.group_size, conv.n_words, conv.lanes) == (18, 1, 18)
-    assert (fc.group_size, fc.n_groups, fc.n_words, fc.lanes) == (70, 2, 2, 64)
-    # accumulator: K * max|a| * 2**(B-1); psum: one group's activations
-    assert conv.acc_bits == (18 * 255 * 16).bit_length() + 1 and conv.psum_bits == (18 * 255).bit_length() + 1
+    # SIMD divides the group, the fan-in and (conv) the input channels: gcd(18, 18, 2), gcd(70, 96)
+    assert (conv.group_size, conv.simd) == (18, 2)
+    assert (fc.group_size, fc.n_groups, fc.simd) == (70, 2, 2)
+    # accumulator: K * max|a| * 2**(B-1); psum: one step's SIMD activations
+    assert conv.acc_bits == (18 * 255 * 16).bit_length() + 1 and conv.psum_bits == (2 * 255).bit_length() + 1
     assert fc.inp.amax == 15 and fc.acc_bits == (96 * 15 * 8).bit_length() + 1
 
 

@@ -45,6 +45,8 @@ def test_mappable_models_are_exact_through_the_csim(spec, tmp_path_factory):
     verdict = check_spec(spec, tmp_path_factory.mktemp("fz"), rows=32, qonnx_rows=8)
     assert verdict.status == "exact", (verdict, spec)
     assert any(k.startswith("csim=emulator") for k in verdict.stages)
+    # the kernels count the cycles the cost model prices, at every planes
+    assert sum(k.startswith("csim cycles=model planes=") for k in verdict.stages) >= 2
     assert all(ok == total for ok, total in verdict.stages.values())
 
 

@@ -43,3 +43,25 @@ def test_board_equals_emulator_and_measures():
             assert v["equal"] == v["total"], v
         bench = acc.benchmark(x)
         assert bench["label"] == "measured on board" and bench["throughput_per_s"] > 0
+
+
+@pytest.mark.vivado
+def test_synthesis_report_against_the_cost_model(demo_dir, tmp_path):
+    """The model's resource estimates against Vitis HLS's own, on the demo model's overlay: the
+    synthesized IP (wrapper and hls4ml's layers included) is within a factor of four of the
+    modeled MAC layers; the ratios are printed for calibrating the constants."""
+    import json
+
+    from flipq.overlays.csynth import CSYNTH_REPORT, compare_with_model, read_csynth
+
+    if not (shutil.which("vivado") and (shutil.which("vitis_hls") or shutil.which("vivado_hls"))):
+        pytest.fail("-m vivado needs vivado and vitis_hls (or vivado_hls) on PATH")
+    out, _ = demo_dir
+    r = subprocess.run([sys.executable, "-m", "flipq", "overlay", "build", str(out / "hls"), "--board",
+                        "pynq-z2", "--out", str(tmp_path / "overlay")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (report,) = list((tmp_path / "overlay").glob(f"*_hls/{CSYNTH_REPORT}"))
+    ratios = compare_with_model(read_csynth(report), json.loads((out / "hls" / "hls_report.json").read_text()))
+    print(json.dumps(ratios, indent=1))
+    for key, row in ratios.items():
+        assert 0.25 <= row["ratio"] <= 4.0, (key, row)

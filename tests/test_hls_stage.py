@@ -26,7 +26,9 @@ def _cfg(tmp_path, **kw) -> BuildConfig:
     ({"board": "zcu999"}, "unknown board 'zcu999'"),
     ({"pe": "conv1=x"}, "--pe entry 'conv1=x'"),
     ({"pe": "conv9=2"}, "pe names layer 'conv9', which the model does not have (layers: conv1, fc1, fc2)"),
-    ({"pe": "fc2=99"}, "layer 'fc2': pe=99 must be an int in 1..10"),
+    ({"pe": "fc2=99"}, "layer 'fc2': pe=99 must divide its output columns (pe options: 1, 2, 5, 10)"),
+    ({"simd": "fc2=7"}, "layer 'fc2': simd=7 must divide its group size"),
+    ({"simd": "fc2=x"}, "--simd entry 'fc2=x'"),
 ])
 def test_bad_settings_are_one_line_value_errors(tiny_chain, tmp_path, fields, message):
     with pytest.raises(ValueError) as info:
@@ -40,22 +42,28 @@ def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_pa
     """A model given as a file still takes pe, group_size, io_type and check_rows from cfg;
     the C-sim runs on the first check_rows rows, in chunks, and equals the emulator."""
     np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
-    cfg = replace(_cfg(tmp_path, pe="conv1=2,fc1=3", group_size=8, io_type="io_stream", check_rows=70),
+    cfg = replace(_cfg(tmp_path, pe="conv1=2,fc1=4", group_size=8, io_type="io_stream", check_rows=70),
                   progress=True)
     report = stage_hls(cfg, tiny_chain.onnx_path)
     err = capsys.readouterr().err
     assert "hls: compiling the C simulation with g++" in err and "hls: compiled in" in err
     by_name = {lay["name"]: lay for lay in report["layers"]}
-    assert (by_name["conv1"]["pe"], by_name["fc1"]["pe"], by_name["fc2"]["pe"]) == (2, 3, 1)
+    assert (by_name["conv1"]["pe"], by_name["fc1"]["pe"], by_name["fc2"]["pe"]) == (2, 4, 1)
     assert by_name["fc1"]["group_size"] == 8 and report["io_type"] == "io_stream"
     assert report["board"]["name"] and "fits" in report["board"]
+    # the kernels counted their own cycles (one sample, full precision): the model's, layer by layer
+    for lay in report["layers"]:
+        assert lay["csim_cycles"] == lay["cycles"] and lay["csim_processes"] == lay["processes"], lay["name"]
+    t = report["totals"]
+    assert t["csim_matches_model"] and t["csim_interval"] == t["interval"]
+    assert t["fps"] == t["clock_mhz"] * 1e6 / t["interval"]
     csim = np.load(tmp_path / "outputs" / "csim.npy")
     assert csim.shape[0] == 70
     assert np.array_equal(csim, Emulator(tiny_chain.intmodel).forward(tiny_chain.x[:70]))
     info = json.loads((tmp_path / "hls" / "hls.json").read_text())
     assert info["check_rows"] == 70 and info["seconds_check"] >= 0 and info["seconds_compile"] > 0
     params = (tmp_path / "hls" / "bitserial" / "hls4ml_prj" / "firmware" / "parameters.h").read_text()
-    assert "static const unsigned n_pe = 3;" in params and "hls::stream" in (
+    assert "static const unsigned pe = 4;" in params and "hls::stream" in (
         tmp_path / "hls" / "bitserial" / "hls4ml_prj" / "flipq_bridge.cpp").read_text()
 
 
@@ -109,3 +117,30 @@ def test_bridge_refuses_a_coarser_grid(tmp_path):
 
     with pytest.raises(BitSerialError, match="coarser than the integer model's grid"):
         write_bridge(_stub_graph("io_parallel"), tmp_path, "myproject", input_exp=-9, output_exp=-9)
+
+
+def test_board_folding_builds_what_the_model_priced(tiny_chain, tmp_path):
+    """fold=True: SIMD/PE come from flipq.hls.folding for the board; the built kernels carry that
+    folding, count the cycles the model priced, and the C-sim still equals the emulator."""
+    np.savez(tmp_path / "data.npz", x_test=tiny_chain.x, y_test=tiny_chain.y)
+    cfg = _cfg(tmp_path, fold=True, target_fps=20000.0, io_type="io_stream", check_rows=16)
+    report = stage_hls(cfg, tiny_chain.onnx_path)
+    folding = report["folding"]
+    assert folding["reached"] and folding["binding"] == "target" and report["totals"]["fps"] >= 20000.0
+    for lay in report["layers"]:
+        assert (lay["simd"], lay["pe"]) == (folding["simd"][lay["name"]], folding["pe"][lay["name"]])
+        assert lay["csim_processes"] == lay["processes"]
+    assert any(lay["pe"] > 1 or lay["simd"] > 1 for lay in report["layers"])
+    csim = np.load(tmp_path / "outputs" / "csim.npy")
+    assert np.array_equal(csim, Emulator(tiny_chain.intmodel).forward(tiny_chain.x[:16]))
+
+
+def test_cli_board_or_target_asks_for_folding(tmp_path):
+    from flipq.cli import _config, build_parser
+
+    def cfg(*argv):
+        return _config(build_parser().parse_args(["hls", "--out", str(tmp_path), *argv]), fresh=True)
+
+    assert cfg("--board", "pynq-z2").fold and cfg("--target-fps", "500").target_fps == 500.0
+    assert not cfg().fold
+    assert not cfg("--board", "pynq-z2", "--pe", "conv1=2").fold  # a folding given by hand wins

@@ -270,3 +270,25 @@ def test_check_overlay_on_the_real_hwh_names_fields(tmp_path):
     assert {"dma.name", "ip.name"} <= fields
     # the base overlay is a PYNQ-Z2 design with fclk0 at 100 MHz, as flipq's
     assert "fclk_mhz" not in fields and "board" not in fields
+
+
+def test_accel_json_carries_the_modeled_hardware_plan(tmp_path):
+    """accel.json's optional ``hardware``: per layer SIMD, PE and modeled cycles from
+    hls_report.json, the interval and its fps at the overlay's fclk; read back as written, and
+    an accel.json without it (older builds) still loads."""
+    from dataclasses import replace
+
+    from flipq.overlays.flow import hardware_summary
+
+    report = {"layers": [{"name": "conv1", "weight_bits": 4, "simd": 8, "pe": 2, "cycles": 5000, "lut": 1},
+                         {"name": "fc1", "weight_bits": 2, "simd": 16, "pe": 1, "cycles": 8000}]}
+    hw = hardware_summary(report, 125.0)
+    assert hw["interval_cycles"] == 8000 and hw["fps"] == 125e6 / 8000 and hw["label"] == "modeled"
+    assert hw["layers"][0] == {"name": "conv1", "weight_bits": 4, "simd": 8, "pe": 2, "cycles": 5000}
+    assert hardware_summary({"layers": [{"name": "x", "cycles": 3}]}, 100.0) is None  # no folding facts
+    hls = make_hls_dir(tmp_path / "hls")
+    build_overlay(hls, "pynq-z2", tmp_path / "ov", dry_run=True)
+    meta = AccelMeta.load(tmp_path / "ov" / "accel.json")
+    with_hw = replace(meta, hardware=hw)
+    with_hw.save(tmp_path / "accel2.json")
+    assert AccelMeta.load(tmp_path / "accel2.json").hardware == hw

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=import
 from test_bitserial import RandomNet, check_build, make_net, random_inputs  # noqa: E402
 from test_wrapper import simulated_board  # noqa: E402
 
+from flipq.hls.fold import pe_at_most
 from flipq.host.emulator import Emulator  # noqa: E402
 
 ROWS = 24
@@ -197,7 +198,7 @@ def test_random_signed_models_csim_equals_emulator(tmp_path, seed, io_type, grou
     from flipq.hls.bitserial import build_bitserial
 
     net = random_signed_net(tmp_path, seed, group_size)
-    pes = {lay.name: min(pe, lay.weight.shape[-1]) for lay in net.intmodel.mac_layers}
+    pes = {lay.name: pe_at_most(lay.weight.shape[-1], pe) for lay in net.intmodel.mac_layers}
     build = build_bitserial(net.intmodel, net.prepared, tmp_path / "hls", io_type=io_type, pe=pes)
     check_build(build, net, seed)
 
@@ -218,7 +219,7 @@ def test_accumulators_between_layers_csim_equals_emulator(tmp_path):
     net = random_signed_net(tmp_path, 1, 3, ACCUMULATORS)
     assert [layer.op for layer in net.intmodel.layers[:4]] == ["conv", "maxpool", "conv", "relu"]
     build = build_bitserial(net.intmodel, net.prepared, tmp_path / "hls", io_type="io_stream",
-                            pe={net.intmodel.mac_layers[0].name: 2})
+                            pe={net.intmodel.mac_layers[0].name: 3})
     check_build(build, net, 1)
 
 

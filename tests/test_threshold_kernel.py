@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # --import-mode=import
 from test_bitserial import random_inputs  # noqa: E402
 from test_signed_chain import random_signed_net  # noqa: E402
 
+from flipq.hls.fold import pe_at_most
 from flipq.hls.hwplan import HardwarePlanError, plan_hardware, truncation_range  # noqa: E402
 from flipq.host.emulator import Emulator, requantize  # noqa: E402
 from flipq.host.intmodel import IntLayer, IntModel  # noqa: E402
@@ -165,7 +166,7 @@ def test_threshold_csim_equals_emulator_at_every_planes(net, tmp_path, io_type, 
     if perturb:
         thr = perturbed(thr, 8)
     build = build_bitserial(thr, net.prepared, tmp_path / "hls", io_type=io_type,
-                            pe={layer.name: pe for layer in thr.mac_layers})
+                            pe={layer.name: pe_at_most(layer.weight.shape[-1], pe) for layer in thr.mac_layers})
     params = (build.project_dir / "firmware" / "parameters.h").read_text()
     assert params.count("static const bool threshold = true;") == 3
     q = random_inputs(thr, ROWS, 11)

@@ -45,6 +45,7 @@ def test_exact_model_exits_0_with_every_stage_pair(models, capsys):
     assert "12 random rows" in out and "+ 5 rows of the given inputs" in out
     assert re.search(r"qonnx=emulator +17/17 rows equal", out)
     assert all(f"csim=emulator planes={k} " in out for k in (1, 2, 3, 4))
+    assert all(re.search(rf"csim cycles=model planes={k} +1/1 rows equal", out) for k in (1, 2, 3, 4))
     assert "exact: every stage pair agrees" in out
 
 

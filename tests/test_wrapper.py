@@ -120,11 +120,16 @@ def test_generated_interface_golden(real):
     assert '#include "ap_axi_sdata.h"' in header and "#if defined(__SYNTHESIS__)" in header
     assert f'#include "{top.project}.h"' in text
     assert "beat.last = last_sample && w == FLIPQ_OUT_WORDS - 1;" in text
-    assert "flipq_write_sample(out_r, y, s == n_samples - 1);" in text
+    assert "const bool last_sample = s == n_samples - 1;" in text
+    # samples stream back to back: reader, model and writer are a dataflow region inside the loop
+    loop = text[text.index("static void flipq_samples("):text.index("void flipq_top(")]
+    assert loop.index("for (int s = 0; s < n_samples; s++) {") < loop.index("#pragma HLS DATAFLOW")
+    arg = "y" if top.io_type == "io_parallel" else "y_s"
+    assert f"flipq_write_sample({arg}, out_r, s, n_samples);" in loop
     wps = meta.input.packing.words_per_sample(meta.input.n_elems)
     assert f"static const int FLIPQ_IN_WORDS = {wps};" in header
     assert f"static const int FLIPQ_MAX_PLANES = {meta.max_planes};" in header
-    assert f"{top.project}({'x, y' if top.io_type == 'io_parallel' else 'x_s, y_s'}, use_planes);" in text
+    assert f"{top.project}({'x, y' if top.io_type == 'io_parallel' else 'x_s, y_s'}, planes);" in loop
     assert not re.search(r"@[a-z_]+@", text + header)
 
 

@@ -1,4 +1,5 @@
-// flipq bit-serial Dense: io_parallel (arrays) and io_stream (hls::stream of nnet::array).
+// flipq bit-serial Dense: one folded MVAU (flipq_bitserial_pe.h) over the input vector;
+// io_parallel (arrays) and io_stream (hls::stream of nnet::array beats).
 #ifndef FLIPQ_BITSERIAL_DENSE_H_
 #define FLIPQ_BITSERIAL_DENSE_H_
 
@@ -8,43 +9,31 @@
 namespace flipq {
 
 template <class data_T, class res_T, class CONFIG_T>
-void bitserial_dense(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out], const uint64_t *planes_data,
-                     const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias,
+void bitserial_dense(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
+                     const uint64_t rom[CONFIG_T::pe][CONFIG_T::rom_depth], const uint64_t sched[CONFIG_T::n_entries],
+                     const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
+                     const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
                      const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
                      const bool descending[CONFIG_T::thr_rows], unsigned planes) {
-#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
-    typename CONFIG_T::act_raw_t act[CONFIG_T::n_in];
-    typename CONFIG_T::accum_t acc[CONFIG_T::n_out];
-    for (unsigned k = 0; k < CONFIG_T::n_in; k++)
-        act[k] = raw_bits<typename CONFIG_T::act_raw_t>(data[k]);
-    bitserial_matvec<CONFIG_T>(act, acc, planes_data, mask_data, bias, lowest_plane<CONFIG_T>(planes));
-    for (unsigned n = 0; n < CONFIG_T::n_out; n++)
-        res[n] = layer_output<res_T, CONFIG_T>(acc[n], n, thresholds, descending);
+    array_rows<CONFIG_T, data_T> src(data);
+    array_sink<CONFIG_T, res_T> sink(res);
+    mvau<CONFIG_T>(src, sink, rom, sched, blk, bias, thresholds, descending, lowest_plane<CONFIG_T>(planes));
 }
 
 template <class data_T, class res_T, class CONFIG_T>
-void bitserial_dense(hls::stream<data_T> &data, hls::stream<res_T> &res, const uint64_t *planes_data,
-                     const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias,
+void bitserial_dense(hls::stream<data_T> &data, hls::stream<res_T> &res,
+                     const uint64_t rom[CONFIG_T::pe][CONFIG_T::rom_depth], const uint64_t sched[CONFIG_T::n_entries],
+                     const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
+                     const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
                      const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
                      const bool descending[CONFIG_T::thr_rows], unsigned planes) {
-#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
-    typename CONFIG_T::act_raw_t act[CONFIG_T::n_in];
-    typename CONFIG_T::accum_t acc[CONFIG_T::n_out];
-ReadInput:
-    for (unsigned b = 0; b < CONFIG_T::n_in / data_T::size; b++) {
-        const data_T beat = data.read();
-        for (unsigned j = 0; j < data_T::size; j++)
-            act[b * data_T::size + j] = raw_bits<typename CONFIG_T::act_raw_t>(beat[j]);
-    }
-    bitserial_matvec<CONFIG_T>(act, acc, planes_data, mask_data, bias, lowest_plane<CONFIG_T>(planes));
-WriteOutput:
-    for (unsigned b = 0; b < CONFIG_T::n_out / res_T::size; b++) {
-        res_T beat;
-        for (unsigned j = 0; j < res_T::size; j++)
-            beat[j] = layer_output<typename res_T::value_type, CONFIG_T>(
-                acc[b * res_T::size + j], b * res_T::size + j, thresholds, descending);
-        res.write(beat);
-    }
+    // a row never spans two beats, and one beat carries all N results
+    static_assert(data_T::size % CONFIG_T::simd == 0 && CONFIG_T::n_in % data_T::size == 0,
+                  "flipq: input beats must hold whole SIMD rows");
+    static_assert(res_T::size == CONFIG_T::n_out, "flipq: one output beat per vector");
+    beat_rows<CONFIG_T, data_T> src(data);
+    beat_sink<CONFIG_T, res_T> sink(res);
+    mvau<CONFIG_T>(src, sink, rom, sched, blk, bias, thresholds, descending, lowest_plane<CONFIG_T>(planes));
 }
 
 } // namespace flipq

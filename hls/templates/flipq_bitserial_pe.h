@@ -6,22 +6,31 @@
 
 #include "ap_fixed.h"
 #include "ap_int.h"
+#include "hls_stream.h"
 #include <stdint.h>
 
 namespace flipq {
 
-// Plane storage, per layer: planes[((n * n_groups + g) * n_planes + p) * n_words + w] holds
-// bit i of plane p for fan-in index g * group_size + 64 * w + i of output column n;
-// mask[n * n_groups + g] has bit p set where that plane is not all zero in the group.
+// One folded layer (docs/cost_model.md): PE output columns and SIMD fan-in rows a step, one
+// weight plane a step. rom[pe][addr] holds SIMD-bit plane words of the column PE pe computes in
+// each column block, in schedule order; sched[e] one schedule entry (row0 | rows << 16 |
+// plane << 32 | addr << 36); blk[b][0] the first entry of column block b and blk[b][1 + l] how
+// many of its entries have plane >= l (entries are sorted by plane, sign plane first).
 struct bitserial_config {
+    static const unsigned layer_id = 0;   // position in the hardware plan (C-sim cycle counters)
     static const unsigned n_in = 1;       // K, the fan-in (kh * kw * cin for a conv)
     static const unsigned n_out = 1;      // N, output columns
-    static const unsigned group_size = 1; // consecutive fan-in rows per weight group
-    static const unsigned n_groups = 1;
-    static const unsigned n_words = 1;    // 64-bit words per group and plane
+    static const unsigned n_pix = 1;      // activation vectors (output pixels) per sample
+    static const unsigned simd = 1;       // fan-in rows a step
+    static const unsigned pe = 1;         // output columns a step
+    static const unsigned n_rows = 1;     // R = K / SIMD, activation rows per vector
+    static const unsigned n_blocks = 1;   // N / PE column blocks
+    static const unsigned n_entries = 1;  // schedule entries (at least 1)
+    static const unsigned rom_depth = 1;  // words per PE ROM (at least 1)
+    static const unsigned max_iterations = 1; // the MVAU loop's trip count at full precision
+    static const unsigned mvau_depth = 1; // its pipeline depth
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
     static const unsigned sign_plane = 1; // the plane with weight -2**sign_plane (B - 1)
-    static const unsigned n_pe = 1;       // output columns computed side by side
     static const bool full_planes = false; // the run-time planes do not apply (average pools)
     // A quantizer hls4ml merged into this layer's result (see layer_output); off by default.
     static const bool requant = false;
@@ -38,6 +47,24 @@ struct bitserial_config {
     static const unsigned thr_cols = 1;
     typedef ap_int<2> thr_t;
 };
+
+#ifndef __SYNTHESIS__
+// C simulation only: cycles each layer's pipelined loops ran (iterations plus pipeline depth),
+// per layer_id and process (0 the MVAU, 1 the sliding-window generator). flipq_bridge.cpp reads
+// them; flipq.hls.fold computes the same numbers from the plan, and the tests compare the two.
+static const unsigned max_counted_layers = 256;
+inline unsigned long long *cycle_counters() {
+    static unsigned long long counters[max_counted_layers * 2];
+    return counters;
+}
+inline void count_cycles(unsigned layer, unsigned process, unsigned long long cycles) {
+    if (layer < max_counted_layers)
+        cycle_counters()[layer * 2 + process] += cycles;
+}
+#define FLIPQ_COUNT_CYCLES(layer, process, cycles) flipq::count_cycles(layer, process, cycles)
+#else
+#define FLIPQ_COUNT_CYCLES(layer, process, cycles)
+#endif
 
 // First plane to accumulate for the run-time precision: planes B-1 .. B-k (docs/datapath.md).
 // An average pool lowered to a conv of ones (full_planes) keeps every plane.
@@ -114,34 +141,12 @@ inline res_T layer_output(const typename CONFIG_T::accum_t &acc, unsigned n,
     return from_raw_bits<res_T>(q);
 }
 
-// One plane of one group against the activations: the sum of the activations whose weight
-// bit is set. In hardware, one step: `lanes` activations through an adder tree.
-template <class CONFIG_T>
-typename CONFIG_T::psum_t plane_psum(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
-                                     const uint64_t *plane_words, unsigned g) {
-#pragma HLS INLINE
-    typename CONFIG_T::psum_t psum = 0;
-WordLoop:
-    for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
-        const uint64_t bits = plane_words[w];
-    LaneLoop:
-        for (unsigned i = 0; i < 64; i++) {
-#pragma HLS UNROLL
-            const unsigned k = g * CONFIG_T::group_size + 64 * w + i;
-            if (k < CONFIG_T::n_in && ((bits >> i) & 1))
-                psum += act[k];
-        }
-    }
-    return psum;
-}
+// One row of activations: the SIMD lanes a step reads.
+template <class CONFIG_T> struct act_row {
+    typename CONFIG_T::act_raw_t lane[CONFIG_T::simd];
+};
 
 #ifndef __SYNTHESIS__
-// C simulation only: the same sums by popcount. A C-sim of a CIFAR-sized net spends nearly all
-// its time in the lane loop above (one ap_int add per weight bit and activation); slicing the
-// activations into bit-planes once per matrix-vector product turns 64 lanes into one AND and
-// one popcount per activation bit. The function is the same: sum_k w_k * a_k, with
-// a_k = sum_j a_kj 2^j (the top bit negative when signed), wrapped into psum_t as the adds
-// wrap. Define FLIPQ_CSIM_LANES to simulate the lane loop itself (tests compare the two).
 template <class T> struct raw_traits;
 template <int W> struct raw_traits<ap_int<W> > {
     static const int width = W;
@@ -151,114 +156,230 @@ template <int W> struct raw_traits<ap_uint<W> > {
     static const int width = W;
     static const bool is_signed = false;
 };
+#endif
 
-template <class CONFIG_T> struct act_slices {
+// The activation buffer of one layer: two halves (ping-pong: one vector is read in while the
+// other is computed on), R rows of SIMD lanes, one memory bank per lane. In C simulation it
+// also keeps each row as bit slices (csim_slices), so a step's sum is one AND and popcount per
+// activation bit instead of SIMD ap_int adds (a CIFAR-sized net spends nearly all its C-sim
+// time there). Define FLIPQ_CSIM_LANES to simulate the lane loop itself (tests compare both).
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+template <class CONFIG_T> struct csim_slices {
     typedef raw_traits<typename CONFIG_T::act_raw_t> traits;
     static const unsigned width = traits::width;
-    // covers every (group, word) window, one word past the last: zero beyond n_in
-    static const unsigned n_flat = (CONFIG_T::n_groups * CONFIG_T::group_size + 64 * CONFIG_T::n_words) / 64 + 2;
-    uint64_t plane[width][n_flat]; // bit k % 64 of word k / 64 of plane j: bit j of act[k]
+    static const bool used = width <= 64 && raw_traits<typename CONFIG_T::psum_t>::width <= 64;
+    uint64_t bits[2][CONFIG_T::n_rows][used ? width : 1]; // bit i of [j]: bit j of lane i
 
-    explicit act_slices(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) {
-        for (unsigned j = 0; j < width; j++)
-            for (unsigned f = 0; f < n_flat; f++)
-                plane[j][f] = 0;
-        for (unsigned k = 0; k < CONFIG_T::n_in; k++) {
-            const uint64_t u = (uint64_t)act[k].to_int64(); // two's-complement bits
-            for (unsigned j = 0; j < width; j++)
-                plane[j][k / 64] |= ((u >> j) & 1) << (k % 64);
+    void write(unsigned half, unsigned row, const act_row<CONFIG_T> &r) {
+        if (!used)
+            return;
+        for (unsigned j = 0; j < width; j++) {
+            uint64_t b = 0;
+            for (unsigned i = 0; i < CONFIG_T::simd; i++)
+                b |= (((uint64_t)r.lane[i].to_int64() >> j) & 1) << i;
+            bits[half][row][j] = b;
         }
     }
 
-    // bits first .. first + 63 of plane j: the lanes of one (group, word) step
-    uint64_t window(unsigned j, unsigned first) const {
-        const unsigned f = first / 64, r = first % 64;
-        return r == 0 ? plane[j][f] : (plane[j][f] >> r) | (plane[j][f + 1] << (64 - r));
-    }
-};
-
-template <class CONFIG_T>
-typename CONFIG_T::psum_t plane_psum(const act_slices<CONFIG_T> *act, const uint64_t *plane_words, unsigned g) {
-    typedef act_slices<CONFIG_T> slices_t;
-    uint64_t sum = 0; // modulo 2^64, then into psum_t: the lane loop's wrap-around, exactly
-    for (unsigned w = 0; w < CONFIG_T::n_words; w++) {
-        const uint64_t bits = plane_words[w];
-        const unsigned first = g * CONFIG_T::group_size + 64 * w;
-        for (unsigned j = 0; j < slices_t::width; j++) {
-            const uint64_t count = (uint64_t)__builtin_popcountll(bits & act->window(j, first)) << j;
-            sum += (slices_t::traits::is_signed && j == slices_t::width - 1) ? 0 - count : count;
+    typename CONFIG_T::psum_t psum(unsigned half, unsigned row, uint64_t w) const {
+        uint64_t total = 0; // modulo 2^64, then into psum_t: the adder tree's wrap, exactly
+        for (unsigned j = 0; j < width; j++) {
+            const uint64_t count = (uint64_t)__builtin_popcountll(w & bits[half][row][j]) << j;
+            total += (traits::is_signed && j == width - 1) ? 0 - count : count;
         }
+        typename CONFIG_T::psum_t sum = ap_uint<64>(total);
+        return sum;
     }
-    typename CONFIG_T::psum_t psum = ap_uint<64>(sum); // the low psum_t::width bits
-    return psum;
-}
-
-// What the C-sim's column loop reads (``get()``): the slices, or the activations themselves (the
-// lane loop) where an activation or a partial sum is wider than the 64-bit words the popcount
-// adds in.
-template <class CONFIG_T, bool fits = raw_traits<typename CONFIG_T::act_raw_t>::width <= 64 &&
-                                      raw_traits<typename CONFIG_T::psum_t>::width <= 64>
-struct csim_source {
-    const act_slices<CONFIG_T> slices;
-    explicit csim_source(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in]) : slices(act) {}
-    const act_slices<CONFIG_T> *get() const { return &slices; }
-};
-template <class CONFIG_T> struct csim_source<CONFIG_T, false> {
-    const typename CONFIG_T::act_raw_t *act;
-    explicit csim_source(const typename CONFIG_T::act_raw_t act_[CONFIG_T::n_in]) : act(act_) {}
-    const typename CONFIG_T::act_raw_t *get() const { return act; }
 };
 #endif
 
-// One output column: for every group, every stored plane the mask keeps and `planes`
-// allows, add the activations whose weight bit is set and shift the sum into place; the
-// sign plane is subtracted. Planes that are all zero in a group cost no step. `act` points to
-// the activations (hardware) or, in C simulation, to their bit slices.
-template <class CONFIG_T, class act_T>
-typename CONFIG_T::accum_t bitserial_column(act_T act, const uint64_t *col_planes, const uint8_t *col_mask,
-                                            typename CONFIG_T::accum_t bias, unsigned lowest) {
+// One plane word (bit i: the weight bit of lane i) against one row: the sum of the lanes whose
+// weight bit is set. In hardware, SIMD AND gates and an adder tree.
+template <class CONFIG_T>
+typename CONFIG_T::psum_t lane_psum(const typename CONFIG_T::act_raw_t lanes[CONFIG_T::simd], uint64_t bits) {
+#pragma HLS INLINE
+    typename CONFIG_T::psum_t sum = 0;
+LaneLoop:
+    for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+#pragma HLS UNROLL
+        if ((bits >> i) & 1)
+            sum += lanes[i];
+    }
+    return sum;
+}
+
+// The folded matrix-vector unit: n_pix activation vectors against all N columns, PE columns and
+// SIMD rows a step, one weight plane a step, in ONE pipelined loop (II=1). Slot j reads vector j
+// (R rows from src, one a cycle) into one half of the buffer while computing vector j - 1 from
+// the other; a slot lasts the longer of the two. The compute side walks each column block's
+// schedule: only its entries with plane >= lowest (a prefix), each entry its group's rows. A
+// block ends by writing its PE results (bias + sum, through layer_output); the last block of a
+// vector hands the vector's N results to sink. Planes dropped at run time and (group, plane)
+// pairs that are zero in the whole block are not iterations at all.
+template <class CONFIG_T, class src_T, class sink_T>
+void mvau(src_T &src, sink_T &sink, const uint64_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+          const uint64_t sched[CONFIG_T::n_entries], const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
+          const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
+          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
+          const bool descending[CONFIG_T::thr_rows], unsigned lowest) {
+#pragma HLS INLINE off
+#pragma HLS ARRAY_PARTITION variable = rom complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = blk complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = bias cyclic factor = CONFIG_T::pe dim = 1
+#pragma HLS ARRAY_PARTITION variable = thresholds cyclic factor = CONFIG_T::pe dim = 1
+#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = descending cyclic factor = CONFIG_T::pe dim = 1
     typedef typename CONFIG_T::accum_t accum_t;
-    typedef typename CONFIG_T::psum_t psum_t;
-    accum_t acc = bias;
-GroupLoop:
-    for (unsigned g = 0; g < CONFIG_T::n_groups; g++) {
-        const uint8_t mask = col_mask[g];
-    PlaneLoop:
-        for (int p = CONFIG_T::n_planes - 1; p >= 0; p--) {
+    typedef typename sink_T::elem_t elem_t;
+    static typename CONFIG_T::act_raw_t buf[2][CONFIG_T::n_rows][CONFIG_T::simd];
+#pragma HLS ARRAY_PARTITION variable = buf complete dim = 3
+#pragma HLS DEPENDENCE variable = buf inter false
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+    static csim_slices<CONFIG_T> slices;
+#endif
+    accum_t acc[CONFIG_T::pe];
+#pragma HLS ARRAY_PARTITION variable = acc complete
+    elem_t out[CONFIG_T::n_out];
+#pragma HLS ARRAY_PARTITION variable = out complete
+    unsigned slot = 0, row_in = 0;           // reading: vector `slot`, its row `row_in`
+    unsigned block = 0, entry = 0, step = 0; // computing vector slot - 1: block, entry, row
+    bool computed = true;                    // slot 0 computes nothing
+    unsigned long long iterations = 0;
+MvauLoop:
+    for (unsigned it = 0; it < CONFIG_T::max_iterations; it++) {
 #pragma HLS PIPELINE II = 1
-            if ((unsigned)p < lowest || !((mask >> p) & 1))
-                continue;
-            const uint64_t *plane_words = col_planes + (g * CONFIG_T::n_planes + p) * CONFIG_T::n_words;
-            const psum_t psum = plane_psum<CONFIG_T>(act, plane_words, g);
-            const accum_t shifted = accum_t(psum) << p;
-            if ((unsigned)p == CONFIG_T::sign_plane)
-                acc -= shifted;
-            else
-                acc += shifted;
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::max_iterations
+        iterations++;
+        if (slot < CONFIG_T::n_pix && row_in < CONFIG_T::n_rows) {
+            act_row<CONFIG_T> r;
+            src.read_row(r);
+            for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+#pragma HLS UNROLL
+                buf[slot & 1][row_in][i] = r.lane[i];
+            }
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+            slices.write(slot & 1, row_in, r);
+#endif
+            row_in++;
+        }
+        if (!computed) {
+            const unsigned len = blk[block][1 + lowest];
+            const unsigned at = blk[block][0] + entry;
+            const uint64_t e = at < CONFIG_T::n_entries ? sched[at] : 0; // a block with no entries
+            const unsigned row0 = e & 0xffff, rows = (e >> 16) & 0xffff, plane = (e >> 32) & 0xf;
+            const unsigned addr = (unsigned)(e >> 36) + step;
+            const bool first = entry == 0 && step == 0;
+            const bool last = len == 0 || (entry + 1 == len && step + 1 == rows);
+        PeLoop:
+            for (unsigned p = 0; p < CONFIG_T::pe; p++) {
+#pragma HLS UNROLL
+                const unsigned n = block * CONFIG_T::pe + p;
+                accum_t a = first ? bias[n] : acc[p];
+                if (len > 0) {
+                    const unsigned half = (slot - 1) & 1;
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+                    const typename CONFIG_T::psum_t psum = slices.used
+                        ? slices.psum(half, row0 + step, rom[p][addr])
+                        : lane_psum<CONFIG_T>(buf[half][row0 + step], rom[p][addr]);
+#else
+                    const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row0 + step], rom[p][addr]);
+#endif
+                    const accum_t shifted = accum_t(psum) << plane;
+                    a = plane == CONFIG_T::sign_plane ? accum_t(a - shifted) : accum_t(a + shifted);
+                }
+                acc[p] = a;
+                if (last)
+                    out[n] = layer_output<elem_t, CONFIG_T>(a, n, thresholds, descending);
+            }
+            if (last) {
+                entry = step = 0;
+                if (block + 1 == CONFIG_T::n_blocks) {
+                    sink.write(out);
+                    block = 0;
+                    computed = true;
+                } else {
+                    block++;
+                }
+            } else if (step + 1 == rows) {
+                step = 0;
+                entry++;
+            } else {
+                step++;
+            }
+        }
+        if (computed && (slot >= CONFIG_T::n_pix || row_in >= CONFIG_T::n_rows)) {
+            if (slot == CONFIG_T::n_pix)
+                break;
+            slot++;
+            row_in = 0;
+            computed = false;
         }
     }
-    return acc;
+    FLIPQ_COUNT_CYCLES(CONFIG_T::layer_id, 0, iterations + CONFIG_T::mvau_depth);
 }
 
-// A K-vector of activations against all N columns, CONFIG_T::n_pe columns at a time.
-template <class CONFIG_T>
-void bitserial_matvec(const typename CONFIG_T::act_raw_t act[CONFIG_T::n_in],
-                      typename CONFIG_T::accum_t acc[CONFIG_T::n_out], const uint64_t *planes_data,
-                      const uint8_t *mask_data, const typename CONFIG_T::accum_t *bias, unsigned lowest) {
-    static const unsigned column_words = CONFIG_T::n_groups * CONFIG_T::n_planes * CONFIG_T::n_words;
-#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
-    const csim_source<CONFIG_T> sliced(act);
-    const auto source = sliced.get();
-#else
-    const typename CONFIG_T::act_raw_t *source = act;
-#endif
-ColumnLoop:
-    for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
-#pragma HLS UNROLL factor = CONFIG_T::n_pe
-        acc[n] = bitserial_column<CONFIG_T>(source, planes_data + n * column_words, mask_data + n * CONFIG_T::n_groups,
-                                            bias[n], lowest);
+// Sources of activation rows for the MVAU, and sinks for its results.
+template <class CONFIG_T, class data_T> struct array_rows { // io_parallel: the vector in an array
+    const data_T *data;
+    unsigned next;
+    explicit array_rows(const data_T *d) : data(d), next(0) {}
+    void read_row(act_row<CONFIG_T> &r) {
+        for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+#pragma HLS UNROLL
+            r.lane[i] = raw_bits<typename CONFIG_T::act_raw_t>(data[next + i]);
+        }
+        next += CONFIG_T::simd;
     }
-}
+};
+
+template <class CONFIG_T, class data_T> struct beat_rows { // io_stream: hls4ml beats of SIMD-multiples
+    hls::stream<data_T> &data;
+    data_T beat;
+    unsigned pos;
+    explicit beat_rows(hls::stream<data_T> &d) : data(d), pos(0) {}
+    void read_row(act_row<CONFIG_T> &r) {
+        if (pos == 0)
+            beat = data.read();
+        for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+#pragma HLS UNROLL
+            r.lane[i] = raw_bits<typename CONFIG_T::act_raw_t>(beat[pos + i]);
+        }
+        pos = pos + CONFIG_T::simd == data_T::size ? 0 : pos + CONFIG_T::simd;
+    }
+};
+
+template <class CONFIG_T> struct stream_rows { // a conv's windows from its sliding-window generator
+    hls::stream<act_row<CONFIG_T> > &data;
+    explicit stream_rows(hls::stream<act_row<CONFIG_T> > &d) : data(d) {}
+    void read_row(act_row<CONFIG_T> &r) { r = data.read(); }
+};
+
+template <class CONFIG_T, class res_T> struct array_sink { // io_parallel: vector v at res[v * N]
+    typedef res_T elem_t;
+    res_T *res;
+    explicit array_sink(res_T *r) : res(r) {}
+    void write(const elem_t out[CONFIG_T::n_out]) {
+        for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
+#pragma HLS UNROLL
+            res[n] = out[n];
+        }
+        res += CONFIG_T::n_out;
+    }
+};
+
+template <class CONFIG_T, class res_T> struct beat_sink { // io_stream: one beat of N per vector
+    typedef typename res_T::value_type elem_t;
+    hls::stream<res_T> &res;
+    explicit beat_sink(hls::stream<res_T> &r) : res(r) {}
+    void write(const elem_t out[CONFIG_T::n_out]) {
+        res_T beat;
+        for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
+#pragma HLS UNROLL
+            beat[n] = out[n];
+        }
+        res.write(beat);
+    }
+};
 
 } // namespace flipq
 

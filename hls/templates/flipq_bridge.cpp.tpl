@@ -6,12 +6,16 @@
 //     out_acc: n samples x ${n_out} integer output accumulators (real value acc * 2**output_exp)
 //     planes : 1..${max_planes}, most significant weight planes accumulated per layer
 //     returns 0, or -1 for planes out of range, -2 for n < 0
+//   void flipq_cycles(uint64_t *out, int n_layers)   cycles counted since the last reset, per plan
+//     layer and process (out[2 * i] the MVAU, out[2 * i + 1] the sliding-window generator)
+//   void flipq_reset_cycles(void)
 #include <stdint.h>
 
 #include "ap_fixed.h"
 #include "ap_int.h"
 #include "hls_stream.h"
 #include "firmware/${project}.h"
+#include "firmware/nnet_utils/flipq_bitserial_pe.h"
 
 static void flipq_run_one(const int64_t *x, int64_t *y, int planes) {
 ${run_one}}
@@ -31,6 +35,16 @@ int flipq_run(const int64_t *in_int, int64_t *out_acc, int n, int planes) {
     for (int s = 0; s < n; s++)
         flipq_run_one(in_int + (int64_t)s * ${n_in}, out_acc + (int64_t)s * ${n_out}, planes);
     return 0;
+}
+
+void flipq_cycles(uint64_t *out, int n_layers) {
+    for (int i = 0; i < 2 * n_layers && i < 2 * (int)flipq::max_counted_layers; i++)
+        out[i] = flipq::cycle_counters()[i];
+}
+
+void flipq_reset_cycles(void) {
+    for (unsigned i = 0; i < 2 * flipq::max_counted_layers; i++)
+        flipq::cycle_counters()[i] = 0;
 }
 
 } // extern "C"

@@ -24,7 +24,14 @@ typedef @out_raw_t@ flipq_out_raw_t;  // the model's output scalar, as raw bits
 typedef @out_q_t@ flipq_out_q_t;    // one packed output element
 typedef @out_elem_t@ flipq_out_elem_t;
 
-static void flipq_read_sample(hls::stream<word_t> &in_r, flipq_in_elem_t x[FLIPQ_N_IN]) {
+// Reader, model and writer form a dataflow region per sample, inside the samples loop (Vitis
+// HLS's dataflow-in-loop form: the loop is flipq_samples' only statement, its bound a scalar
+// argument), so consecutive samples overlap: while the model works on sample s, the reader
+// unpacks sample s + 1 and the writer packs sample s - 1, and each layer of the model (its own
+// dataflow pipeline of streams) takes the next sample as soon as it is done with one.
+static void flipq_read_sample(hls::stream<word_t> &in_r, @x_param@) {
+    flipq_in_elem_t x[FLIPQ_N_IN];
+#pragma HLS ARRAY_PARTITION variable=x complete
 read_words:
     for (int w = 0; w < FLIPQ_IN_WORDS; w++) {
 #pragma HLS PIPELINE II=1
@@ -42,10 +49,14 @@ read_words:
             }
         }
     }
+@to_model@
 }
 
-static void flipq_write_sample(hls::stream<word_t> &out_r, const flipq_out_elem_t y[FLIPQ_N_OUT],
-                               bool last_sample) {
+static void flipq_write_sample(@y_param@, hls::stream<word_t> &out_r, int s, int n_samples) {
+    flipq_out_elem_t y[FLIPQ_N_OUT];
+#pragma HLS ARRAY_PARTITION variable=y complete
+@from_model@
+    const bool last_sample = s == n_samples - 1;
 write_words:
     for (int w = 0; w < FLIPQ_OUT_WORDS; w++) {
 #pragma HLS PIPELINE II=1
@@ -70,6 +81,19 @@ write_words:
     }
 }
 
+static void flipq_samples(hls::stream<word_t> &in_r, hls::stream<word_t> &out_r, ap_uint<4> planes,
+                          int n_samples) {
+samples:
+    for (int s = 0; s < n_samples; s++) {
+#pragma HLS LOOP_TRIPCOUNT min=1 max=@max_batch@
+#pragma HLS DATAFLOW
+@channels@
+        flipq_read_sample(in_r, @x_arg@);
+@model_call@
+        flipq_write_sample(@y_arg@, out_r, s, n_samples);
+    }
+}
+
 void flipq_top(hls::stream<word_t> &in_r, hls::stream<word_t> &out_r, ap_uint<32> planes,
                ap_uint<32> n_samples) {
 #pragma HLS INTERFACE axis port=in_r
@@ -82,15 +106,5 @@ void flipq_top(hls::stream<word_t> &in_r, hls::stream<word_t> &out_r, ap_uint<32
     // 0, so an IP started with untouched registers still computes the model as trained
     const ap_uint<4> use_planes = (planes == 0 || planes > FLIPQ_MAX_PLANES)
                                       ? ap_uint<4>(FLIPQ_MAX_PLANES) : ap_uint<4>(planes);
-samples:
-    for (ap_uint<32> s = 0; s < n_samples; s++) {
-#pragma HLS LOOP_TRIPCOUNT min=1 max=@max_batch@
-        flipq_in_elem_t x[FLIPQ_N_IN];
-#pragma HLS ARRAY_PARTITION variable=x complete
-        flipq_out_elem_t y[FLIPQ_N_OUT];
-#pragma HLS ARRAY_PARTITION variable=y complete
-        flipq_read_sample(in_r, x);
-@model_call@
-        flipq_write_sample(out_r, y, s == n_samples - 1);
-    }
+    flipq_samples(in_r, out_r, use_planes, (int)n_samples);
 }
