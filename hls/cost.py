@@ -106,7 +106,9 @@ def hw_cost(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> di
         geo = hw.geometry.streamed(io_type)
         # line buffer: kh rows of the input, one bank per channel (a pixel written a cycle)
         line_bits = geo.kh * geo.in_w * geo.cin * act_bits
-        lmem = memory_cost(geo.kh * geo.in_w * act_bits, act_bits, copies=geo.cin)
+        # a word spanning kernel positions reads that many pixels a cycle: banks cyclic by kw too
+        banks = geo.cin * (geo.kw if simd > geo.cin else 1)
+        lmem = memory_cost(geo.kh * geo.in_w * geo.cin * act_bits // banks, act_bits, copies=banks)
         lut += lmem["lut"] + SWG_CONTROL_LUT + simd * act_bits * math.ceil(math.log2(max(geo.cin // simd, 2)))
         ff += simd * act_bits + SWG_CONTROL_FF
         bram += lmem["bram36"]

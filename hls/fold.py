@@ -39,14 +39,20 @@ def divisors(n: int, cap: int | None = None) -> list[int]:
     return [d for d in range(1, (cap or n) + 1) if n % d == 0 and d <= n]
 
 
-def simd_options(fan_in: int, group_size: int, cin: int | None = None) -> list[int]:
-    """SIMD values a layer can take: they divide its group size and fan-in (a step never spans two
-    groups) and ``cin``: a conv's input channels (a step reads one kernel position), a dense
-    layer's input beat (a step reads one beat); up to 64."""
+def simd_options(fan_in: int, group_size: int, cin: int | None = None, kernel_width: int | None = None) -> list[int]:
+    """SIMD values a layer can take, up to 64: they divide its group size and fan-in (a step
+    never spans two groups) and fit its input: a dense layer's SIMD divides its input beat
+    (``cin``: a step reads one beat); a conv's divides its input channels (a step reads part of
+    one kernel position) or is a multiple of them dividing a kernel row (``kernel_width * cin``:
+    a step reads whole positions of one kernel row, e.g. a first layer's 3 channels)."""
     g = math.gcd(group_size, fan_in)
-    if cin is not None:
-        g = math.gcd(g, cin)
-    return divisors(g, min(g, MAX_SIMD))
+    out = []
+    for d in divisors(g, min(g, MAX_SIMD)):
+        if cin is None or cin % d == 0:
+            out.append(d)
+        elif kernel_width is not None and d % cin == 0 and (kernel_width * cin) % d == 0:
+            out.append(d)
+    return out
 
 
 def pe_options(n_out: int) -> list[int]:
@@ -55,8 +61,8 @@ def pe_options(n_out: int) -> list[int]:
 
 
 def check_folding(name: str, simd: int, pe: int, fan_in: int, n_out: int, group_size: int,
-                  cin: int | None = None) -> None:
-    s_ok, p_ok = simd_options(fan_in, group_size, cin), pe_options(n_out)
+                  cin: int | None = None, kernel_width: int | None = None) -> None:
+    s_ok, p_ok = simd_options(fan_in, group_size, cin, kernel_width), pe_options(n_out)
     for key, value, ok in (("simd", simd, s_ok), ("pe", pe, p_ok)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in ok:
             why = ("divide its group size, fan-in" + (f" and input channels/beat ({cin})" if cin is not None else "")

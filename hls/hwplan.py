@@ -149,10 +149,11 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
     a pixel's channels a beat), which SIMD must divide like a conv's input channels."""
     g = fan_in if group_size <= 0 or group_size > fan_in else group_size
     cin = geometry.cin if geometry is not None else in_beat
-    choices = tuple(simd_options(fan_in, g, cin))
+    kw = geometry.kw if geometry is not None else None
+    choices = tuple(simd_options(fan_in, g, cin, kw))
     if simd is None:
         simd = choices[-1]
-    check_folding(name, simd, pe, fan_in, n_out, g, cin)
+    check_folding(name, simd, pe, fan_in, n_out, g, cin, kw)
     amax = inp.amax
     bias_max = 0 if bias is None else int(np.abs(bias).max(initial=0))
     wmax = 2 ** (weight_bits - 1)

@@ -332,6 +332,8 @@ def archs(draw):
                "dense": [(4, 2, 8)]}, seed=5, group_size=3, pe=2, narrow=False)
 @example(arch={"in_shape": (3, 4, 4), "in_bits": 3, "in_signed": False, "conv": (2, 1, 1, 0, 2, 7), "pool": True,
                "dense": [(9, 8, 2), (3, 7, 4)]}, seed=6, group_size=70, pe=3, narrow=True)
+@example(arch={"in_shape": (3, 5, 6), "in_bits": 8, "in_signed": False, "conv": (4, 3, 1, 1, 4, 3), "pool": False,
+               "dense": [(5, 3, 4)]}, seed=7, group_size=0, pe=2, narrow=False)  # SIMD 9: 3 positions a word
 @given(arch=archs(), seed=st.integers(0, 1000), group_size=st.sampled_from([0, 1, 3, 8, 70]),
        pe=st.integers(1, 3), narrow=st.booleans())
 def test_random_models_csim_equals_emulator(tmp_path_factory, io_type, arch, seed, group_size, pe, narrow):

@@ -140,11 +140,12 @@ def test_cost_reads_the_plan():
     for hw, lay in zip(plan.layers, rep["layers"]):
         assert (lay["act_bits"], lay["group_size"], lay["pe"]) == (hw.act_bits, hw.group_size, hw.pe)
     conv, fc = plan.layers
-    # SIMD divides the group, the fan-in and (conv) the input channels: gcd(18, 18, 2), gcd(70, 96)
-    assert (conv.group_size, conv.simd) == (18, 2)
+    # SIMD divides the group and the fan-in, and the conv's channels (2) or a kernel row (3 x 2):
+    # 1, 2 or 6 for the conv; gcd(70, 96) = 2 for the dense layer
+    assert (conv.group_size, conv.simd, conv.simd_choices) == (18, 6, (1, 2, 6))
     assert (fc.group_size, fc.n_groups, fc.simd) == (70, 2, 2)
     # accumulator: K * max|a| * 2**(B-1); psum: one step's SIMD activations
-    assert conv.acc_bits == (18 * 255 * 16).bit_length() + 1 and conv.psum_bits == (2 * 255).bit_length() + 1
+    assert conv.acc_bits == (18 * 255 * 16).bit_length() + 1 and conv.psum_bits == (6 * 255).bit_length() + 1
     assert fc.inp.amax == 15 and fc.acc_bits == (96 * 15 * 8).bit_length() + 1
 
 

@@ -43,17 +43,21 @@ template <class CONFIG_T, class data_T> struct beat_pixels { // io_stream: one b
 };
 
 // The sliding-window generator: per output row, read the input rows its windows newly need
-// (one pixel a cycle into a kh-row circular line buffer, one bank per channel), then emit its
-// out_width windows, R words each in (kh, kw, cin) order, one word a cycle; padding reads zero.
-// Rows no window reads are drained at the end. Each loop is pipelined at II=1 and counted.
+// (one pixel a cycle into a kh-row circular line buffer, one bank per channel and, cyclically,
+// per kernel column), then emit its out_width windows, R words each in (kh, kw, cin) order, one
+// word a cycle; padding reads zero. A word holds SIMD consecutive elements of one kernel row:
+// part of one position's channels (SIMD divides cin) or whole positions (SIMD a multiple of cin
+// dividing kw * cin, e.g. a first layer's 3 channels). Rows no window reads are drained at the
+// end. Each loop is pipelined at II=1 and counted.
 template <class CONFIG_T, class pix_src_T>
 void sliding_windows(pix_src_T &src, hls::stream<act_row<CONFIG_T> > &words) {
 #pragma HLS INLINE off
     typedef typename CONFIG_T::act_raw_t act_t;
     static const unsigned kh = CONFIG_T::filt_height, kw = CONFIG_T::filt_width, in_w = CONFIG_T::in_width;
-    static const unsigned chan_groups = CONFIG_T::n_chan / CONFIG_T::simd;
-    static act_t line[kh * in_w][CONFIG_T::n_chan];
+    static const unsigned cin = CONFIG_T::n_chan, row_words = kw * cin / CONFIG_T::simd;
+    static act_t line[kh * in_w][cin];
 #pragma HLS ARRAY_PARTITION variable = line complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = line cyclic factor = kw dim = 1
     unsigned next_row = 0;
 RowLoop:
     for (unsigned oy = 0; oy < CONFIG_T::out_height; oy++) {
@@ -73,35 +77,33 @@ RowLoop:
         }
         FLIPQ_COUNT_CYCLES(CONFIG_T::layer_id, 1, n_new * in_w + CONFIG_T::swg_depth);
         next_row += n_new;
-        unsigned ox = 0, fy = 0, fx = 0, cg = 0;
+        unsigned ox = 0, fy = 0, chunk = 0;
     Emit:
         for (unsigned i = 0; i < CONFIG_T::out_width * CONFIG_T::n_rows; i++) {
 #pragma HLS PIPELINE II = 1
             const int y = int(oy * CONFIG_T::stride_height + fy) - int(CONFIG_T::pad_top);
-            const int x = int(ox * CONFIG_T::stride_width + fx) - int(CONFIG_T::pad_left);
-            const bool inside = y >= 0 && y < int(CONFIG_T::in_height) && x >= 0 && x < int(in_w);
-            const unsigned at = inside ? (unsigned(y) % kh) * in_w + unsigned(x) : 0;
             act_row<CONFIG_T> w;
             for (unsigned l = 0; l < CONFIG_T::simd; l++) {
 #pragma HLS UNROLL
-                w.lane[l] = inside ? line[at][cg * CONFIG_T::simd + l] : act_t(0);
+                const unsigned e = chunk * CONFIG_T::simd + l; // element of the kernel row
+                const unsigned fx = e / cin, c = e % cin;
+                const int x = int(ox * CONFIG_T::stride_width + fx) - int(CONFIG_T::pad_left);
+                const bool inside = y >= 0 && y < int(CONFIG_T::in_height) && x >= 0 && x < int(in_w);
+                w.lane[l] = inside ? line[(unsigned(y) % kh) * in_w + unsigned(x)][c] : act_t(0);
             }
             words.write(w);
-            if (++cg == chan_groups) {
-                cg = 0;
-                if (++fx == kw) {
-                    fx = 0;
-                    if (++fy == kh) {
-                        fy = 0;
-                        ox++;
-                    }
+            if (++chunk == row_words) {
+                chunk = 0;
+                if (++fy == kh) {
+                    fy = 0;
+                    ox++;
                 }
             }
         }
         FLIPQ_COUNT_CYCLES(CONFIG_T::layer_id, 1, CONFIG_T::out_width * CONFIG_T::n_rows + CONFIG_T::swg_depth);
     }
     const unsigned rest = (CONFIG_T::in_height - next_row) * in_w;
-    act_t skip[CONFIG_T::n_chan];
+    act_t skip[cin];
 Drain:
     for (unsigned i = 0; i < rest; i++) {
 #pragma HLS PIPELINE II = 1

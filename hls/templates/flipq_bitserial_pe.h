@@ -170,15 +170,32 @@ template <class CONFIG_T> struct csim_slices {
     static const bool used = width <= 64 && raw_traits<typename CONFIG_T::psum_t>::width <= 64;
     uint64_t bits[2][CONFIG_T::n_rows][used ? width : 1]; // bit i of [j]: bit j of lane i
 
+    // accumulate in int64 where the register fits: the plan sizes accum_t for every partial sum,
+    // so nothing wraps and the two agree (the FLIPQ_CSIM_LANES build checks it)
+    static const bool fast = used && raw_traits<typename CONFIG_T::accum_t>::width <= 62;
+
     void write(unsigned half, unsigned row, const act_row<CONFIG_T> &r) {
         if (!used)
             return;
-        for (unsigned j = 0; j < width; j++) {
-            uint64_t b = 0;
-            for (unsigned i = 0; i < CONFIG_T::simd; i++)
-                b |= (((uint64_t)r.lane[i].to_int64() >> j) & 1) << i;
-            bits[half][row][j] = b;
+        uint64_t b[used ? width : 1] = {0};
+        for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+            const uint64_t u = (uint64_t)r.lane[i].to_int64(); // two's-complement bits
+            for (unsigned j = 0; j < width; j++)
+                b[j] |= ((u >> j) & 1) << i;
         }
+        for (unsigned j = 0; j < width; j++)
+            bits[half][row][j] = b[j];
+    }
+
+    // the same sum as psum(), as an int64 (sign-extended from psum_t's width)
+    int64_t psum64(unsigned half, unsigned row, uint64_t w) const {
+        static const unsigned pw = raw_traits<typename CONFIG_T::psum_t>::width;
+        uint64_t total = 0;
+        for (unsigned j = 0; j < width; j++) {
+            const uint64_t count = (uint64_t)__builtin_popcountll(w & bits[half][row][j]) << j;
+            total += (traits::is_signed && j == width - 1) ? 0 - count : count;
+        }
+        return pw >= 64 ? (int64_t)total : (int64_t)(total << (64 - pw)) >> (64 - pw);
     }
 
     typename CONFIG_T::psum_t psum(unsigned half, unsigned row, uint64_t w) const {
@@ -236,6 +253,7 @@ void mvau(src_T &src, sink_T &sink, const uint64_t rom[CONFIG_T::pe][CONFIG_T::r
 #pragma HLS DEPENDENCE variable = buf inter false
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
     static csim_slices<CONFIG_T> slices;
+    int64_t acc64[CONFIG_T::pe];
 #endif
     accum_t acc[CONFIG_T::pe];
 #pragma HLS ARRAY_PARTITION variable = acc complete
@@ -270,6 +288,21 @@ MvauLoop:
             const unsigned addr = (unsigned)(e >> 36) + step;
             const bool first = entry == 0 && step == 0;
             const bool last = len == 0 || (entry + 1 == len && step + 1 == rows);
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+            if (csim_slices<CONFIG_T>::fast) {
+                for (unsigned p = 0; p < CONFIG_T::pe; p++) {
+                    const unsigned n = block * CONFIG_T::pe + p;
+                    int64_t a = first ? bias[n].to_int64() : acc64[p];
+                    if (len > 0) {
+                        const int64_t shifted = slices.psum64((slot - 1) & 1, row0 + step, rom[p][addr]) * (int64_t(1) << plane);
+                        a = plane == CONFIG_T::sign_plane ? a - shifted : a + shifted;
+                    }
+                    acc64[p] = a;
+                    if (last)
+                        out[n] = layer_output<elem_t, CONFIG_T>(accum_t(a), n, thresholds, descending);
+                }
+            } else
+#endif
         PeLoop:
             for (unsigned p = 0; p < CONFIG_T::pe; p++) {
 #pragma HLS UNROLL
