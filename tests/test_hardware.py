@@ -12,14 +12,20 @@ import numpy as np
 import pytest
 
 
-@pytest.mark.vivado
-def test_overlay_builds_with_vivado(demo_dir, tmp_path):
+def _build_demo_overlay(demo_dir, tmp_path) -> Path:
+    """The demo model's overlay, built with the real tools (fails clearly without them)."""
     if not (shutil.which("vivado") and (shutil.which("vitis_hls") or shutil.which("vivado_hls"))):
         pytest.fail("-m vivado needs vivado and vitis_hls (or vivado_hls) on PATH")
     out, _ = demo_dir
     r = subprocess.run([sys.executable, "-m", "flipq", "overlay", "build", str(out / "hls"), "--board",
                         "pynq-z2", "--out", str(tmp_path / "overlay")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+@pytest.mark.vivado
+def test_overlay_builds_with_vivado(demo_dir, tmp_path):
+    _build_demo_overlay(demo_dir, tmp_path)
     assert (tmp_path / "overlay" / "flipq.bit").is_file() and (tmp_path / "overlay" / "flipq.hwh").is_file()
     r = subprocess.run([sys.executable, "-m", "flipq", "overlay", "check", str(tmp_path / "overlay")],
                        capture_output=True, text=True)
@@ -54,12 +60,7 @@ def test_synthesis_report_against_the_cost_model(demo_dir, tmp_path):
 
     from flipq.overlays.csynth import CSYNTH_REPORT, compare_with_model, read_csynth
 
-    if not (shutil.which("vivado") and (shutil.which("vitis_hls") or shutil.which("vivado_hls"))):
-        pytest.fail("-m vivado needs vivado and vitis_hls (or vivado_hls) on PATH")
-    out, _ = demo_dir
-    r = subprocess.run([sys.executable, "-m", "flipq", "overlay", "build", str(out / "hls"), "--board",
-                        "pynq-z2", "--out", str(tmp_path / "overlay")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = _build_demo_overlay(demo_dir, tmp_path)
     (report,) = list((tmp_path / "overlay").glob(f"*_hls/{CSYNTH_REPORT}"))
     ratios = compare_with_model(read_csynth(report), json.loads((out / "hls" / "hls_report.json").read_text()))
     print(json.dumps(ratios, indent=1))

@@ -113,6 +113,23 @@ Drain:
     FLIPQ_COUNT_CYCLES(CONFIG_T::layer_id, 1, rest + CONFIG_T::swg_depth);
 }
 
+// The layer: the generator and the MVAU, two processes of one dataflow region joined by the
+// window stream; `pixels` and `sink` adapt the io type's input and output.
+template <class CONFIG_T, class pix_src_T, class sink_T>
+void conv2d_dataflow(pix_src_T &pixels, sink_T &sink, const uint64_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+                     const uint64_t sched[CONFIG_T::n_entries],
+                     const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
+                     const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
+                     const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
+                     const bool descending[CONFIG_T::thr_rows], unsigned planes) {
+#pragma HLS DATAFLOW
+    hls::stream<act_row<CONFIG_T> > windows("flipq_windows");
+#pragma HLS STREAM variable = windows depth = 2
+    sliding_windows<CONFIG_T>(pixels, windows);
+    stream_rows<CONFIG_T> src(windows);
+    mvau<CONFIG_T>(src, sink, rom, sched, blk, bias, thresholds, descending, lowest_plane<CONFIG_T>(planes));
+}
+
 template <class data_T, class res_T, class CONFIG_T>
 void bitserial_conv2d(const data_T data[CONFIG_T::in_height * CONFIG_T::in_width * CONFIG_T::n_chan],
                       res_T res[CONFIG_T::out_height * CONFIG_T::out_width * CONFIG_T::n_out],
@@ -121,14 +138,9 @@ void bitserial_conv2d(const data_T data[CONFIG_T::in_height * CONFIG_T::in_width
                       const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
                       const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
                       const bool descending[CONFIG_T::thr_rows], unsigned planes) {
-#pragma HLS DATAFLOW
-    hls::stream<act_row<CONFIG_T> > windows("flipq_windows");
-#pragma HLS STREAM variable = windows depth = 2
     array_pixels<CONFIG_T, data_T> pixels(data);
-    sliding_windows<CONFIG_T>(pixels, windows);
-    stream_rows<CONFIG_T> src(windows);
     array_sink<CONFIG_T, res_T> sink(res);
-    mvau<CONFIG_T>(src, sink, rom, sched, blk, bias, thresholds, descending, lowest_plane<CONFIG_T>(planes));
+    conv2d_dataflow<CONFIG_T>(pixels, sink, rom, sched, blk, bias, thresholds, descending, planes);
 }
 
 template <class data_T, class res_T, class CONFIG_T>
@@ -138,16 +150,11 @@ void bitserial_conv2d(hls::stream<data_T> &data, hls::stream<res_T> &res,
                       const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
                       const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
                       const bool descending[CONFIG_T::thr_rows], unsigned planes) {
-#pragma HLS DATAFLOW
     static_assert(data_T::size == CONFIG_T::n_chan, "flipq: one input beat per pixel");
     static_assert(res_T::size == CONFIG_T::n_out, "flipq: one output beat per pixel");
-    hls::stream<act_row<CONFIG_T> > windows("flipq_windows");
-#pragma HLS STREAM variable = windows depth = 2
     beat_pixels<CONFIG_T, data_T> pixels(data);
-    sliding_windows<CONFIG_T>(pixels, windows);
-    stream_rows<CONFIG_T> src(windows);
     beat_sink<CONFIG_T, res_T> sink(res);
-    mvau<CONFIG_T>(src, sink, rom, sched, blk, bias, thresholds, descending, lowest_plane<CONFIG_T>(planes));
+    conv2d_dataflow<CONFIG_T>(pixels, sink, rom, sched, blk, bias, thresholds, descending, planes);
 }
 
 } // namespace flipq
