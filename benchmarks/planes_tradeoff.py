@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
             out = Emulator(what_if_weights(emu.model, r["planes"], how)).run(q_all)
             r[f"accuracy_if_{how}"] = float((emu.model.to_real(out.reshape(len(x), -1)).argmax(1) == y).mean())
     within = [r for r in rows if full["accuracy"] - r["accuracy"] < 0.01]
-    best = max(within, key=lambda r: r["interval_saving"])
+    best = max(within, key=lambda r: (r["interval_saving"], -r["planes"]))  # ties: the fewest planes
 
     result = {"model": str(build), "label": "cycles modeled; accuracy measured (emulator = C-sim)",
               "layers": [{"name": lay.name, "weight_bits": lay.attrs["weight_bits"], "simd": simd.get(lay.name),
