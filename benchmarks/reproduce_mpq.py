@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from flipq.host.bitplan import BitPlan, LayerBits
-from flipq.quant.data import Dataset, load_dataset
+from flipq.quant.data import Dataset, load_dataset, train_val_rows
 from flipq.quant.flip import FlipConfig, train_flip
 from flipq.quant.flipplot import plot_allocation
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
@@ -161,11 +161,7 @@ def split(args, seed: int):
     """Training subset (the same rows as ``load_dataset(limit_train=...)``), a validation set
     drawn from the remaining training rows, and the full 10,000-row test set."""
     full = load_dataset("fashion-mnist", path=args.data_path, seed=seed)
-    n = len(full.x_train)
-    idx = np.sort(np.random.default_rng(seed).choice(n, args.train_size, replace=False))
-    rest = np.setdiff1d(np.arange(n), idx)
-    val = np.sort(np.random.default_rng(2000 + seed).choice(rest, args.val_size, replace=False))
-    assert not np.intersect1d(idx, val).size
+    idx, val = train_val_rows(len(full.x_train), args.train_size, args.val_size, seed)
     return full, idx, val
 
 
