@@ -25,6 +25,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--build", default=str(ROOT / "build" / "demo"), help="a `flipq demo` build folder")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args(argv)
+    # made first: a folder that cannot be made fails before minutes of work, not after
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     from flipq import pipeline
     from flipq.hls.cost import hls_report
@@ -57,8 +60,6 @@ def main(argv=None) -> dict:
     for r in rows:
         r["cycles_vs_full"] = round(r["cycles"] / full["cycles"], 4)
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = {"model": str(build), "layers": [{"name": lay.name, "weight_bits": lay.attrs["weight_bits"]}
                                              for lay in emu.model.mac_layers], "points": rows}
     (out_dir / "planes_tradeoff.json").write_text(json.dumps(result, indent=1))

@@ -410,19 +410,3 @@ def test_benchmark_validation_rows_are_training_rows_outside_the_subset(monkeypa
     full, idx, val = bench.split(args, seed=3)
     assert len(idx) == 200 and len(val) == 100 and not np.intersect1d(idx, val).size
     assert full.x_test is fake.x_test  # the test set is left whole, only scored at the end
-
-
-def test_benchmark_makes_its_output_folder_before_training(tmp_path, monkeypatch):
-    bench = _benchmark()
-    out = tmp_path / "new" / "results"
-
-    class Trained(Exception):
-        pass
-
-    def run_seeds(args, work):  # minutes of training in a real run: the folder must exist by now
-        assert out.is_dir()
-        raise Trained
-
-    monkeypatch.setattr(bench, "run_seeds", run_seeds)
-    with pytest.raises(Trained):
-        bench.main(["--out", str(out), "--work", str(tmp_path / "work")])
