@@ -84,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-band", type=float, default=FlipConfig.lr_band)
     p.add_argument("--lr-mode", default=FlipConfig.lr_mode)
     p.add_argument("--max-fraction", type=float, default=None)
+    # The documented rounds used the threshold rule; pinned here so a later change of
+    # FlipConfig's defaults (docs/mpq.md, issue 14) does not change what this benchmark runs.
+    p.add_argument("--budget", type=float, default=None,
+                   help="fraction of each layer's groups at b+1 bits, ranked by --allocator (default: threshold rule)")
+    p.add_argument("--allocator", default="flip", help="score of a budgeted allocation (flipq.quant.allocators)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=2,
                    help="seeds trained side by side in this many processes (one core each with --threads 1: "
@@ -105,7 +110,7 @@ def flip_config(args) -> FlipConfig:
     return FlipConfig(group_size=args.group_size, window=args.window, threshold=args.threshold,
                       allocate_epochs=tuple(args.allocate_epochs or ()), promote=args.promote,
                       lr_factor=args.lr_factor, lr_band=args.lr_band, lr_mode=args.lr_mode,
-                      max_fraction=args.max_fraction)
+                      max_fraction=args.max_fraction, budget=args.budget, allocator=args.allocator)
 
 
 def uniform_plan(arch, w: int, a: int) -> BitPlan:

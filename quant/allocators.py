@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from flipq.host.groups import group_count
 from flipq.quant.flipconfig import ALLOCATORS, FlipError
-from flipq.quant.layout import as_kn
+from flipq.quant.layout import grouped
 from flipq.quant.scaling import quantize
 
 __all__ = ["ALLOCATORS", "LayerEvidence", "error_reduction", "group_scores", "select_groups", "weight_scores"]
@@ -100,12 +99,7 @@ def weight_scores(allocator: str, ev: LayerEvidence) -> torch.Tensor:
 def group_scores(scores: torch.Tensor, group_size: int, chw=None) -> torch.Tensor:
     """Weight-shaped scores -> ``(N, n_groups)`` sums over each group (``flipq.host.groups``
     layout, the order of the BitPlan's ``group_bits``)."""
-    m = as_kn(scores, chw)
-    k, n = m.shape
-    ng = group_count(k, group_size)
-    padded = torch.zeros(ng * group_size, n, dtype=m.dtype)
-    padded[:k] = m
-    return padded.reshape(ng, group_size, n).sum(1).t()
+    return grouped(scores, group_size, chw).sum(1).t()
 
 
 def select_groups(gscores: torch.Tensor, fraction: float, taken: torch.Tensor | None = None,

@@ -136,12 +136,16 @@ class FlipConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlipConfig":
-        """Inverse of :meth:`to_dict` (a JSON round trip, e.g. inside the build's config.json)."""
+        """Inverse of :meth:`to_dict` (a JSON round trip, e.g. inside the build's config.json).
+        A dict without ``budget`` predates budgeted allocation and means the threshold rule."""
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise FlipError(f"unknown flip option(s) {sorted(unknown)} (known: {sorted(known)})")
         d = dict(d)
+        if "budget" not in d:
+            # saved before budgets existed: the threshold rule, whatever today's default is
+            d["budget"] = None
         if "allocate_epochs" in d:
             d["allocate_epochs"] = tuple(d["allocate_epochs"])
         return cls(**d)
