@@ -132,8 +132,13 @@ def variants(args, part: str = "all") -> list[Variant]:
     return out
 
 
-def tag(args) -> str:
-    return f"n{args.train_size}_f{args.float_epochs}_a{args.stats_epochs}_e{args.epochs}_b{args.budget:g}"
+def tag(args, upto: str = "run") -> str:
+    """Cache names carry what a stage depends on: the float network its data and epochs, the
+    evidence also its retraining, a run also the fine-tuning and the budget."""
+    parts = {"float": f"n{args.train_size}_f{args.float_epochs}"}
+    parts["evidence"] = f"{parts['float']}_a{args.stats_epochs}"
+    parts["run"] = f"{parts['evidence']}_e{args.epochs}_b{args.budget:g}"
+    return parts[upto]
 
 
 def base_plan(args, arch):
@@ -175,7 +180,7 @@ class Seed:
         self.val = (full.x_train[val], full.y_train[val])
         self.test = (full.x_test, full.y_test)
         self.steps = math.ceil(len(idx) / args.batch_size)
-        name = f"float_{tag(args).split('_a')[0]}_s{seed}"
+        name = f"float_{tag(args, 'float')}_s{seed}"
         torch.manual_seed(seed)
         self.float_net = FloatNet(self.arch, self.ds.input_shape, self.ds.num_classes)
         cfg = TrainConfig(epochs=args.float_epochs, batch_size=args.batch_size, lr=args.float_lr, seed=seed,
@@ -201,7 +206,7 @@ class Seed:
         from flipq.quant.flipconfig import FlipConfig
         from flipq.quant.train import TrainConfig, load_checkpoint, train
 
-        path = self.work / f"evidence_{tag(self.args)}_s{self.seed}.pt"
+        path = self.work / f"evidence_{tag(self.args, 'evidence')}_s{self.seed}.pt"
         model = self.quant_net()
         counter = FlipCounter(model, FlipConfig(window=1.0), self.steps, self.args.stats_epochs,
                               collect_only=True, gradients=True)
