@@ -77,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     p.add_argument("--work", default=None, help="per-run cache (default build/flip_ablation[_quick|_full])")
     p.add_argument("--doc", default=None, help="a Markdown file whose flip-ablation table block is replaced")
+    p.add_argument("--name", default=None,
+                   help="output file stem (default flip_ablation[_quick|_full]); runs are cached by their settings, "
+                        "so a follow-up with other seeds or budgets reuses what it shares")
     p.add_argument("--data-path", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--arch", default="vgg7-fm")
     p.add_argument("--seeds", type=int, nargs="+")
@@ -405,7 +408,7 @@ def main(argv=None) -> int:
     per_seed = run_seeds(args, work)
     summary = summarize(args, per_seed)
     summary["wall_seconds_this_invocation"] = time.perf_counter() - t0
-    stem = "flip_ablation" + suffix
+    stem = args.name or "flip_ablation" + suffix
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
     from flipq.quant.flipplot import plot_pareto
 
