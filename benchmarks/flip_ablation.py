@@ -12,8 +12,9 @@ same bits and differ only in *which* groups; the per-seed differences are paired
 Variants: ``flip``, ``random``, ``error`` and ``sensitivity`` at each group size; at the
 reference group size (16) also ``flip+error``, flip with two allocations (half the budget each, the second
 after an epoch of recounting), flip's threshold rule (the bits follow the counts), flip and
-random without the threshold-aware learning rate; a per-layer uniform plan at the same stored
-bits (whole layers at ``b + 1``, no per-weight allocation), and the base plan without extra bits.
+random without the threshold-aware learning rate; per-layer uniform plans at the stored bits of
+each group size (whole layers at ``b + 1``, no per-weight allocation), and the base plan without
+extra bits.
 Knobs are chosen on the validation split (rows outside the training subset); test is only scored.
 
     .venv/bin/python benchmarks/flip_ablation.py            # the documented run (docs/mpq.md)
@@ -62,6 +63,7 @@ class Variant:
     allocator: str = "flip"
     group_size: int = 0
     lr: bool = True
+    bits_of: int = 0  # "layers": match the budgeted allocators' bits at this group size (0: the reference)
 
     def key(self) -> str:
         safe = self.label.replace("+", "p").replace(" ", "-").replace("(", "").replace(")", "")
@@ -132,6 +134,7 @@ def variants(args, part: str = "all") -> list[Variant]:
                 Variant("random (LR off)", "budget", "random", g, lr=False),
                 Variant("per-layer uniform", "layers"),
                 Variant("base (no extra bits)", "base")]
+        out += [Variant(f"per-layer uniform (G{b} bits)", "layers", bits_of=b) for b in args.group_sizes if b != g]
     return out
 
 
@@ -249,7 +252,7 @@ class Seed:
             counter.allocate()
         elif v.kind == "layers":
             shapes = layer_shapes(model)
-            target = budget_weight_bits(shapes, counter.base_bits, args.ref_group_size, args.budget)
+            target = budget_weight_bits(shapes, counter.base_bits, v.bits_of or args.ref_group_size, args.budget)
             for name in uniform_layers_for(shapes, counter.base_bits, target):
                 counter.assign(name, torch_ones_like(counter.flags[name]))
         lr = ThresholdAwareLR(counter, cfg.lr_factor, cfg.lr_band, cfg.lr_mode)
@@ -344,9 +347,11 @@ def summarize(args, per_seed: dict[int, dict]) -> dict:
     extras = [(("flip (repeated)", ref), ("flip", ref)), (("flip (LR off)", ref), ("flip", ref)),
               (("random (LR off)", ref), ("random", ref)), (("per-layer uniform", 0), ("random", ref)),
               (("per-layer uniform", 0), ("flip", ref)), (("base (no extra bits)", 0), ("random", ref))]
+    for g in args.group_sizes:
+        extras += [((f"per-layer uniform (G{g} bits)", 0), (other, g)) for other in args.allocators]
     for a, b in extras:
         if a in keys and b in keys:
-            comparisons[f"{a[0]} - {b[0]} @G{ref}"] = {key: paired(per_seed, a, b, key)
+            comparisons[f"{a[0]} - {b[0]} @G{b[1]}"] = {key: paired(per_seed, a, b, key)
                                                       for key in ("accuracy", "val_accuracy")}
     weights = per_seed[seeds[0]][keys[0]]["weights"]
     out = {"points": points}
