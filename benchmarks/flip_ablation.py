@@ -214,8 +214,10 @@ class Seed:
 
         path = self.work / f"evidence_{tag(self.args, 'evidence')}_s{self.seed}.pt"
         model = self.quant_net()
-        counter = FlipCounter(model, FlipConfig(window=1.0), self.steps, self.args.stats_epochs,
-                              collect_only=True, gradients=True)
+        # the config only sets the window here (nothing is allocated); pinned, because the
+        # checkpoint holds it and a changed default would refuse the cached evidence
+        counter = FlipCounter(model, FlipConfig(window=1.0, budget=None, allocator="flip"), self.steps,
+                              self.args.stats_epochs, collect_only=True, gradients=True)
         train(model, self.ds, self.train_config(self.args.stats_epochs), checkpoint=path, hooks=(counter,))
         return load_checkpoint(path)
 

@@ -136,10 +136,21 @@ def test_budget_and_allocator_options():
     cfg = flip_config_from_args(p.parse_args(["--flip", "--flip-budget", "0.3", "--flip-allocator", "error",
                                               "--flip-seed", "5"]))
     assert (cfg.budget, cfg.allocator, cfg.seed) == (0.3, "error", 5)
-    assert flip_config_from_args(p.parse_args(["--flip", "--flip-budget", "0", "--flip-allocator", "flip"])).budget is None
+    threshold = flip_config_from_args(p.parse_args(["--flip", "--flip-budget", "0"]))
+    assert (threshold.budget, threshold.allocator) == (None, "flip")  # threshold mode counts flips
+    assert flip_config_from_args(p.parse_args(["--flip"])) == FlipConfig()
+    with pytest.raises(FlipError, match="allocator='error' ranks groups and needs a budget"):
+        flip_config_from_args(p.parse_args(["--flip", "--flip-budget", "0", "--flip-allocator", "error"]))
     with pytest.raises(FlipError, match="allocator='random' ranks groups and needs a budget"):
         FlipConfig(budget=None, allocator="random")
     with pytest.raises(FlipError, match="budget=1.5"):
         FlipConfig(budget=1.5)
     with pytest.raises(FlipError, match="allocator='hessian'"):
         FlipConfig(budget=0.2, allocator="hessian")
+
+
+def test_a_config_saved_before_budgets_loads_as_the_threshold_rule():
+    old = {k: v for k, v in FlipConfig().to_dict().items() if k not in ("budget", "allocator", "seed")}
+    cfg = FlipConfig.from_dict(old)
+    assert (cfg.budget, cfg.allocator) == (None, "flip")
+    assert FlipConfig.from_dict(FlipConfig().to_dict()) == FlipConfig()
