@@ -4,7 +4,10 @@ Retraining starts from a uniform low-bit plan (every MAC layer at ``b`` weight b
 runs, :class:`FlipCounter` tracks each weight's quantized level and counts how often it switches
 between two *adjacent* levels. At an allocation point, weights that switched at least
 ``threshold`` times in the counting window get one extra bit: the level half-way between the two
-they oscillate over. :class:`ThresholdAwareLR` slows weights that sit close to a rounding
+they oscillate over. With a ``budget`` (the default), every layer instead gets that fraction of
+its groups at ``b + 1`` bits, the groups ranked by an allocator's score
+(``flipq.quant.allocators``: flip counts, random, rounding error, gradient x error); equal bits
+whichever score ranks them, which is how ``benchmarks/flip_ablation.py`` compares them. :class:`ThresholdAwareLR` slows weights that sit close to a rounding
 threshold, which is where the oscillation comes from.
 
 How the extra bit is represented (what the hardware stores):
