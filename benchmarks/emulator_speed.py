@@ -69,6 +69,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--qonnx-rows", type=int, default=64, help="rows for qonnx (it is slow)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args(argv)
+    # made first: a folder that cannot be made fails before minutes of work, not after
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -128,8 +131,6 @@ def main(argv=None) -> dict:
         "targets": {"torch_float32": ">= 0.5 (emulator / torch)", "qonnx_execute_onnx": ">= 100",
                     "csim_predict": ">= 10"},
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "emulator_speed.json").write_text(json.dumps(report, indent=1))
     lines = ["# Emulator speed", "",
              f"Same network (the demo model), batch {args.batch}, one thread each, one process "

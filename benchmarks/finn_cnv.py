@@ -201,6 +201,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"), help="folder for the JSON result")
     ap.add_argument("--doc", default=str(ROOT / "docs" / "finn_cnv.md"), help="the Markdown table to regenerate")
     args = ap.parse_args(argv)
+    # made first: a folder that cannot be made fails before minutes of work, not after
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -301,8 +305,6 @@ def main(argv=None) -> dict:
                     "loadavg_after": [round(v, 2) for v in load_after], "threads": 1},
         "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / result_file).write_text(json.dumps(result, indent=1) + "\n")
     write_doc(out, Path(args.doc))
     say(f"wrote {out / result_file} and {args.doc}")

@@ -76,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="processes (each model builds in its own folder)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "fuzz.json"))
     args = ap.parse_args(argv)
+    # made first: a folder that cannot be made fails before minutes of work, not after
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     seeds = range(args.first_seed, args.first_seed + args.models)
     t0 = time.perf_counter()
     results = []
@@ -87,7 +89,6 @@ def main(argv=None) -> int:
                 print(f"{r['seed']:>5} {v['status']:<9}{r['seconds']:>6.1f} s  {v['reason'] or ''}", flush=True)
     summary = summarize(results, time.perf_counter() - t0)
     summary["first_seed"] = args.first_seed
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
     return 0

@@ -77,14 +77,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--csim-rows", type=int, default=200, help="rows the C-sim is checked on at every planes")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args(argv)
+    # made first: a folder that cannot be made fails before minutes of work, not after
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     from flipq import pipeline
     from flipq.hls.cost import hls_report
     from flipq.hls.hwplan import plan_hardware
     from flipq.host import Accelerator
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)  # before minutes of training
     if args.fashion_w8:
         build = fashion_w8_build(Path(args.build or ROOT / "build" / "planes_fm8"), args.epochs, args.seed)
         stem, title = "planes_tradeoff_fashion_w8", "vgg7-fm W8A8 on Fashion-MNIST, folded for the PYNQ-Z2"

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from flipq.host.bitplan import BitPlan, LayerBits
-from flipq.quant.data import Dataset, load_dataset
+from flipq.quant.data import Dataset, load_dataset, train_val_rows
 from flipq.quant.flip import FlipConfig, train_flip
 from flipq.quant.flipplot import plot_allocation
 from flipq.quant.models import FloatNet, QuantNet, copy_mac_weights, get_arch, mac_names
@@ -84,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-band", type=float, default=FlipConfig.lr_band)
     p.add_argument("--lr-mode", default=FlipConfig.lr_mode)
     p.add_argument("--max-fraction", type=float, default=None)
+    # The documented rounds used the threshold rule; pinned here so a later change of
+    # FlipConfig's defaults (docs/mpq.md, issue 14) does not change what this benchmark runs.
+    p.add_argument("--budget", type=float, default=None,
+                   help="fraction of each layer's groups at b+1 bits, ranked by --allocator (default: threshold rule)")
+    p.add_argument("--allocator", default="flip", help="score of a budgeted allocation (flipq.quant.allocators)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=2,
                    help="seeds trained side by side in this many processes (one core each with --threads 1: "
@@ -105,7 +110,7 @@ def flip_config(args) -> FlipConfig:
     return FlipConfig(group_size=args.group_size, window=args.window, threshold=args.threshold,
                       allocate_epochs=tuple(args.allocate_epochs or ()), promote=args.promote,
                       lr_factor=args.lr_factor, lr_band=args.lr_band, lr_mode=args.lr_mode,
-                      max_fraction=args.max_fraction)
+                      max_fraction=args.max_fraction, budget=args.budget, allocator=args.allocator)
 
 
 def uniform_plan(arch, w: int, a: int) -> BitPlan:
@@ -161,11 +166,7 @@ def split(args, seed: int):
     """Training subset (the same rows as ``load_dataset(limit_train=...)``), a validation set
     drawn from the remaining training rows, and the full 10,000-row test set."""
     full = load_dataset("fashion-mnist", path=args.data_path, seed=seed)
-    n = len(full.x_train)
-    idx = np.sort(np.random.default_rng(seed).choice(n, args.train_size, replace=False))
-    rest = np.setdiff1d(np.arange(n), idx)
-    val = np.sort(np.random.default_rng(2000 + seed).choice(rest, args.val_size, replace=False))
-    assert not np.intersect1d(idx, val).size
+    idx, val = train_val_rows(len(full.x_train), args.train_size, args.val_size, seed)
     return full, idx, val
 
 

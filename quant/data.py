@@ -55,6 +55,23 @@ def load_dataset(name: str, path: str | Path | None = None, seed: int = 0,
     return ds
 
 
+def train_val_rows(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a training subset (the rows ``load_dataset(limit_train=train_size)``
+    keeps) and of a disjoint validation set drawn from the remaining training rows: knobs are
+    tuned on it, the test set is only scored.
+
+    >>> tr, val = train_val_rows(100, 60, 20, seed=1)
+    >>> len(tr), len(val), len(np.intersect1d(tr, val))
+    (60, 20, 0)
+    """
+    if train_size + val_size > n:
+        raise DatasetError(f"{train_size} training + {val_size} validation rows exceed the {n} training rows")
+    idx = np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))
+    rest = np.setdiff1d(np.arange(n), idx)
+    val = np.sort(np.random.default_rng(2000 + seed).choice(rest, val_size, replace=False))
+    return idx, val
+
+
 def _digits(path, seed) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

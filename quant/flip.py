@@ -4,7 +4,10 @@ Retraining starts from a uniform low-bit plan (every MAC layer at ``b`` weight b
 runs, :class:`FlipCounter` tracks each weight's quantized level and counts how often it switches
 between two *adjacent* levels. At an allocation point, weights that switched at least
 ``threshold`` times in the counting window get one extra bit: the level half-way between the two
-they oscillate over. :class:`ThresholdAwareLR` slows weights that sit close to a rounding
+they oscillate over. With a ``budget`` (the default), every layer instead gets that fraction of
+its groups at ``b + 1`` bits, the groups ranked by an allocator's score
+(``flipq.quant.allocators``: flip counts, random, rounding error, gradient x error); equal bits
+whichever score ranks them, which is how ``benchmarks/flip_ablation.py`` compares them. :class:`ThresholdAwareLR` slows weights that sit close to a rounding
 threshold, which is where the oscillation comes from.
 
 How the extra bit is represented (what the hardware stores):
@@ -46,13 +49,22 @@ import torch
 import torch.nn as nn
 
 from flipq.host.bitplan import BitPlan, LayerBits
+from flipq.quant.allocators import LayerEvidence, group_scores, select_groups, weight_scores
 from flipq.quant.extrabit import set_weight_bits
 from flipq.quant.flipconfig import LR_MODES, FlipConfig, FlipError, check_flip_arch
-from flipq.quant.layout import expand_groups, flatten_inputs, group_flags
+from flipq.quant.layout import as_kn, expand_groups, flatten_inputs, group_flags
 from flipq.quant.scaling import pow2_weight_scale, quantize
 from flipq.quant.train import TrainConfig, load_checkpoint, train
 
 __all__ = ["FlipConfig", "FlipCounter", "FlipError", "ThresholdAwareLR", "train_flip"]
+
+
+def same_config(saved: dict, cfg: FlipConfig) -> bool:
+    """A checkpoint's config equals ``cfg``; fields it predates take their defaults."""
+    try:
+        return FlipConfig.from_dict(saved) == cfg
+    except FlipError:
+        return False
 
 
 def _switches(prev: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
@@ -66,9 +78,19 @@ class FlipCounter:
     The allocation at the end of epoch ``e`` uses the switches seen in the last
     ``window * steps_per_epoch`` steps before it. ``state_dict()`` holds everything needed to
     resume, and ``load_state_dict()`` puts the model's layers back on ``b + 1`` bits.
+
+    ``allocate_epochs`` overrides the config's (``()``: none during training, the caller calls
+    :meth:`allocate`); ``extra_allocations`` counts such calls, made before training, in the
+    budget's schedule.
+    ``collect_only`` counts in the run's last window and never allocates: the evidence
+    (:meth:`evidence`) is then read by the caller, e.g. to try several allocators from one
+    retraining. ``gradients`` records the mean squared gradient per weight in the window (the
+    sensitivity score; default: when the config's allocator needs it).
     """
 
-    def __init__(self, model: nn.Module, cfg: FlipConfig, steps_per_epoch: int, epochs: int):
+    def __init__(self, model: nn.Module, cfg: FlipConfig, steps_per_epoch: int, epochs: int, *,
+                 allocate_epochs: tuple[int, ...] | None = None, collect_only: bool = False,
+                 extra_allocations: int = 0, gradients: bool | None = None):
         if not hasattr(model, "mac_layers") or not hasattr(model, "plan"):
             raise FlipError("flip training needs a QuantNet (mac_layers() and a plan)")
         check_flip_arch(getattr(model, "arch", ()))
@@ -76,7 +98,13 @@ class FlipCounter:
         self.cfg = cfg
         self.steps_per_epoch = int(steps_per_epoch)
         self.window_steps = max(1, round(cfg.window * steps_per_epoch))
-        self.alloc_steps = [(e + 1) * steps_per_epoch - 1 for e in cfg.allocation_epochs(epochs)]
+        chosen = cfg.allocation_epochs(epochs) if allocate_epochs is None else tuple(sorted(set(allocate_epochs)))
+        self.collect_only = collect_only
+        if collect_only:
+            chosen = (epochs - 1,)
+        self.alloc_steps = [(e + 1) * steps_per_epoch - 1 for e in chosen]
+        self.extra_allocations = extra_allocations
+        self.planned = len(self.alloc_steps) * (not collect_only) + extra_allocations
         self.layers = model.mac_layers()
         self.chw = flatten_inputs(model)
         self.base_bits = {n: model.plan[n].weight_bits for n in self.layers}
@@ -92,6 +120,30 @@ class FlipCounter:
         self.prev_scale = {n: self.scale(n) for n in self.layers}
         self.allocations: list[dict] = []
         self.last_step = -1
+        self.grad_sq: dict[str, torch.Tensor] = {}
+        self.grad_steps = 0
+        if cfg.needs_gradients if gradients is None else gradients:
+            for name, layer in self.layers.items():
+                self.grad_sq[name] = torch.zeros(layer.weight.shape)
+                # a tensor hook sees the raw gradient, before ThresholdAwareLR scales it
+                layer.weight.register_hook(self._grad_hook(name))
+
+    def _grad_hook(self, name: str):
+        def record(grad: torch.Tensor) -> None:
+            if self.counting(self.last_step + 1):
+                self.grad_sq[name] += grad.detach() ** 2
+        return record
+
+    def target_step(self) -> int | None:
+        """The step that closes the current counting window, or None after the last one."""
+        # allocations made by hand (extra_allocations) come before the scheduled ones
+        done = 0 if self.collect_only else max(0, len(self.allocations) - self.extra_allocations)
+        pending = self.alloc_steps[done:]
+        return pending[0] if pending else None
+
+    def counting(self, step: int) -> bool:
+        target = self.target_step()
+        return target is not None and target - self.window_steps < step <= target
 
     # weights as the counter sees them
     def latent_weight(self, name: str) -> torch.Tensor:
@@ -113,26 +165,42 @@ class FlipCounter:
     # hook entry points
     def after_step(self, model: nn.Module, step: int) -> None:
         self._project()
-        pending = self.alloc_steps[len(self.allocations):]
-        target = pending[0] if pending else None
+        target = self.target_step()
+        self.last_step = step
+        if target is None:
+            return  # no window ahead: reading every layer's levels would be wasted time
+        counting = self.counting(step)
         for name in self.layers:
             lvl, scale = self.level(name), self.scale(name)
             # When the layer's scale moves (its statistic crossing a power of two), every level moves with
             # it: that is not a weight oscillating between two levels, so the step is not counted.
             same_grid = name not in self.prev_scale or torch.equal(scale, self.prev_scale[name])
-            if target is not None and target - self.window_steps < step <= target and same_grid:
+            if counting and same_grid:
                 self.counts[name] += _switches(self.prev[name], lvl).to(torch.int32)
             self.prev[name], self.prev_scale[name] = lvl, scale
-        self.last_step = step
-        if target is not None and step >= target:
+        self.grad_steps += bool(counting and self.grad_sq)
+        if target is not None and step >= target and not self.collect_only:
             self.allocate()
 
     def threshold_count(self) -> float:
         t = self.cfg.threshold
         return t * self.window_steps if t < 1 else t
 
-    def allocate(self) -> dict:
-        """Give the extra bit to weights whose switch count reached the threshold."""
+    def evidence(self, name: str, generator: torch.Generator | None = None) -> LayerEvidence:
+        """What the window recorded for one layer, as an allocator reads it."""
+        grad = self.grad_sq.get(name)
+        return LayerEvidence(latent=self.latent_weight(name), scale=self.scale(name), bits=self.base_bits[name],
+                             counts=self.counts[name], generator=generator,
+                             grad_sq=None if grad is None else grad / max(self.grad_steps, 1))
+
+    def allocate(self, fraction: float | None = None) -> dict:
+        """Give the extra bit: by rank when the config has a budget (or ``fraction`` is given:
+        every layer then has that fraction of its groups at ``b + 1`` bits), else to the weights
+        whose switch count reached the threshold. Starts the next counting window afresh."""
+        if fraction is None and self.cfg.budget is not None:
+            fraction = self.cfg.budget * (len(self.allocations) + 1) / max(self.planned, len(self.allocations) + 1)
+        if fraction is not None:
+            return self._allocate_budget(fraction)
         thr = self.threshold_count()
         record = {"step": self.last_step, "threshold_count": thr, "layers": {}}
         for name, layer in self.layers.items():
@@ -150,14 +218,40 @@ class FlipCounter:
                 chw = self.chw[name]
                 new = expand_groups(group_flags(new | self.flags[name], self.cfg.group_size, chw),
                                     self.cfg.group_size, new.shape, chw) & ~self.flags[name]
-            if new.any() and name not in self.latent:
-                self._switch(name)
-            self.flags[name] |= new
-            self.counts[name].zero_()
+            self.assign(name, new)
             record["layers"][name] = {"switching": flagged_weights, "weights": new.numel()}
+        return self._close_window(record)
+
+    def _allocate_budget(self, fraction: float) -> dict:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1009 + len(self.allocations))
+        g = self.cfg.group_size
+        record = {"step": self.last_step, "allocator": self.cfg.allocator, "fraction": fraction, "layers": {}}
+        for name in self.layers:
+            chw = self.chw[name]
+            scores = group_scores(weight_scores(self.cfg.allocator, self.evidence(name, gen)), g, chw)
+            k = as_kn(self.flags[name], chw).shape[0]
+            chosen = select_groups(scores, fraction, group_flags(self.flags[name], g, chw), partial_last=k % g != 0)
+            new = expand_groups(chosen, g, self.flags[name].shape, chw) & ~self.flags[name]
+            self.assign(name, new)
+            record["layers"][name] = {"flagged": int(new.sum()), "weights": new.numel()}
+        return self._close_window(record)
+
+    def _close_window(self, record: dict) -> dict:
+        for name in self.layers:
+            self.counts[name].zero_()
+            if name in self.grad_sq:
+                self.grad_sq[name].zero_()
+        self.grad_steps = 0
         self._project()
         self.allocations.append(record)
         return record
+
+    def assign(self, name: str, new: torch.Tensor) -> None:
+        """Give weight-shaped ``new`` flags of layer ``name`` the extra level (switching the
+        layer to ``b + 1`` bits on its first flags)."""
+        if new.any() and name not in self.latent:
+            self._switch(name)
+        self.flags[name] |= new
 
     def _switch(self, name: str) -> None:
         layer = self.layers[name]
@@ -211,7 +305,7 @@ class FlipCounter:
     def state_dict(self) -> dict:
         return {"config": self.cfg.to_dict(), "counts": self.counts, "prev": self.prev, "prev_scale": self.prev_scale,
                 "flags": self.flags, "latent": self.latent, "allocations": self.allocations,
-                "last_step": self.last_step}
+                "last_step": self.last_step, "grad_sq": self.grad_sq, "grad_steps": self.grad_steps}
 
     def restore_layers(self, d: dict) -> None:
         """Put the layers that had extra bits back at ``b + 1`` bits, before the model's state
@@ -222,12 +316,13 @@ class FlipCounter:
                 self.latent[name] = d["latent"][name].clone()
 
     def load_state_dict(self, d: dict) -> None:
-        if d["config"] != self.cfg.to_dict():
+        if not same_config(d["config"], self.cfg):
             raise FlipError(f"the checkpoint's flip config {d['config']} differs from {self.cfg.to_dict()}")
         self.restore_layers(d)
         self.counts, self.prev, self.flags = d["counts"], d["prev"], d["flags"]
         self.prev_scale = d.get("prev_scale", self.prev_scale)
         self.allocations, self.last_step = d["allocations"], d["last_step"]
+        self.grad_sq, self.grad_steps = d.get("grad_sq", self.grad_sq), d.get("grad_steps", 0)
         self.latent = {name: t.clone() for name, t in d["latent"].items()}
         # train() loads the model before its hooks: the Parameter holds the last projection
         self._written = {name: self.layers[name].weight.detach().clone() for name in self.latent}
@@ -296,7 +391,7 @@ def train_flip(model: nn.Module, ds, train_cfg: TrainConfig, flip_cfg: FlipConfi
         # Layers that got extra bits carry a frozen scale in the state dict: rebuild them first.
         hooks_state = load_checkpoint(Path(checkpoint)).get("hooks") or [None, None]
         if hooks_state[1] is not None:
-            if hooks_state[1]["config"] != flip_cfg.to_dict():
+            if not same_config(hooks_state[1]["config"], flip_cfg):
                 raise FlipError(f"{checkpoint}: the checkpoint's flip config {hooks_state[1]['config']} "
                                 f"differs from {flip_cfg.to_dict()}")
             counter.restore_layers(hooks_state[1])

@@ -61,14 +61,20 @@ def flatten_inputs(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
     return out
 
 
-def group_flags(flags: torch.Tensor, group_size: int, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
-    """Weight-shaped booleans -> ``(N, n_groups)``: does the group hold a flagged weight."""
-    m = as_kn(flags, chw)
+def grouped(values: torch.Tensor, group_size: int, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Weight-shaped values -> ``(n_groups, group_size, N)`` in the ``(K, N)`` layout, the last
+    group zero-padded (``False`` for booleans)."""
+    m = as_kn(values, chw)
     k, n = m.shape
     ng = group_count(k, group_size)
-    padded = torch.zeros(ng * group_size, n, dtype=torch.bool)
+    padded = torch.zeros(ng * group_size, n, dtype=m.dtype)
     padded[:k] = m
-    return padded.reshape(ng, group_size, n).any(1).t()
+    return padded.reshape(ng, group_size, n)
+
+
+def group_flags(flags: torch.Tensor, group_size: int, chw: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Weight-shaped booleans -> ``(N, n_groups)``: does the group hold a flagged weight."""
+    return grouped(flags, group_size, chw).any(1).t()
 
 
 def expand_groups(gflags: torch.Tensor, group_size: int, shape: torch.Size,

@@ -95,7 +95,8 @@ def test_flips_counted_on_a_hand_made_trajectory():
     base = torch.zeros(32)
     base[31] = 0.9
     _set(fc1, base)
-    cfg = FlipConfig(group_size=4, window=0.5, threshold=3, allocate_epochs=(0,), promote="weight")
+    cfg = FlipConfig(group_size=4, window=0.5, threshold=3, allocate_epochs=(0,), promote="weight",
+                     budget=None, allocator="flip")
     counter = FlipCounter(net, cfg, steps_per_epoch=10, epochs=2)
     assert counter.window_steps == 5 and counter.alloc_steps == [9]
     # weight 0 oscillates 0,1,0,1,... (adjacent); weight 1 jumps 0 <-> 2 (not adjacent);
@@ -135,7 +136,7 @@ def test_a_scale_change_is_not_counted_as_flips():
 
 def test_allocation_flags_exactly_the_weights_over_threshold_and_fills_the_plan():
     net = _fc_net(2)
-    counter = FlipCounter(net, FlipConfig(group_size=4, threshold=3, promote="weight",
+    counter = FlipCounter(net, FlipConfig(group_size=4, threshold=3, promote="weight", budget=None, allocator="flip",
                                           allocate_epochs=(0,)), steps_per_epoch=10, epochs=2)
     counts = torch.zeros(8, 4, dtype=torch.int32)
     counts[0, 1], counts[3, 3], counts[5, 0], counts[6, 2] = 3, 7, 2, 1
@@ -158,7 +159,7 @@ def test_allocation_flags_exactly_the_weights_over_threshold_and_fills_the_plan(
 
 def test_group_promotion_flags_whole_groups_and_a_second_allocation_adds_more():
     net = _fc_net(2)
-    counter = FlipCounter(net, FlipConfig(group_size=2, threshold=2, promote="group",
+    counter = FlipCounter(net, FlipConfig(group_size=2, threshold=2, promote="group", budget=None, allocator="flip",
                                           allocate_epochs=(0, 1)), steps_per_epoch=5, epochs=3)
     counter.counts["fc1"][2, 1] = 2
     counter.allocate()
@@ -171,7 +172,8 @@ def test_group_promotion_flags_whole_groups_and_a_second_allocation_adds_more():
 
 def test_threshold_fraction_scales_with_the_window():
     net = _fc_net(2)
-    counter = FlipCounter(net, FlipConfig(window=2.0, threshold=0.1), steps_per_epoch=50, epochs=4)
+    counter = FlipCounter(net, FlipConfig(window=2.0, threshold=0.1, budget=None, allocator="flip"),
+                          steps_per_epoch=50, epochs=4)
     assert counter.window_steps == 100 and counter.threshold_count() == pytest.approx(10)
 
 
@@ -214,7 +216,7 @@ def test_band_uses_the_fine_grid_for_weights_with_the_extra_bit():
     net, fc1, counter, lr = _lr_setup("grad")
     counter.counts["fc1"].view(-1)[2] = 10  # w/s = .62 -> on the s/2 grid 1.24: out of band
     counter.counts["fc1"].view(-1)[3] = 10  # w/s = 1.0 -> fine 2.0: out of band
-    counter.cfg = FlipConfig(promote="weight", threshold=2)
+    counter.cfg = FlipConfig(promote="weight", threshold=2, budget=None, allocator="flip")
     counter.allocate()
     band = lr.in_band("fc1").flatten()
     assert not band[2] and not band[3]
@@ -410,19 +412,3 @@ def test_benchmark_validation_rows_are_training_rows_outside_the_subset(monkeypa
     full, idx, val = bench.split(args, seed=3)
     assert len(idx) == 200 and len(val) == 100 and not np.intersect1d(idx, val).size
     assert full.x_test is fake.x_test  # the test set is left whole, only scored at the end
-
-
-def test_benchmark_makes_its_output_folder_before_training(tmp_path, monkeypatch):
-    bench = _benchmark()
-    out = tmp_path / "new" / "results"
-
-    class Trained(Exception):
-        pass
-
-    def run_seeds(args, work):  # minutes of training in a real run: the folder must exist by now
-        assert out.is_dir()
-        raise Trained
-
-    monkeypatch.setattr(bench, "run_seeds", run_seeds)
-    with pytest.raises(Trained):
-        bench.main(["--out", str(out), "--work", str(tmp_path / "work")])
