@@ -151,6 +151,7 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
     from pymoo.operators.repair.rounding import RoundingRepair
 
     from flipq.boards import load_board
+    from flipq.hls.energy import power_constants
     from flipq.quant.models import get_arch, mac_names
     from flipq.quant.searchengine import Shared, open_engine
     from flipq.quant.searchout import SearchProgress, write_result
@@ -158,6 +159,7 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
     t0 = time.perf_counter()
     out = Path(out)
     board = board or load_board(cfg.board)
+    power_constants(board.part)  # a board without power figures fails here, not after a training
     names = mac_names(get_arch(arch_name))
     split = split_validation(ds, cfg.validation_fraction, cfg.seed)
     cache = SearchCache(out / "cache")
@@ -168,7 +170,8 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
     shared = Shared(split, float_state, training, cfg.hardware(), board)
     result = SearchResult([], [], 0.0, names, float_trained=float_trained)
     progress = SearchProgress(cfg.population * cfg.generations, cfg.progress)
-    records: dict[tuple, dict] = {}
+    records: dict[tuple, dict] = {}  # filled as trainings land
+    order: list[tuple] = []  # genomes in the order NSGA-II asked for them
 
     def evaluate(genomes: np.ndarray, engine) -> list[dict]:
         genomes = [tuple(int(v) for v in g) for g in np.round(genomes)]
@@ -180,6 +183,15 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
                 entry = _add_hardware(cache, entry, shared, hw_key)  # another board: no retraining
             if entry is None:
                 todo[keys[g]] = g[:-1]
+            if g not in order:
+                order.append(g)
+
+        def record(g):
+            if g not in records:
+                records[g] = genome_record(names, g, cache.get(keys[g]), hw_key)
+                progress.evaluated(records[g])
+            return records[g]
+
         for key, res in engine.run(todo):
             onnx = res.pop("onnx")
             hardware = res.pop("hardware")
@@ -187,13 +199,10 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
                       onnx)
             result.trained += 1
             progress.trained()
-        out_records = []
-        for g in genomes:
-            if g not in records:
-                records[g] = genome_record(names, g, cache.get(keys[g]), hw_key)
-                progress.evaluated(records[g])
-            out_records.append(records[g])
-        return out_records
+            for g in genomes:  # the bar moves as each training lands
+                if keys[g] == key:
+                    record(g)
+        return [record(g) for g in genomes]
 
     class BitsAndFolding(Problem):
         def __init__(self, engine):
@@ -227,7 +236,7 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
             while algo.has_next():
                 algo.next()
     progress.close()
-    result.evaluated = list(records.values())
+    result.evaluated = [records[g] for g in order]
     result.pareto = pareto_front(result.evaluated)
     result.seconds = time.perf_counter() - t0
     write_result(result, cfg, arch_name, out)

@@ -154,3 +154,15 @@ def test_search_on_local_ray_gives_the_local_result(searched, tmp_path):
         ray.shutdown()
     assert remote.trained == res["trained"]
     assert _figures(remote.evaluated) == _figures(res["evaluated"])
+
+
+def test_bad_search_settings_are_refused_before_any_training(tmp_path, capsys):
+    assert main(["search", "--out", str(tmp_path / "a"), "--board", "zcu104", *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "no power figures for part 'xczu7ev" in err and "Traceback" not in err
+    assert not (tmp_path / "a" / "cache").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--out", str(tmp_path), "--workers", "0"])
+    assert e.value.code == 2 and "--workers" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="io_type 'io_x' is unknown"):
+        SearchConfig(io_type="io_x")
