@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from flipq.boards import load_board
 from flipq.host.files import write_json
 from flipq.quant.data import Dataset, load_dataset
-from flipq.quant.search import SearchConfig, data_fingerprint, search, split_validation
+from flipq.quant.search import SearchConfig, data_fingerprint, search
 from flipq.quant.searchcache import SearchCache
 from flipq.quant.searchengine import Shared, open_engine
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flipq.host.bitplan import MAX_BITS, MIN_BITS, BitPlan
-from flipq.quant.candidate import Hardware, Training, plan_from_bits
+from flipq.host.bitplan import MAX_BITS, MIN_BITS
+from flipq.quant.candidate import Hardware, Training
 from flipq.quant.searchcache import SearchCache
 from flipq.quant.train import check_counts
 
@@ -270,7 +270,3 @@ def _add_hardware(cache: SearchCache, entry: dict, shared, hw_key: str) -> dict:
     cache.put(entry["key"], entry)
     return entry
 
-
-def plan_of(record: dict, names: list[str]) -> BitPlan:
-    """The BitPlan of an evaluated genome."""
-    return plan_from_bits(names, record["genome"][:-1])
