@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--float-epochs", type=int, default=6)
     p.add_argument("--final-epochs", type=int, default=6, help="QAT of the chosen design and W8A8 per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--val-tolerance", type=float, default=0.01,
+    p.add_argument("--val-tolerance", type=float, default=0.02,
                    help="candidates: validation accuracy at least W8A8's less this")
     p.add_argument("--max-candidates", type=int, default=3, help="candidates retrained before giving up")
     p.add_argument("--workers", type=int, default=2)
