@@ -145,8 +145,10 @@ def pick(out: str | Path, index: int, dest: str | Path | None = None) -> dict:
                "energy_uj": rec["energy_uj"], "val_accuracy": rec["val_accuracy"]}
     write_json(dest / "folding.json", folding)
     model = out / "cache" / f"{rec['cache_key']}.onnx"
-    if model.is_file():
-        shutil.copyfile(model, dest / "model.onnx")
+    if not model.is_file():
+        raise PickError(f"{model} not found: the search's cache was removed; rerun `flipq search --out {out}` "
+                        "with its settings (it retrains only what is missing)")
+    shutil.copyfile(model, dest / "model.onnx")
     hls = (f"flipq hls {dest / 'model.onnx'} --out BUILD --board {cfg['board']} --io-type {cfg['io_type']} "
            f"--group-size {cfg['group_size']} --pe {layer_map(rec['pe'])} --simd {layer_map(rec['simd'])}")
     train = (f"flipq train --out BUILD --arch {front['arch']} --plan {dest / 'plan.toml'} "
