@@ -108,7 +108,7 @@ def data_fingerprint(ds) -> str:
     return h.hexdigest()[:16]
 
 
-def uniform_genomes(n_layers: int, fold_levels: int, population: int) -> np.ndarray:
+def uniform_genomes(n_layers: int, population: int) -> np.ndarray:
     """The uniform configurations W2A2 .. W8A8 at folding level 0; fewer, spread from W8A8 down,
     when the population is smaller than seven."""
     widths = list(range(MAX_BITS, MIN_BITS - 1, -1))
@@ -143,7 +143,6 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
     """NSGA-II over per-layer bits and the folding for ``cfg.board`` (or the given
     :class:`flipq.boards.Board`), evaluations cached under ``out/cache``; writes the results
     into ``out`` (:func:`flipq.quant.searchout.write_result`)."""
-    import torch
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem
     from pymoo.operators.crossover.sbx import SBX
@@ -221,11 +220,10 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
 
     rng = np.random.default_rng(cfg.seed)
     n_var = 2 * len(names) + 1
-    first = uniform_genomes(len(names), cfg.fold_levels, cfg.population)
+    first = uniform_genomes(len(names), cfg.population)
     rest = np.column_stack([rng.integers(MIN_BITS, MAX_BITS + 1, size=(cfg.population - len(first), n_var - 1)),
                             rng.integers(0, cfg.fold_levels, size=cfg.population - len(first))])
     sampling = np.vstack([first, rest]) if len(rest) else first
-    torch.manual_seed(cfg.seed)
     with open_engine(shared, cfg.workers, cfg.ray_address) as engine:
         algo = NSGA2(pop_size=cfg.population, sampling=sampling,
                      crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
