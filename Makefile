@@ -11,7 +11,7 @@ OUT ?= build/demo
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[build,dev]'
+	$(PY) -m pip install --quiet -e '.[build,dev,cluster]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -104,12 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     from flipq.quant.argtypes import int_at_least, nonnegative_int, positive_int
     from flipq.quant.data import DATASETS
 
-    p = sub.add_parser("search", help="NSGA-II over per-layer bits: accuracy, cycles, energy, memory")
-    p.add_argument("--out", required=True, help="folder for search.json, pareto_*.toml, search.png")
+    p = sub.add_parser("search", help="NSGA-II over per-layer bits and the folding for a board: accuracy, "
+                                      "modeled energy, interval, weight bits")
+    p.add_argument("--out", required=True, help="folder for search.json, pareto.json/.csv, search.png, cache/")
+    p.add_argument("--pick", type=nonnegative_int, default=None,
+                   help="write Pareto point N of the search in --out (plan.toml, folding.json, model.onnx) "
+                        "into --out/pick_N instead of searching")
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-path", default=None)
     p.add_argument("--arch", default="digits-cnn", choices=list(ARCHS), metavar="ARCH",
                    help=f"network: {', '.join(ARCHS)}")
+    p.add_argument("--board", default="pynq-z2", help="board the designs are folded for and must fit")
+    p.add_argument("--io-type", default="io_stream", choices=["io_parallel", "io_stream"])
+    p.add_argument("--fold-levels", type=positive_int, default=3,
+                   help="folding genes: 0 = the most fps that fits, k = half of level k-1's (default 3)")
     p.add_argument("--generations", type=positive_int, default=6)
     # NSGA-II mates two parents per offspring: one candidate has no one to cross with
     p.add_argument("--population", type=int_at_least(2), default=12)
@@ -118,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=nonnegative_int, default=16)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--limit-train", type=positive_int, default=None, help="train on a random subset of this size")
+    p.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="run candidates as Ray tasks on this cluster ('auto': the one this machine joined)")
     p.add_argument("--no-progress", action="store_true")
     p = sub.add_parser("verify", help="check a QONNX model: QONNX = emulator = C-sim on every row and planes")
     p.add_argument("model", help="QONNX file")
@@ -257,21 +268,33 @@ def _config(args, fresh: bool):
 
 
 def _search(args) -> int:
+    if args.pick is not None:
+        from flipq.quant.searchout import pick
+
+        picked = pick(args.out, args.pick)
+        print(f"point {args.pick} -> {picked['folder']}/ (plan.toml, folding.json, model.onnx)")
+        print(f"  build the searched model:  {picked['hls_command']}")
+        print(f"  or retrain with its plan:  {picked['train_command']}")
+        return 0
     from flipq.quant.data import load_dataset
     from flipq.quant.search import SearchConfig, search
+    from flipq.quant.searchout import bits_text
 
     ds = load_dataset(args.dataset, args.data_path, seed=args.seed, limit_train=args.limit_train)
     cfg = SearchConfig(generations=args.generations, population=args.population, qat_epochs=args.qat_epochs,
                        float_epochs=args.float_epochs, group_size=args.group_size, seed=args.seed,
-                       progress=not args.no_progress)
+                       board=args.board, io_type=args.io_type, fold_levels=args.fold_levels, workers=args.workers,
+                       ray_address=args.ray_address, progress=not args.no_progress)
     result = search(ds, args.arch, cfg, out=args.out)
-    print(f"{len(result.evaluated)} configurations trained in {result.seconds:.0f} s; Pareto front:")
-    print(f"{'#':>3}  {'bits (W/A per layer)':<32}{'val acc':>8}{'cycles':>9}{'energy pJ':>11}{'memory b':>10}")
+    print(f"{len(result.evaluated)} designs evaluated ({result.trained} trained, the rest cached) in "
+          f"{result.seconds:.0f} s; Pareto front on {cfg.board} (modeled energy, fps):")
+    print(f"{'#':>3}  {'bits (W/A per layer)':<32}{'fold':>5}{'val acc':>8}{'energy uJ':>11}{'fps':>10}"
+          f"{'weight b':>10}")
     for i, p in enumerate(result.pareto):
-        bits = " ".join(f"{v['weight_bits']}/{v['act_bits']}" for v in p["bits"].values())
-        print(f"{i:>3}  {bits:<32}{p['val_accuracy']:>8.3f}{p['cycles']:>9}{p['energy_pj']:>11.0f}"
-              f"{p['memory_bits']:>10}")
-    print(f"plans: {args.out}/pareto_*.toml (train one with `flipq train --plan ...`)")
+        print(f"{i:>3}  {bits_text(p):<32}{p['fold_level']:>5}{p['val_accuracy']:>8.3f}{p['energy_uj']:>11.2f}"
+              f"{p['fps']:>10.0f}{p['weight_bits']:>10}")
+    print(f"front: {args.out}/pareto.json, pareto.csv, search.png; `flipq search --out {args.out} --pick N` "
+          "writes a point's plan and folding")
     return 0
 
 
