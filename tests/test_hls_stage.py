@@ -144,3 +144,25 @@ def test_cli_board_or_target_asks_for_folding(tmp_path):
     assert cfg("--board", "pynq-z2").fold and cfg("--target-fps", "500").target_fps == 500.0
     assert not cfg().fold
     assert not cfg("--board", "pynq-z2", "--pe", "conv1=2").fold  # a folding given by hand wins
+
+
+def test_demo_model_counts_the_modeled_cycles_at_every_planes(demo_dir):
+    """The demo build's C-sim: its kernels' own cycle counts equal the cost model's, per layer and
+    process, at every planes (hls_report.json holds the full-precision pair)."""
+    from flipq.hls.cost import modeled_processes
+    from flipq.hls.hwplan import plan_hardware
+    from flipq.host.csim import CsimBackend
+    from flipq.host.intmodel import IntModel
+
+    out, _ = demo_dir
+    hls = out / "hls"
+    report = json.loads((hls / "hls_report.json").read_text())
+    assert report["totals"]["csim_matches_model"]
+    intmodel = IntModel.load(hls)
+    plan = plan_hardware(intmodel, {lay["name"]: lay["pe"] for lay in report["layers"]}, 0,
+                         {lay["name"]: lay["simd"] for lay in report["layers"]})
+    csim = json.loads((hls / "csim.json").read_text())
+    q = np.zeros((1, *intmodel.input_shape), dtype=np.int64) + intmodel.input_quant.qmax
+    with CsimBackend(hls / csim["library"], csim["meta"]) as backend:
+        for planes in range(1, intmodel.max_planes() + 1):
+            assert backend.count_cycles(q, planes) == modeled_processes(plan, planes, report["io_type"]), planes
