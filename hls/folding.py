@@ -17,11 +17,11 @@ Cycles and resources are the cost model's (:mod:`flipq.hls.cost`): modeled, pre-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from flipq.hls.cost import RESOURCES, hw_cost
-from flipq.hls.fold import fold_layer, pe_options
-from flipq.hls.hwplan import HardwarePlan, LayerHw, plan_hardware, signed_bits
+from flipq.hls.fold import pe_options
+from flipq.hls.hwplan import HardwarePlan, LayerHw, plan_hardware, refold
 
 DEFAULT_MAX_UTILIZATION = 0.85  # headroom for the wrapper, the DMA, interconnect and routing
 
@@ -48,12 +48,6 @@ class FoldResult:
                 "pe": self.pe, "interval_cycles": self.interval, "fps": self.fps, "clock_mhz": self.clock_mhz,
                 "totals": self.totals, "limits": self.limits, "reached": self.reached, "binding": self.binding,
                 "steps": self.steps}
-
-
-def refold(hw: LayerHw, simd: int, pe: int) -> LayerHw:
-    """``hw`` with another SIMD/PE (schedule only, no ROM contents: enough for the cost model)."""
-    fold = fold_layer(hw.mask, hw.weight_bits, hw.fan_in, hw.group_size, simd, pe)
-    return replace(hw, simd=simd, pe=pe, psum_bits=signed_bits(simd * hw.inp.amax), fold=fold)
 
 
 def _next_step(hw: LayerHw) -> tuple[int, int] | None:

@@ -21,7 +21,7 @@ place of requantizing it (:func:`threshold_step`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -168,10 +168,22 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
     return LayerHw(
         name=name, onnx_node=onnx_node or name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix,
         weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), simd=int(simd),
-        pe=int(pe), inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=signed_bits(simd * amax),
+        pe=int(pe), inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=step_psum_bits(simd, amax),
         acc_bits=acc_bits, out_lo=lo, out_hi=hi, geometry=geometry, mask=mask, fold=fold,
         bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant, full_planes=full_planes,
         simd_choices=choices)
+
+
+def step_psum_bits(simd: int, act_max: int) -> int:
+    """Width of one step's partial sum: ``simd`` activations of magnitude up to ``act_max``."""
+    return signed_bits(simd * act_max)
+
+
+def refold(hw: LayerHw, simd: int, pe: int) -> LayerHw:
+    """``hw`` with another SIMD/PE: its schedule and step width redone, no ROM contents (enough
+    for the cost model; :func:`plan_hardware` builds the ROMs of the folding chosen)."""
+    fold = fold_layer(hw.mask, hw.weight_bits, hw.fan_in, hw.group_size, simd, pe)
+    return replace(hw, simd=simd, pe=pe, psum_bits=step_psum_bits(simd, hw.inp.amax), fold=fold)
 
 
 def threshold_step(layer, n_out: int, acc_bits: int, mac_name: str) -> tuple[np.ndarray, np.ndarray]:
