@@ -25,19 +25,22 @@ import argparse
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from flipq.boards import load_board
 from flipq.host.files import write_json
+from flipq.quant.candidate import evaluate_candidate
 from flipq.quant.data import Dataset, load_dataset
 from flipq.quant.search import SearchConfig, data_fingerprint, search
 from flipq.quant.searchcache import SearchCache
-from flipq.quant.searchengine import Shared, open_engine
 
 QUICK = {"train_size": 1200, "population": 6, "generations": 2, "qat_epochs": 1, "float_epochs": 1,
          "final_epochs": 1, "seeds": [0, 1], "max_candidates": 1}
@@ -57,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--qat-epochs", type=int, default=2, help="short QAT per search candidate")
     p.add_argument("--float-epochs", type=int, default=6)
-    p.add_argument("--final-epochs", type=int, default=6, help="QAT of the chosen design and W8A8 per seed")
+    p.add_argument("--final-epochs", type=int, default=12, help="QAT of the chosen design and W8A8 per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--val-tolerance", type=float, default=0.02,
                    help="candidates: validation accuracy at least W8A8's less this")
@@ -83,20 +86,26 @@ def subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
 def final_runs(ds: Dataset, float_state: dict, cfg: SearchConfig, args, genomes: list[tuple], cache: SearchCache,
                board) -> dict:
     """Per genome (bits + level) and seed: test accuracy after ``final_epochs`` of QAT on the whole
-    training subset, and (seed 0) the folded design's figures. Cached per (bits, seed)."""
+    training subset, and (seed 0) the folded design's figures. Cached per (bits, seed); every
+    (genome, seed) run not cached is one job, all of them spread over the workers at once."""
     results = {g: {} for g in genomes}
     data_key = data_fingerprint(ds)
-    for seed in args.seeds:
-        training = replace(cfg.training(args.arch), seed=seed, qat_epochs=args.final_epochs)
-        shared = Shared(ds, float_state, training, cfg.hardware(), board)
-        keys = {g: cache.key({"final": list(g[:-1]), "training": training.__dict__, "data": data_key}) for g in genomes}
-        todo = {keys[g]: g[:-1] for g in genomes if cache.get(keys[g]) is None}
-        with open_engine(shared, min(args.workers, max(len(todo), 1))) as engine:
-            for key, res in engine.run(todo):
+    trainings = {seed: replace(cfg.training(args.arch), seed=seed, qat_epochs=args.final_epochs) for seed in args.seeds}
+    keys = {(g, seed): cache.key({"final": list(g[:-1]), "training": t.__dict__, "data": data_key})
+            for g in genomes for seed, t in trainings.items()}
+    todo = {keys[g, seed]: (g[:-1], seed) for g in genomes for seed in args.seeds if cache.get(keys[g, seed]) is None}
+    if todo:
+        pool = ProcessPoolExecutor(max_workers=min(args.workers, len(todo)), mp_context=get_context("spawn"))
+        with pool:
+            futures = {pool.submit(evaluate_candidate, ds, float_state, trainings[seed], cfg.hardware(), board, bits): key
+                       for key, (bits, seed) in todo.items()}
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="finals", unit="run"):
+                res = fut.result()
                 res.pop("onnx")
-                cache.put(key, res)
-        for g in genomes:
-            entry = cache.get(keys[g])
+                cache.put(futures[fut], res)
+    for g in genomes:
+        for seed in args.seeds:
+            entry = cache.get(keys[g, seed])
             results[g][seed] = {"accuracy": entry["val_accuracy"], "design": entry["hardware"][g[-1]]}
     return results
 
@@ -126,14 +135,19 @@ def main(argv=None) -> int:
     cache = SearchCache(work / "final")
     final = {}
     chosen = None
-    for g in candidates[:args.max_candidates]:
-        final.update(final_runs(ds, float_state, cfg, args, [w8, g] if w8 not in final else [g], cache, board))
+    todo = candidates[:args.max_candidates]
+    per_round = max(args.workers, 1)  # candidates retrained side by side: every worker busy on every seed
+    while todo and chosen is None:
+        batch, todo = todo[:per_round], todo[per_round:]
+        final.update(final_runs(ds, float_state, cfg, args, batch + ([w8] if w8 not in final else []), cache, board))
         acc_w8 = np.array([final[w8][s]["accuracy"] for s in args.seeds])
-        acc = np.array([final[g][s]["accuracy"] for s in args.seeds])
-        print(f"  {g}: test {acc.mean():.4f} vs W8A8 {acc_w8.mean():.4f} +- {acc_w8.std(ddof=1):.4f}", flush=True)
-        if acc.mean() >= acc_w8.mean() - acc_w8.std(ddof=1):
-            chosen = g
-            break
+        for g in batch:  # cheapest first: the first that keeps W8A8's accuracy is chosen
+            acc = np.array([final[g][s]["accuracy"] for s in args.seeds])
+            diffs = " ".join(f"{d:+.4f}" for d in acc - acc_w8)
+            print(f"  {g}: test {acc.mean():.4f} vs W8A8 {acc_w8.mean():.4f} +- {acc_w8.std(ddof=1):.4f} "
+                  f"(paired per seed: {diffs})", flush=True)
+            if chosen is None and acc.mean() >= acc_w8.mean() - acc_w8.std(ddof=1):
+                chosen = g
     if w8 not in final:
         final.update(final_runs(ds, float_state, cfg, args, [w8], cache, board))
     acc_w8 = np.array([final[w8][s]["accuracy"] for s in args.seeds])
@@ -162,6 +176,11 @@ def main(argv=None) -> int:
     summary["final"] = {str(list(g)): {str(s): {"accuracy": v["accuracy"], "energy_uj": v["design"]["energy_uj"],
                                                 "fps": v["design"]["fps"]} for s, v in runs.items()}
                         for g, runs in final.items()}
+    summary["paired_vs_w8a8"] = {  # per candidate: test accuracy minus W8A8's, seed by seed
+        str(list(g)): {"energy_saving": 1.0 - runs[args.seeds[0]]["design"]["energy_uj"] / w8_design["energy_uj"],
+                       "diffs": [runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds],
+                       "mean_diff": float(np.mean([runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds]))}
+        for g, runs in final.items() if g != w8}
     summary["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

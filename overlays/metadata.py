@@ -80,6 +80,13 @@ def _bytes_per_sample(model: IntModel, in_pack: PackingSpec, out_pack: PackingSp
                out_pack.bytes_per_sample(int(np.prod(model.output_shape()))))
 
 
+def stream_bytes_per_sample(model: IntModel, board, output_bits: int | None = None) -> tuple[int, int]:
+    """Bytes one sample of ``model`` moves over ``board``'s DMA: (packed input, packed output)."""
+    in_pack, out_pack, *_ = _stream_packing(model, board, output_bits)
+    return (in_pack.bytes_per_sample(int(np.prod(model.input_shape))),
+            out_pack.bytes_per_sample(int(np.prod(model.output_shape()))))
+
+
 def largest_batch(model: IntModel, board, output_bits: int | None = None) -> int:
     """The most samples of ``model`` one DMA transfer on ``board`` carries (its LENGTH register)."""
     in_pack, out_pack, *_ = _stream_packing(model, board, output_bits)

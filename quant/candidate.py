@@ -17,8 +17,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from flipq.host.bitplan import BitPlan, LayerBits
 
 
@@ -138,11 +136,9 @@ def design_record(intmodel, board, hw: Hardware, target_fps: float | None) -> di
 
 def dma_bits_per_sample(intmodel, board) -> int:
     """Bits one sample moves over the board's DMA: its packed input and output streams."""
-    from flipq.overlays.metadata import _stream_packing
+    from flipq.overlays.metadata import stream_bytes_per_sample
 
-    in_pack, out_pack, *_ = _stream_packing(intmodel, board)
-    return 8 * (in_pack.bytes_per_sample(int(np.prod(intmodel.input_shape)))
-                + out_pack.bytes_per_sample(int(np.prod(intmodel.output_shape()))))
+    return 8 * sum(stream_bytes_per_sample(intmodel, board))
 
 
 def train_float(data, arch_name: str, epochs: int, batch_size: int, lr: float, seed: int, threads: int) -> dict:

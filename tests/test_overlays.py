@@ -292,3 +292,19 @@ def test_accel_json_carries_the_modeled_hardware_plan(tmp_path):
     with_hw = replace(meta, hardware=hw)
     with_hw.save(tmp_path / "accel2.json")
     assert AccelMeta.load(tmp_path / "accel2.json").hardware == hw
+
+
+def test_stream_bytes_per_sample_is_what_the_metadata_packs():
+    """The search's DMA energy term reads the bytes a sample moves from the same packing the
+    overlay's accel.json holds (and the largest batch is sized by the larger of the two)."""
+    from flipq.overlays.metadata import largest_batch, stream_bytes_per_sample
+
+    board = load_board("pynq-z2")
+    for model in (tiny_intmodel(0), tiny_intmodel(3)):
+        meta = accel_meta_for(model, board)
+        in_b, out_b = stream_bytes_per_sample(model, board)
+        assert (in_b, out_b) == (meta.in_bytes_per_sample, meta.out_bytes_per_sample)
+        assert in_b == 8 and out_b > 0  # 12 4-bit inputs: 48 bits, one 64-bit word
+        assert largest_batch(model, board) == ((1 << board.dma_max_length_width) - 1) // max(in_b, out_b)
+    wide = stream_bytes_per_sample(tiny_intmodel(), board, output_bits=32)
+    assert wide[1] >= stream_bytes_per_sample(tiny_intmodel(), board)[1]
