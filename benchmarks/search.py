@@ -43,7 +43,7 @@ from flipq.quant.search import SearchConfig, data_fingerprint, search
 from flipq.quant.searchcache import SearchCache
 
 QUICK = {"train_size": 1200, "population": 6, "generations": 2, "qat_epochs": 1, "float_epochs": 1,
-         "final_epochs": 1, "seeds": [0, 1], "max_candidates": 1}
+         "final_epochs": 1, "seeds": [0, 1], "max_candidates": 1, "uniform_control": [4]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-tolerance", type=float, default=0.02,
                    help="candidates: validation accuracy at least W8A8's less this")
     p.add_argument("--max-candidates", type=int, default=6, help="candidates retrained before giving up")
+    p.add_argument("--uniform-control", type=int, nargs="*", default=[7, 6, 5, 4],
+                   help="uniform widths WbAb retrained in the finals too: the simple alternative to the search")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in minutes")
     args = p.parse_args(argv)
@@ -110,6 +112,42 @@ def final_runs(ds: Dataset, float_state: dict, cfg: SearchConfig, args, genomes:
     return results
 
 
+def plot_finals(final: dict, seeds: list[int], w8: tuple, chosen, uniform: set, saving: dict, out_dir: Path) -> None:
+    """``search_finals.png``: test accuracy (mean and std over the seeds) against modeled energy
+    saving for W8A8, the search's candidates and the uniform control, with W8A8's one-std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    acc = {g: np.array([final[g][s]["accuracy"] for s in seeds]) * 100 for g in final}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    m8, s8 = acc[w8].mean(), acc[w8].std(ddof=1) if len(seeds) > 1 else 0.0
+    ax.axhspan(m8 - s8, m8 + s8, color="0.85", label="W8A8 mean +- one std")
+    for kind, marker, colour in (("search", "o", "tab:blue"), ("uniform", "s", "tab:orange")):
+        gs = [g for g in final if g != w8 and (g in uniform) == (kind == "uniform")]
+        if gs:
+            ax.errorbar([100 * saving[g] for g in gs], [acc[g].mean() for g in gs],
+                        yerr=[acc[g].std(ddof=1) if len(seeds) > 1 else 0 for g in gs], fmt=marker, color=colour,
+                        capsize=3, label="search candidates" if kind == "search" else "uniform WbAb (control)")
+            if kind == "uniform":
+                for g in gs:
+                    ax.annotate(f"W{g[0]}A{g[1]}", (100 * saving[g], acc[g].mean()), textcoords="offset points",
+                                xytext=(5, -10), fontsize=8)
+    ax.errorbar([0], [m8], yerr=[s8], fmt="D", color="k", capsize=3, label="W8A8")
+    if chosen is not None:
+        ax.plot([100 * saving[chosen]], [acc[chosen].mean()], "*", ms=16, color="tab:red", label="chosen")
+    ax.set_xlabel("modeled energy saving vs W8A8 on the board (%)")
+    ax.set_ylabel(f"test accuracy, mean over {len(seeds)} seeds (%)")
+    ax.set_title("Finals: accuracy against modeled energy saving")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "search_finals.png", dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
@@ -148,8 +186,10 @@ def main(argv=None) -> int:
                   f"(paired per seed: {diffs})", flush=True)
             if chosen is None and acc.mean() >= acc_w8.mean() - acc_w8.std(ddof=1):
                 chosen = g
-    if w8 not in final:
-        final.update(final_runs(ds, float_state, cfg, args, [w8], cache, board))
+    uniform = [tuple([b] * (2 * n) + [0]) for b in args.uniform_control if b != 8]
+    missing = [g for g in uniform + [w8] if g not in final]
+    if missing:  # the control: uniform widths folded for the same board, retrained exactly as the candidates
+        final.update(final_runs(ds, float_state, cfg, args, missing, cache, board))
     acc_w8 = np.array([final[w8][s]["accuracy"] for s in args.seeds])
     w8_design = final[w8][args.seeds[0]]["design"]
     summary = {"label": "modeled energy and fps (flipq.hls.energy, flipq.hls.cost) on " + board.name
@@ -181,6 +221,21 @@ def main(argv=None) -> int:
                        "diffs": [runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds],
                        "mean_diff": float(np.mean([runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds]))}
         for g, runs in final.items() if g != w8}
+    keeps = {g: bool(np.mean([final[g][s]["accuracy"] for s in args.seeds]) >= acc_w8.mean() - acc_w8.std(ddof=1))
+             for g in final}
+    saving = {g: 1.0 - final[g][args.seeds[0]]["design"]["energy_uj"] / w8_design["energy_uj"] for g in final}
+    kept_uniform = [saving[g] for g in uniform if keeps[g]]
+    summary["uniform_control"] = {
+        "widths": {f"W{g[0]}A{g[1]}": {"accuracy": float(np.mean([final[g][s]["accuracy"] for s in args.seeds])),
+                                        "accuracy_std": float(np.std([final[g][s]["accuracy"] for s in args.seeds],
+                                                                     ddof=1)) if len(args.seeds) > 1 else None,
+                                        "energy_saving": saving[g], "keeps_w8a8_accuracy": keeps[g]}
+                   for g in uniform},
+        "best_saving": max(kept_uniform) if kept_uniform else None,
+        "search_minus_uniform": (summary["energy_saving_vs_w8a8"] - max(kept_uniform)
+                                 if kept_uniform and chosen is not None else None),
+        "note": "the cheapest uniform width that keeps W8A8's accuracy within one std: what the search must beat"}
+    plot_finals(final, args.seeds, w8, chosen, set(uniform), saving, out_dir=Path(args.out))
     summary["seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
