@@ -96,7 +96,12 @@ def final_runs(ds: Dataset, float_state: dict, cfg: SearchConfig, args, genomes:
     keys = {(g, seed): cache.key({"final": list(g[:-1]), "training": t.__dict__, "data": data_key})
             for g in genomes for seed, t in trainings.items()}
     todo = {keys[g, seed]: (g[:-1], seed) for g in genomes for seed in args.seeds if cache.get(keys[g, seed]) is None}
-    if todo:
+    if todo and args.workers == 1:
+        for key, (bits, seed) in tqdm(todo.items(), desc="finals", unit="run"):
+            res = evaluate_candidate(ds, float_state, trainings[seed], cfg.hardware(), board, bits)
+            res.pop("onnx")
+            cache.put(key, res)
+    elif todo:
         pool = ProcessPoolExecutor(max_workers=min(args.workers, len(todo)), mp_context=get_context("spawn"))
         with pool:
             futures = {pool.submit(evaluate_candidate, ds, float_state, trainings[seed], cfg.hardware(), board, bits): key
@@ -151,6 +156,7 @@ def plot_finals(final: dict, seeds: list[int], w8: tuple, chosen, uniform: set, 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # before any training: a bad --out fails now
     full = load_dataset("fashion-mnist", args.data_path)
     ds = subset(full, args.train_size)
     board = load_board(args.board)
