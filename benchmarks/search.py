@@ -11,17 +11,22 @@ for the same board, at no accuracy drop (within one standard deviation of W8A8 o
    set; the first candidate whose mean test accuracy is within one std of W8A8's mean is chosen.
 3. Energy and fps of both come from their seed-0 models, folded for the board as ``flipq hls
    --board pynq-z2`` folds them (modeled: flipq.hls.cost, flipq.hls.energy).
+4. The control: the uniform widths ``--uniform-control`` retrained in the finals the same way;
+   ``uniform_control.search_minus_uniform`` is what the search gains over the cheapest of them
+   that keeps W8A8's accuracy by the same rule.
 
     .venv/bin/python benchmarks/search.py                 # the documented run (docs/search.md)
     .venv/bin/python benchmarks/search.py --quick         # minutes: a smoke test of the pipeline
 
 Writes ``<out>/search.json`` (``energy_saving_vs_w8a8``, ``accuracy``, ``accuracy_w8a8``,
-``accuracy_w8a8_std``, ``fps``, ``fps_w8a8`` and the details) and ``<out>/search.png``.
+``accuracy_w8a8_std``, ``fps``, ``fps_w8a8``, ``paired_vs_w8a8``, ``uniform_control`` and the
+details), ``<out>/search.png`` (the search) and ``<out>/search_finals.png`` (the finals).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -96,20 +101,20 @@ def final_runs(ds: Dataset, float_state: dict, cfg: SearchConfig, args, genomes:
     keys = {(g, seed): cache.key({"final": list(g[:-1]), "training": t.__dict__, "data": data_key})
             for g in genomes for seed, t in trainings.items()}
     todo = {keys[g, seed]: (g[:-1], seed) for g in genomes for seed in args.seeds if cache.get(keys[g, seed]) is None}
-    if todo and args.workers == 1:
-        for key, (bits, seed) in tqdm(todo.items(), desc="finals", unit="run"):
-            res = evaluate_candidate(ds, float_state, trainings[seed], cfg.hardware(), board, bits)
+    hw = cfg.hardware()
+    with contextlib.ExitStack() as stack:
+        if args.workers == 1 or len(todo) < 2:
+            done = ((key, evaluate_candidate(ds, float_state, trainings[seed], hw, board, bits))
+                    for key, (bits, seed) in todo.items())
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(args.workers, len(todo)),
+                                                           mp_context=get_context("spawn")))
+            futures = {pool.submit(evaluate_candidate, ds, float_state, trainings[seed], hw, board, bits): key
+                       for key, (bits, seed) in todo.items()}
+            done = ((futures[fut], fut.result()) for fut in as_completed(futures))
+        for key, res in tqdm(done, total=len(todo), desc="finals", unit="run", disable=not todo):
             res.pop("onnx")
             cache.put(key, res)
-    elif todo:
-        pool = ProcessPoolExecutor(max_workers=min(args.workers, len(todo)), mp_context=get_context("spawn"))
-        with pool:
-            futures = {pool.submit(evaluate_candidate, ds, float_state, trainings[seed], cfg.hardware(), board, bits): key
-                       for key, (bits, seed) in todo.items()}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="finals", unit="run"):
-                res = fut.result()
-                res.pop("onnx")
-                cache.put(futures[fut], res)
     for g in genomes:
         for seed in args.seeds:
             entry = cache.get(keys[g, seed])
