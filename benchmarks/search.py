@@ -122,6 +122,17 @@ def final_runs(ds: Dataset, float_state: dict, cfg: SearchConfig, args, genomes:
     return results
 
 
+def accuracies(final: dict, g: tuple, seeds: list[int]) -> np.ndarray:
+    """Test accuracy of design ``g`` after the finals, seed by seed."""
+    return np.array([final[g][s]["accuracy"] for s in seeds])
+
+
+def keeps_accuracy(acc: np.ndarray, acc_w8: np.ndarray) -> bool:
+    """The benchmark's rule for "no accuracy drop": the mean within one sample std of W8A8's mean
+    (the same rule chooses the candidate and judges the uniform control)."""
+    return bool(acc.mean() >= acc_w8.mean() - acc_w8.std(ddof=1))
+
+
 def plot_finals(final: dict, seeds: list[int], w8: tuple, chosen, uniform: set, saving: dict, out_dir: Path) -> None:
     """``search_finals.png``: test accuracy (mean and std over the seeds) against modeled energy
     saving for W8A8, the search's candidates and the uniform control, with W8A8's one-std band."""
@@ -189,26 +200,26 @@ def main(argv=None) -> int:
     while todo and chosen is None:
         batch, todo = todo[:per_round], todo[per_round:]
         final.update(final_runs(ds, float_state, cfg, args, batch + ([w8] if w8 not in final else []), cache, board))
-        acc_w8 = np.array([final[w8][s]["accuracy"] for s in args.seeds])
+        acc_w8 = accuracies(final, w8, args.seeds)
         for g in batch:  # cheapest first: the first that keeps W8A8's accuracy is chosen
-            acc = np.array([final[g][s]["accuracy"] for s in args.seeds])
+            acc = accuracies(final, g, args.seeds)
             diffs = " ".join(f"{d:+.4f}" for d in acc - acc_w8)
             print(f"  {g}: test {acc.mean():.4f} vs W8A8 {acc_w8.mean():.4f} +- {acc_w8.std(ddof=1):.4f} "
                   f"(paired per seed: {diffs})", flush=True)
-            if chosen is None and acc.mean() >= acc_w8.mean() - acc_w8.std(ddof=1):
+            if chosen is None and keeps_accuracy(acc, acc_w8):
                 chosen = g
     uniform = [tuple([b] * (2 * n) + [0]) for b in args.uniform_control if b != 8]
     missing = [g for g in uniform + [w8] if g not in final]
     if missing:  # the control: uniform widths folded for the same board, retrained exactly as the candidates
         final.update(final_runs(ds, float_state, cfg, args, missing, cache, board))
-    acc_w8 = np.array([final[w8][s]["accuracy"] for s in args.seeds])
+    acc_w8 = accuracies(final, w8, args.seeds)
     w8_design = final[w8][args.seeds[0]]["design"]
     summary = {"label": "modeled energy and fps (flipq.hls.energy, flipq.hls.cost) on " + board.name
                         + "; accuracy measured on the Fashion-MNIST test set",
                "accuracy_w8a8": float(acc_w8.mean()), "accuracy_w8a8_std": float(acc_w8.std(ddof=1)),
                "fps_w8a8": w8_design["fps"], "energy_uj_w8a8": w8_design["energy_uj"]}
     if chosen is not None:
-        acc = np.array([final[chosen][s]["accuracy"] for s in args.seeds])
+        acc = accuracies(final, chosen, args.seeds)
         design = final[chosen][args.seeds[0]]["design"]
         summary.update(energy_saving_vs_w8a8=1.0 - design["energy_uj"] / w8_design["energy_uj"],
                        accuracy=float(acc.mean()), accuracy_std=float(acc.std(ddof=1)), fps=design["fps"],
@@ -227,19 +238,17 @@ def main(argv=None) -> int:
     summary["final"] = {str(list(g)): {str(s): {"accuracy": v["accuracy"], "energy_uj": v["design"]["energy_uj"],
                                                 "fps": v["design"]["fps"]} for s, v in runs.items()}
                         for g, runs in final.items()}
-    summary["paired_vs_w8a8"] = {  # per candidate: test accuracy minus W8A8's, seed by seed
-        str(list(g)): {"energy_saving": 1.0 - runs[args.seeds[0]]["design"]["energy_uj"] / w8_design["energy_uj"],
-                       "diffs": [runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds],
-                       "mean_diff": float(np.mean([runs[s]["accuracy"] - final[w8][s]["accuracy"] for s in args.seeds]))}
-        for g, runs in final.items() if g != w8}
-    keeps = {g: bool(np.mean([final[g][s]["accuracy"] for s in args.seeds]) >= acc_w8.mean() - acc_w8.std(ddof=1))
-             for g in final}
     saving = {g: 1.0 - final[g][args.seeds[0]]["design"]["energy_uj"] / w8_design["energy_uj"] for g in final}
+    paired = {g: accuracies(final, g, args.seeds) - acc_w8 for g in final if g != w8}
+    summary["paired_vs_w8a8"] = {  # per candidate: test accuracy minus W8A8's, seed by seed
+        str(list(g)): {"energy_saving": saving[g], "diffs": d.tolist(), "mean_diff": float(d.mean())}
+        for g, d in paired.items()}
+    keeps = {g: keeps_accuracy(accuracies(final, g, args.seeds), acc_w8) for g in final}
     kept_uniform = [saving[g] for g in uniform if keeps[g]]
     summary["uniform_control"] = {
-        "widths": {f"W{g[0]}A{g[1]}": {"accuracy": float(np.mean([final[g][s]["accuracy"] for s in args.seeds])),
-                                        "accuracy_std": float(np.std([final[g][s]["accuracy"] for s in args.seeds],
-                                                                     ddof=1)) if len(args.seeds) > 1 else None,
+        "widths": {f"W{g[0]}A{g[1]}": {"accuracy": float(accuracies(final, g, args.seeds).mean()),
+                                        "accuracy_std": float(accuracies(final, g, args.seeds).std(ddof=1))
+                                        if len(args.seeds) > 1 else None,
                                         "energy_saving": saving[g], "keeps_w8a8_accuracy": keeps[g]}
                    for g in uniform},
         "best_saving": max(kept_uniform) if kept_uniform else None,
