@@ -69,6 +69,8 @@ class Stage:
     in_width: int
     out_width: int
     has_planes: bool = False
+    hw: LayerHw | None = None  # an MVAU's layer: its ROMs and parameters are written from it
+    requant: dict | None = None  # an MVAU's fused requantizer (mode 1)
 
 
 @dataclass
@@ -82,6 +84,10 @@ class RtlLayer:
     in_stream: dict = field(default_factory=dict)
     out_stream: dict = field(default_factory=dict)
     beats_out: int = 0  # output beats per sample
+    stages: list = field(default_factory=list, repr=False)  # the chain inside the wrapper
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if k != "stages"}
 
 
 @dataclass
@@ -114,7 +120,7 @@ class RtlDesign:
                 "word_bits": self.word_bits, "max_planes": self.max_planes, "fifo_depth": self.fifo_depth,
                 "input": {"bits": self.in_pack.bits, "signed": self.in_pack.signed, "n": self.n_in},
                 "output": {"bits": self.out_pack.bits, "signed": self.out_pack.signed, "n": self.n_out},
-                "layers": [vars(lay) for lay in self.layers]}
+                "layers": [lay.to_dict() for lay in self.layers]}
 
 
 def _lit(value) -> str:
@@ -197,17 +203,31 @@ def board_packing(intmodel: IntModel, word_bits: int = 32, output_bits: int | No
     return PackingSpec(q.bits, q.signed, word_bits), PackingSpec(output_bits, acc_signed, word_bits)
 
 
-def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *, word_bits: int = 32,
-                 output_bits: int | None = None, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> RtlDesign:
-    """Write the RTL twin of ``intmodel`` folded as ``plan`` into ``out_dir`` (see the module
-    docstring); returns the design (also saved as ``out_dir/rtl.json``)."""
-    from flipq.hls.rtlmvau import mvau_instance
+@dataclass
+class RtlPlan:
+    """The design before any file is written: what the cost model reads (stage by stage)."""
 
+    layers: list  # RtlLayer, each with its stages
+    in_pack: PackingSpec
+    out_pack: PackingSpec
+    n_in: int
+    n_out: int
+    last: StreamShape  # the stream the last layer produces
+
+    @property
+    def in_lanes(self) -> int:
+        return math.gcd(self.in_pack.per_word, self.n_in)
+
+    @property
+    def out_lanes(self) -> int:
+        return math.gcd(self.out_pack.per_word, self.n_out)
+
+
+def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits: int = 32,
+             output_bits: int | None = None) -> RtlPlan:
+    """The chain of stages the RTL twin builds for ``intmodel`` folded as ``plan``: per layer its
+    wrapper's stages, widths and lanes (numpy only; the MVAUs' ROMs are written later)."""
     plan = plan if plan is not None else plan_hardware(intmodel)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in list(out_dir.glob("*.hex")) + list(out_dir.glob("flipq_L*.v")):
-        old.unlink()
     in_pack, out_pack = board_packing(intmodel, word_bits, output_bits)
     n_in = int(np.prod(intmodel.input_shape))
     q = intmodel.input_quant
@@ -215,7 +235,6 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
     cur = StreamShape(q.bits, q.signed, math.gcd(in_pack.per_word, n_in), shape)
     exp = q.exp
     layers_in = intmodel.layers
-    modules: list[str] = []
     rtl_layers: list[RtlLayer] = []
     mac_index = {hw.name: hw for hw in plan.layers}
     i = 0
@@ -272,8 +291,8 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
                     raise RtlError(f"dense layer '{layer.name}': {cur.size} inputs reach it, its fan-in is {hw.fan_in}")
                 stages += _dwc(cur.ew, cur.lanes, hw.simd)
                 new_shape = (hw.n_out,)
-            params = mvau_instance(hw, out_dir, f"L{len(rtl_layers)}", requant=requant, out_bits=out_ew)
-            stages.append(Stage("flipq_mvau", params, cur.ew * hw.simd, hw.pe * out_ew, has_planes=True))
+            stages.append(Stage("flipq_mvau", {}, cur.ew * hw.simd, hw.pe * out_ew, has_planes=True, hw=hw,
+                                requant=requant))
             cur = StreamShape(out_ew, out_signed, hw.pe, new_shape)
         elif layer.op == "requant":
             spec = layer.requant
@@ -306,21 +325,39 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
         else:
             raise RtlError(f"layer '{layer.name}': the RTL twin has no '{layer.op}' stage")
         index = len(rtl_layers)
-        module = f"flipq_L{index}_{kind}"
-        modules.append(_chain_module(module, stages, start.width, cur.width))
-        rtl_layers.append(RtlLayer(index=index, name=layer.name, kind=kind, module=module, mac=mac, fused=fused,
-                                   in_stream=vars(start).copy(), out_stream=vars(cur).copy(),
-                                   beats_out=cur.size // cur.lanes))
+        rtl_layers.append(RtlLayer(index=index, name=layer.name, kind=kind, module=f"flipq_L{index}_{kind}",
+                                   mac=mac, fused=fused, in_stream=vars(start).copy(), out_stream=vars(cur).copy(),
+                                   beats_out=cur.size // cur.lanes, stages=stages))
         i += 1
     n_out = cur.size
     if n_out != int(np.prod(intmodel.output_shape())):
         raise RtlError(f"the RTL chain ends in {n_out} values a sample, the model has {intmodel.output_shape()}")
+    return RtlPlan(rtl_layers, in_pack, out_pack, n_in, n_out, cur)
+
+
+def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *, word_bits: int = 32,
+                 output_bits: int | None = None, fifo_depth: int = DEFAULT_FIFO_DEPTH) -> RtlDesign:
+    """Write the RTL twin of ``intmodel`` folded as ``plan`` into ``out_dir`` (see the module
+    docstring); returns the design (also saved as ``out_dir/rtl.json``)."""
+    from flipq.hls.rtlmvau import mvau_instance
+
+    rp = plan_rtl(intmodel, plan, word_bits=word_bits, output_bits=output_bits)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in list(out_dir.glob("*.hex")) + list(out_dir.glob("flipq_L*.v")):
+        old.unlink()
     files = []
-    for lay, text in zip(rtl_layers, modules):
+    for lay in rp.layers:
+        for st in lay.stages:
+            if st.hw is not None:
+                st.params = mvau_instance(st.hw, out_dir, f"L{lay.index}", requant=st.requant,
+                                          out_bits=lay.out_stream["ew"])
         path = out_dir / f"{lay.module}.v"
-        path.write_text(_HEADER + text)
+        path.write_text(_HEADER + _chain_module(lay.module, lay.stages, lay.in_stream["ew"] * lay.in_stream["lanes"],
+                                                lay.out_stream["ew"] * lay.out_stream["lanes"]))
         files.append(path.name)
-    top = _top_module(rtl_layers, in_pack, out_pack, n_in, n_out, cur, fifo_depth)
+    in_pack, out_pack, n_in, n_out, rtl_layers = rp.in_pack, rp.out_pack, rp.n_in, rp.n_out, rp.layers
+    top = _top_module(rtl_layers, in_pack, out_pack, n_in, n_out, rp.last, fifo_depth)
     (out_dir / f"{TOP}.v").write_text(_HEADER + top)
     files.append(f"{TOP}.v")
     design = RtlDesign(folder=out_dir, top=TOP, files=files, layers=rtl_layers, in_pack=in_pack, out_pack=out_pack,

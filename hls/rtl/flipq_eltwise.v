@@ -5,7 +5,8 @@
 // Widths: the input is widened by one bit (XW) so an unsigned input reads as non-negative, then
 // sign-extended to CW = XW + |SHIFT| + 2 bits (at least 66, so the 64-bit QMIN/QMAX compare
 // without truncation). A left shift by |SHIFT| then fits, and a rounded right shift is at most
-// floor + 1, so nothing overflows for any IW and SHIFT.
+// floor + 1, so nothing overflows for any IW and SHIFT. Only the rounding adder does
+// arithmetic; it works at the floor's own width (below).
 //
 // Rounding: with floor f = x >>> SHIFT, the dropped bits are above half when the highest dropped
 // bit r is set and any lower one (the sticky bit) is set, exactly half when only r is set, where
@@ -52,7 +53,12 @@ module flipq_eltwise #(
             wire signed [CW-1:0] xe = r;
             wire signed [CW-1:0] y;
             if (SHIFT > 0) begin : g_down
-                wire signed [CW-1:0] fl = xe >>> SHIFT;
+                // The floor needs XW - SHIFT bits (one, the sign, when the shift is wider) and
+                // rounding up one more; adding at that width rather than CW keeps the carry
+                // chain and the clamp comparators as narrow as the data (Yosys cannot see
+                // that the top bits of a wide sum are copies of its sign).
+                localparam integer FW = ((XW > SHIFT) ? XW - SHIFT : 1) + 1;
+                wire signed [FW-1:0] fl = xe >>> SHIFT;
                 wire half_bit = xe[SHIFT-1];
                 wire sticky;
                 if (SHIFT >= 2) begin : g_sticky
@@ -60,7 +66,8 @@ module flipq_eltwise #(
                 end else begin : g_nosticky
                     assign sticky = 1'b0;
                 end
-                assign y = fl + {{(CW - 1){1'b0}}, half_bit & (sticky | fl[0])};
+                wire signed [FW-1:0] rounded = fl + {{(FW - 1){1'b0}}, half_bit & (sticky | fl[0])};
+                assign y = rounded;
             end else if (SHIFT < 0) begin : g_up
                 assign y = xe <<< AS;
             end else begin : g_same

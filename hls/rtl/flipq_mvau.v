@@ -1,7 +1,7 @@
 // flipq_mvau: the bit-serial matrix-vector unit of the RTL twin (docs/rtl.md, "flipq_mvau").
 //
-// Two independent sides meet at a ping-pong row buffer:
-//   input side   : in -> rbuf half `wh`, one row a beat; a half is `full` once its R rows are in.
+// Two independent sides meet at a row buffer of three slots of R rows (triple buffering):
+//   input side   : in -> rbuf slot `wh`, one row a beat; a slot is `full` once its R rows are in.
 //   compute side : counters (block, step in block) -> ROM read -> row read -> lane AND + adder tree
 //                  (one register a level) -> shift/accumulate -> output step (2 stages) -> out.
 // The compute side issues one step a cycle while a vector's rows are buffered and the output is
@@ -9,11 +9,11 @@
 // the whole pipeline in place (bubbles included) and nothing is lost or duplicated.
 //
 // Cycle behaviour (steady state, input always valid, output always ready): a vector takes
-// max(T, R) cycles, T its steps at the latched `planes`, plus at most 2 where T and R are within 2
-// of each other: a half goes back to the input side two cycles after its vector's last step
-// issues (once that step has read its row), while the next vector's first step issues the cycle
-// after the previous vector's last one whenever its rows are in (no bubble between blocks or
-// vectors). Latency from a block's last step issuing to its output beat: 5 + max(1, clog2(SIMD)).
+// max(T, R) cycles, T its steps at the latched `planes`. A slot goes back to the input side two
+// cycles after its vector's last step issues (once that step has read its row); with two slots
+// that delay cost up to 2 cycles a vector where T and R are within 2 of each other, with three the
+// input side fills the third slot meanwhile. The next vector's first step issues the cycle after
+// the previous vector's last one whenever its rows are in (no bubble between blocks or vectors). Latency from a block's last step issuing to its output beat: 5 + max(1, clog2(SIMD)).
 // No output depends combinationally on an input: out_ready drives only the internal enable.
 `default_nettype none
 
@@ -62,7 +62,7 @@ module flipq_mvau #(
     localparam integer LW = BW;                               // a block's step count
     localparam integer BLK_W = BW + B * LW;
     localparam integer NBW = (NB > 1) ? $clog2(NB) : 1;
-    localparam integer RBW = $clog2(2 * R);                   // row buffer address (both halves)
+    localparam integer RBW = $clog2(3 * R);                   // row buffer address (three slots)
     localparam integer LV = $clog2(SIMD);                     // adder-tree levels
     localparam integer SP = 1 << LV;                          // lanes padded to a power of two
     localparam integer NN = (SP > 1) ? SP - 1 : 1;            // registered tree nodes a PE
@@ -73,7 +73,7 @@ module flipq_mvau #(
     // control word travelling with a step: valid, first/last step of its block, null step (a block
     // with no kept steps: adds nothing, still writes), last step of the vector, buffer half,
     // plane (filled in once the step ROM has been read), block (addresses bias/threshold ROMs)
-    localparam integer C_V = 0, C_FIRST = 1, C_LAST = 2, C_NUL = 3, C_VLAST = 4, C_HALF = 5, C_PL = 6;
+    localparam integer C_V = 0, C_FIRST = 1, C_LAST = 2, C_NUL = 3, C_VLAST = 4, C_HALF = 5, C_PL = 7;
     localparam integer C_BLK = C_PL + PW;
     localparam integer CW = C_BLK + NBW;
 
@@ -102,13 +102,13 @@ module flipq_mvau #(
     wire en = !out_valid || out_ready;
 
     // ---------------------------------------------------------------- input side
-    reg [SIMD*AW-1:0] rbuf [0:2*R-1];
-    reg [1:0]         full;
-    reg               wh;
+    reg [SIMD*AW-1:0] rbuf [0:3*R-1];
+    reg [2:0]         full;
+    reg [1:0]         wh;                  // slot being written: 0, 1, 2, 0, ...
     reg [RW-1:0]      wr;
     wire              wr_go = in_valid && in_ready;
     wire              wr_end = (wr == R - 1);
-    wire [RBW-1:0]    waddr = wh ? wr + R : wr;
+    wire [RBW-1:0]    waddr = (wh == 2'd2) ? wr + 2 * R : (wh == 2'd1) ? wr + R : wr;
     assign in_ready = !full[wh] && !rst;
 
     always @(posedge clk)
@@ -116,17 +116,17 @@ module flipq_mvau #(
 
     always @(posedge clk) begin
         if (rst) begin
-            wh <= 1'b0;
+            wh <= 2'd0;
             wr <= {RW{1'b0}};
         end else if (wr_go) begin
             wr <= wr_end ? {RW{1'b0}} : wr + 1'b1;
-            if (wr_end) wh <= ~wh;
+            if (wr_end) wh <= (wh == 2'd2) ? 2'd0 : wh + 2'd1;
         end
     end
 
     // ---------------------------------------------------------------- S0: step counters
     reg              busy;                 // a vector is being issued
-    reg              ch;                   // its buffer half
+    reg [1:0]        ch;                   // its buffer slot
     reg [NBW-1:0]    blk;
     reg [LW-1:0]     stp;
     reg [3:0]        low_q;                // lowest plane, latched at the vector's first step
@@ -157,7 +157,7 @@ module flipq_mvau #(
     always @(posedge clk) begin
         if (rst) begin
             busy <= 1'b0;
-            ch <= 1'b0;
+            ch <= 2'd0;
             blk <= {NBW{1'b0}};
             stp <= {LW{1'b0}};
             low_q <= 4'd0;
@@ -169,7 +169,7 @@ module flipq_mvau #(
                 blk <= blk_nxt;
                 if (vlast) begin
                     busy <= 1'b0;
-                    ch <= ~ch;
+                    ch <= (ch == 2'd2) ? 2'd0 : ch + 2'd1;
                 end
             end else begin
                 stp <= stp + 1'b1;
@@ -183,7 +183,7 @@ module flipq_mvau #(
     assign c0[C_LAST] = blast;
     assign c0[C_NUL] = nul;
     assign c0[C_VLAST] = vlast;
-    assign c0[C_HALF] = ch;
+    assign c0[C_HALF +: 2] = ch;
     assign c0[C_PL +: PW] = {PW{1'b0}};
     assign c0[C_BLK +: NBW] = blk;
 
@@ -203,12 +203,13 @@ module flipq_mvau #(
 
     // release a half once its vector's last step has read its row (this edge)
     wire [RW-1:0]  row1 = s1[RW-1:0];
-    wire [RBW-1:0] raddr = c1[C_HALF] ? row1 + R : row1;
+    wire [1:0]     slot1 = c1[C_HALF +: 2];
+    wire [RBW-1:0] raddr = (slot1 == 2'd2) ? row1 + 2 * R : (slot1 == 2'd1) ? row1 + R : row1;
     wire           rel = en && c1[C_V] && c1[C_VLAST];
-    wire [1:0]     set = (wr_go && wr_end) ? (wh ? 2'b10 : 2'b01) : 2'b00;
-    wire [1:0]     clr = rel ? (c1[C_HALF] ? 2'b10 : 2'b01) : 2'b00;
+    wire [2:0]     set = (wr_go && wr_end) ? (3'b001 << wh) : 3'b000;
+    wire [2:0]     clr = rel ? (3'b001 << slot1) : 3'b000;
     always @(posedge clk)
-        full <= rst ? 2'b00 : (full | set) & ~clr;
+        full <= rst ? 3'b000 : (full | set) & ~clr;
 
     // ---------------------------------------------------------------- S2: row read
     reg [SIMD*AW-1:0] a2;
