@@ -64,6 +64,11 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
                         "--target-fps); without --board, the saved board is only checked")
     p.add_argument("--target-fps", type=positive_float, default=None,
                    help="with folding: the modeled samples/s to reach at the board clock")
+    p.add_argument("--rtl", action="store_true", default=None,
+                   help="also the RTL twin: Verilator checks it against the emulator and times every layer, "
+                        "Yosys maps it for the xc7z020 (figures in hls_report.json)")
+    p.add_argument("--no-yosys", dest="yosys", action="store_false", default=None,
+                   help="with --rtl: skip the Yosys synthesis (minutes on CIFAR-sized nets)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--overlay", required=True,
                        help="overlay folder (accel.json, flipq.bit) or a build / hls folder")
-        p.add_argument("--backend", default="auto", choices=["auto", "emulator", "csim", "pynq"])
+        p.add_argument("--backend", default="auto", choices=["auto", "emulator", "csim", "rtl", "pynq"],
+                       help="rtl: the Verilog twin simulated cycle by cycle in Verilator (`flipq hls --rtl`)")
         p.add_argument("--input", default=None,
                        help="inputs as .npy: real values in the model's layout (any numeric dtype)"
                        + ("" if name == "run" else "; default: random inputs in the input range"))
@@ -138,10 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pe", type=positive_int, default=1, help="PEs per layer (default 1)")
     p.add_argument("--group-size", type=nonnegative_int, default=0, help="weight-group size (0: whole fan-in)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--no-rtl", action="store_true",
+                   help="skip the RTL twin's row (default: simulated in Verilator where it is installed)")
     from flipq.overlays.cli import add_overlay_commands
 
     add_overlay_commands(sub)
     return parser
+
+
+# bench's random batch: int64 rows on the host, far above any batch that measures anything
+MAX_BENCH_BYTES = 1 << 30
 
 
 class InputFileError(ValueError):
@@ -149,16 +161,43 @@ class InputFileError(ValueError):
 
 
 def _load_inputs(path: str):
+    """A .npy array of real (or integer) numbers; its header is read first, so a shape the file
+    cannot hold is refused with its size before anything is allocated."""
     import numpy as np
 
     if Path(path).is_dir():
         raise IsADirectoryError(f"--input {path} is a folder; give a .npy file")
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            head = f.read(6)
+            if head != b"\x93NUMPY":
+                kind = ("an empty file" if not head else "a .npz archive" if head[:2] == b"PK"
+                        else "not a .npy file")
+                raise InputFileError(f"--input {path}: {kind}; give one array saved with numpy.save (.npy)")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f".npy format version {version}")
+            shape, _, dtype = read[version](f)
+            data_at = f.tell()
     except FileNotFoundError:
         raise FileNotFoundError(f"input file not found: {path}") from None
-    except (ValueError, OSError) as e:
-        raise InputFileError(f"{path}: not a readable .npy array ({e})") from e
+    except InputFileError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise InputFileError(f"--input {path}: not a readable .npy array ({e})") from None
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise InputFileError(f"--input {path}: dtype {dtype} is not real numbers (integers or floats)")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = Path(path).stat().st_size - data_at
+    if need > have:
+        raise InputFileError(f"--input {path}: its header says shape {tuple(shape)} ({need:,} bytes) but the file "
+                             f"holds {have:,} bytes; the file is truncated or its header was edited")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputFileError(f"--input {path}: not a readable .npy array ({e})") from e
 
 
 def _output_path(path: str) -> Path:
@@ -226,6 +265,10 @@ def _run_or_bench(args) -> int:
             return 0
         if x is None:
             spec = acc.model.input_quant
+            size = args.batch * int(np.prod(acc.input_shape)) * 8
+            if size > MAX_BENCH_BYTES:
+                raise ValueError(f"--batch {args.batch}: {size:,} bytes of inputs, more than the "
+                                 f"{MAX_BENCH_BYTES:,} a benchmark batch may take; give a smaller --batch")
             x = np.random.default_rng(0).integers(spec.qmin, spec.qmax + 1, size=(args.batch, *acc.input_shape))
             quantized = True
         else:
@@ -236,6 +279,10 @@ def _run_or_bench(args) -> int:
         print(f"  {stage:<9}{sec * 1e3:10.3f} ms per batch")
     print(f"  latency  p50 {b['latency_s']['p50'] * 1e6:.1f} us, p99 {b['latency_s']['p99'] * 1e6:.1f} us (batch 1)")
     print(f"  throughput {b['throughput_per_s']:,.0f} samples/s" + (f", fclk {b['fclk_mhz']:g} MHz" if b["fclk_mhz"] else ""))
+    if b.get("rtl"):
+        r = b["rtl"]
+        print(f"  {r['label']}: interval {r['interval_cycles']} cycles, latency {r['latency_cycles']} cycles; "
+              f"{r['fps']:,.0f} samples/s at {r['fclk_mhz']:g} MHz")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(b, f, indent=1)
@@ -250,7 +297,7 @@ def _config(args, fresh: bool):
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
                   "kernel", "group_size", "pe", "simd", "float_epochs", "board", "threads", "weight_scale",
-                  "check_rows", "target_fps")}
+                  "check_rows", "target_fps", "rtl", "yosys")}
     # naming a board (or a throughput) asks hls to fold for it, unless the folding is given by hand
     if (args.board or getattr(args, "target_fps", None)) and not (getattr(args, "pe", None) or getattr(args, "simd", None)):
         overrides["fold"] = True
@@ -322,7 +369,7 @@ def _dispatch(args) -> int:
         from flipq.hls.verify import verify_file
 
         return verify_file(args.model, _load_inputs(args.input) if args.input else None, args.rows, args.io_type,
-                           args.pe, args.group_size, args.seed)
+                           args.pe, args.group_size, args.seed, rtl=False if args.no_rtl else None)
     from flipq import pipeline
 
     if args.command in ("demo", "train"):
@@ -339,7 +386,10 @@ def _dispatch(args) -> int:
         return 0
     cfg = _config(args, fresh=False)
     if args.command == "hls":
-        report = pipeline.stage_hls(cfg, args.model)
+        from flipq.host.files import folder_lock
+
+        with folder_lock(cfg.folder, "flipq hls"):  # two builds in one folder would mix their objects
+            report = pipeline.stage_hls(cfg, args.model)
         print(pipeline.format_hls_report(report))
         print(f"hls: integer model, hls4ml project and C-sim in {cfg.out}/hls/ (hls_report.json)")
     elif args.command == "report":
@@ -350,11 +400,22 @@ def _dispatch(args) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    # SIGTERM unwinds like Ctrl-C: `with` blocks remove their temporary folders and partial files
+    e = KeyboardInterrupt("terminated (SIGTERM)")
+    e.exit_code = 128 + signum
+    raise e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+    import threading
     import warnings
 
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         return _dispatch(args)
     except KeyboardInterrupt as e:  # training raises one naming its last checkpoint
@@ -370,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         if rest.strip():  # e.g. a compiler's tail: after the one-line summary, not instead of it
             print(rest, file=sys.stderr)
         return 2 if isinstance(e, _USAGE_ERRORS) else 1
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ class BuildConfig:
     # compared row by row); 0 = the whole split. QONNX execution and the C-sim take seconds per
     # hundred rows on a conv net, so a full 10k-row split is opt-in (--check-rows 0).
     check_rows: int = 500
+    rtl: bool = False  # hls also builds the RTL twin: Verilator check and cycles, Yosys resources
+    yosys: bool = True  # with rtl: map it with Yosys (skipped, and said so, where Yosys is absent)
 
     def pe_map(self) -> dict[str, int]:
         """``pe`` parsed: layer name -> number of PEs."""
@@ -83,8 +85,14 @@ class BuildConfig:
             data = json.loads(path.read_text())
         except ValueError as e:
             raise ValueError(f"{path}: corrupt build config ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: corrupt build config (a JSON {type(data).__name__}, expected an object); "
+                             f"rerun `flipq train --out {out}`")
         known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in {**_LEGACY_DEFAULTS, **data}.items() if k in known})
+        cfg = cls(**{k: v for k, v in {**_LEGACY_DEFAULTS, **data, "out": str(out)}.items() if k in known})
+        rows = cfg.check_rows
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ValueError(f"{path}: field 'check_rows' = {rows!r} must be an int >= 0 (0: the whole test split)")
         return replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -168,7 +176,11 @@ def stage_report(cfg: BuildConfig) -> dict:
     for name in ("torch", "qonnx", "csim", "emulator"):
         f = cfg.folder / "outputs" / f"{name}.npy"
         if f.is_file():
-            outs[name] = np.load(f).reshape(len(y), -1)
+            out = np.load(f, allow_pickle=False)
+            if len(out) != len(y):  # e.g. `flipq hls --check-rows 16`, then emulate with the saved 500
+                raise ValueError(f"{f} holds {len(out)} rows, the check split {len(y)}: rerun the stage that wrote "
+                                 f"it with --check-rows {cfg.check_rows}, or this report with --check-rows {len(out)}")
+            outs[name] = out.reshape(len(y), -1)
     report: dict = {
         "dataset": cfg.dataset, "arch": cfg.arch, "test_rows": int(len(y)),
         "accuracy": {k: float((v.argmax(1) == y).mean()) for k, v in outs.items()},

@@ -8,6 +8,10 @@ nothing avoided; 3, the whole vocabulary of issue 11 (float scales, BatchNorm, A
 mostly refusals). Each failure is written with its spec, to reproduce it.
 
     python benchmarks/fuzz_models.py [--models 500] [--jobs 2] [--out docs/results/fuzz.json]
+    python benchmarks/fuzz_models.py --rtl [--no-csim] --out docs/results/fuzz_rtl.json   # + the RTL twin
+
+With ``--rtl`` every mappable model also goes through the RTL twin in Verilator (random gaps and
+stalls, every planes); ``rtl_rows`` sums its ``rtl=emulator`` rows over the models.
 
 Writes ``{"models", "exact", "refused", "mismatch", "crash", "refusals": {reason: n},
 "mismatches": {reason: n}, "crashes": {reason: n}, "failures": [{seed, spec, verdict,
@@ -44,13 +48,13 @@ def family(seed: int) -> str:
     return list(FAMILIES)[seed % len(FAMILIES)]
 
 
-def one(seed: int, work: str) -> dict:
+def one(seed: int, work: str, rtl: bool = False, csim: bool = True) -> dict:
     warnings.filterwarnings("ignore")
     kind = family(seed)
     avoid, full = FAMILIES[kind]
     spec = spec_from_seed(seed, avoid=avoid, full_vocabulary=full)
     t0 = time.perf_counter()
-    verdict = check_spec(spec, Path(work) / str(seed))
+    verdict = check_spec(spec, Path(work) / str(seed), rtl=rtl, csim=csim)
     return {"seed": seed, "family": kind, "spec": spec, "verdict": verdict.to_dict(),
             "known_bugs": sorted(features(spec)),
             "seconds": round(time.perf_counter() - t0, 2)}
@@ -64,6 +68,9 @@ def summarize(results: list[dict], seconds: float) -> dict:
             "refusals": count(by["refused"]), "mismatches": count(by["mismatch"]), "crashes": count(by["crash"]),
             "families": {f: dict(Counter(r["verdict"]["status"] for r in results if r["family"] == f))
                          for f in FAMILIES},
+            "rtl_models": sum(1 for r in results if any(k.startswith("rtl=") for k in r["verdict"]["stages"])),
+            "rtl_rows": [sum(v[0] for r in results for k, v in r["verdict"]["stages"].items() if k.startswith("rtl=")),
+                         sum(v[1] for r in results for k, v in r["verdict"]["stages"].items() if k.startswith("rtl="))],
             "seconds": round(seconds, 1),
             "seconds_per_model": round(sum(r["seconds"] for r in results) / max(len(results), 1), 2),
             "failures": sorted(by["mismatch"] + by["crash"], key=lambda r: r["seed"])}
@@ -75,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="processes (each model builds in its own folder)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "fuzz.json"))
+    ap.add_argument("--rtl", action="store_true", help="also the RTL twin in Verilator (every planes)")
+    ap.add_argument("--no-csim", action="store_true", help="skip the C-sim (with --rtl: the RTL row alone)")
     args = ap.parse_args(argv)
     # made first: a folder that cannot be made fails before minutes of work, not after
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +92,13 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="flipq-fuzz-") as work:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for r in pool.map(one, seeds, [work] * len(seeds)):
+            n = len(seeds)
+            for r in pool.map(one, seeds, [work] * n, [args.rtl] * n, [not args.no_csim] * n):
                 results.append(r)
                 v = r["verdict"]
                 print(f"{r['seed']:>5} {v['status']:<9}{r['seconds']:>6.1f} s  {v['reason'] or ''}", flush=True)
     summary = summarize(results, time.perf_counter() - t0)
-    summary["first_seed"] = args.first_seed
+    summary.update(first_seed=args.first_seed, rtl=args.rtl, csim=not args.no_csim)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
     return 0

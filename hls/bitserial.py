@@ -22,7 +22,7 @@ import numpy as np
 
 from flipq.hls.bitserial_writer import ABI_VERSION, MAX_PLANES, BitSerialError
 from flipq.hls.cxx import ap_types, build_shared_library
-from flipq.hls.fold import block_table, max_iterations, schedule_words
+from flipq.hls.fold import block_step_table, max_iterations, step_row_bits, step_table
 from flipq.hls.hwplan import HardwarePlan, LayerHw, plan_hardware
 from flipq.host.intmodel import IntModel
 
@@ -69,15 +69,16 @@ def _write_spec(intmodel: IntModel, plan: HardwarePlan, out_dir: Path) -> Path:
     quant_after = _quant_after(intmodel)
     for layer_id, lay in enumerate(plan.layers):
         arrays[lay.name + "/rom"] = lay.fold.rom
-        arrays[lay.name + "/sched"] = schedule_words(lay.fold)
-        arrays[lay.name + "/blk"] = block_table(lay.fold)
+        arrays[lay.name + "/steps"] = step_table(lay.fold)
+        arrays[lay.name + "/blk"] = block_step_table(lay.fold)
         arrays[lay.name + "/bias"] = lay.bias if lay.bias is not None else np.zeros(lay.n_out, dtype=np.int64)
         if lay.thresholds is not None:
             arrays[lay.name + "/thresholds"] = lay.thresholds
             arrays[lay.name + "/thr_signs"] = lay.thr_signs
         entries.append(dict(lay.to_dict(), quant_after=quant_after.get(lay.name), layer_id=layer_id,
                             threshold=lay.thresholds is not None,
-                            max_iterations=max_iterations(lay.fold, lay.n_pix)))
+                            max_iterations=max_iterations(lay.fold, lay.n_pix),
+                            row_bits=step_row_bits(lay.fold)))
     npz = out_dir / "flipq_planes.npz"
     np.savez(npz, **arrays)
     spec = {"layers": entries, "arrays": str(npz.resolve()), "input_exp": intmodel.input_quant.exp,

@@ -25,6 +25,7 @@ from hls4ml.model.optimizer.optimizer import ModelOptimizerPass, OptimizerPass, 
 from hls4ml.model.types import FixedPrecisionType
 
 from flipq.hls.bitserial_writer import PLANES_ARG, TEMPLATES, BitSerialError, add_planes_argument, render, write_bridge
+from flipq.hls.fold import ConvGeometry, swg_cycles
 
 KERNEL_HEADERS = ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h")
 SPEC_KEY = "FlipqBitSerial"
@@ -90,7 +91,7 @@ class ReplaceWithBitSerial(OptimizerPass):
         spec = spec_of(model)
         entry = _match_spec(spec, node.name)
         with np.load(spec["arrays"]) as arrays:
-            rom, sched, blk = (arrays[entry["name"] + key] for key in ("/rom", "/sched", "/blk"))
+            rom, steps, blk = (arrays[entry["name"] + key] for key in ("/rom", "/steps", "/blk"))
             bias = arrays[entry["name"] + "/bias"]
             step = (arrays[entry["name"] + "/thresholds"], arrays[entry["name"] + "/thr_signs"]) \
                 if entry.get("threshold") else None
@@ -116,7 +117,7 @@ class ReplaceWithBitSerial(OptimizerPass):
             "flipq_result_precision": result,
             "flipq": dict(entry, acc_width=acc_w, act_width=in_prec.width, act_signed=bool(in_prec.signed),
                           psum_width=entry["psum_bits"] + shift, requant=requant),
-            "flipq_rom": rom, "flipq_sched": sched, "flipq_blk": blk,
+            "flipq_rom": rom, "flipq_steps": steps, "flipq_blk": blk,
             "flipq_bias": [int(b) << shift for b in bias],
         }
         if isinstance(node, hl.Conv2D):
@@ -203,7 +204,7 @@ def _threshold_constants(entry: dict, requant: dict | None, step, shift: int) ->
                 descending=[int(s) < 0 for s in signs])
 
 
-def _requant_lines(requant: dict | None) -> str:
+def _requant_lines(requant: dict | None, pe: int) -> str:
     if requant is None:
         return ""
     lines = ("    static const bool requant = true;\n"
@@ -215,25 +216,30 @@ def _requant_lines(requant: dict | None) -> str:
         n_thr = requant["n_thr"]
         lines += ("    static const bool threshold = true;\n"
                   f"    static const unsigned n_thr = {n_thr};\n"
-                  f"    static const unsigned thr_rows = {len(requant['thresholds'])};\n"
+                  f"    static const unsigned thr_blocks = {len(requant['thresholds']) // pe};\n"
+                  f"    static const unsigned thr_pe = {pe};\n"
                   f"    static const unsigned thr_cols = {max(n_thr, 1)};\n")
     return lines
 
 
 def _threshold_rom(f: dict) -> dict:
-    """The thresholds ROM ``fq_thr<index>[rows][cols]`` and ``fq_desc<index>[rows]`` every layer
-    passes to its kernel; a layer without a threshold step passes a 1x1 placeholder it never reads."""
+    """The thresholds ROM ``fq_thr<index>[NB][PE][T]`` and ``fq_desc<index>[NB][PE]`` every layer
+    passes to its kernel (column ``b * PE + p`` at ``[b][p]``: PE ``p`` reads its own bank); a
+    layer without a threshold step passes a 1x1x1 placeholder it never reads."""
     rq = f.get("requant") or {}
     if not rq.get("threshold"):
-        return {"thr_t": "ap_int<2>", "thr_rows": 1, "thr_cols": 1, "thresholds": "{0}", "descending": "false"}
-    cols = max(rq["n_thr"], 1)
-    rows = ",".join("{" + ",".join(str(t) for t in (row or [0])) + "}" for row in rq["thresholds"])
-    return {"thr_t": f"ap_int<{rq['thr_width']}>", "thr_rows": len(rq["thresholds"]), "thr_cols": cols,
-            "thresholds": rows, "descending": ",".join("true" if d else "false" for d in rq["descending"])}
+        return {"thr_t": "ap_int<2>", "thr_blocks": 1, "thr_pe": 1, "thr_cols": 1, "thresholds": "{{0}}",
+                "descending": "{false}"}
+    cols, pe = max(rq["n_thr"], 1), f["pe"]
+    rows = ["{" + ",".join(str(t) for t in (row or [0])) + "}" for row in rq["thresholds"]]
+    flags = ["true" if d else "false" for d in rq["descending"]]
+    return {"thr_t": f"ap_int<{rq['thr_width']}>", "thr_blocks": len(rows) // pe, "thr_pe": pe, "thr_cols": cols,
+            "thresholds": _c_banks(rows, pe), "descending": _c_banks(flags, pe)}
 
 
-def _c_words(words: np.ndarray) -> str:
-    return ",".join(f"0x{int(v):x}ULL" for v in words.reshape(-1))
+def _c_banks(cells: list, pe: int) -> str:
+    """Per-column C initializers as ``[N / PE][PE]`` rows: column ``b * PE + p`` at ``[b][p]``."""
+    return ",".join("{" + ",".join(cells[b:b + pe]) + "}" for b in range(0, len(cells), pe))
 
 
 def _c_rows(table: np.ndarray, cell) -> str:
@@ -242,28 +248,38 @@ def _c_rows(table: np.ndarray, cell) -> str:
 
 def _config_params(node) -> dict:
     f = node.get_attr("flipq")
-    rom, sched, blk = node.get_attr("flipq_rom"), node.get_attr("flipq_sched"), node.get_attr("flipq_blk")
+    rom, steps, blk = node.get_attr("flipq_rom"), node.get_attr("flipq_steps"), node.get_attr("flipq_blk")
     depth = max(rom.shape[1], 1)
     rom = np.concatenate([rom, np.zeros((rom.shape[0], depth - rom.shape[1]), dtype=np.uint64)], axis=1)
     hex_word = lambda v: f"0x{int(v):x}ULL"  # noqa: E731
+    pe, row_bits = f["pe"], f["row_bits"]
     params = {
         "index": node.index, "layer": f["name"], "layer_id": f["layer_id"], "n_in": f["fan_in"],
-        "n_out": f["n_out"], "n_pix": f["n_pix"], "simd": f["simd"], "pe": f["pe"], "n_rows": f["n_rows"],
-        "n_blocks": blk.shape[0], "n_entries": sched.size, "rom_depth": depth,
+        "n_out": f["n_out"], "n_pix": f["n_pix"], "simd": f["simd"], "pe": pe, "n_rows": f["n_rows"],
+        "n_blocks": blk.shape[0], "rom_depth": depth, "row_bits": row_bits, "step_bits": row_bits + 4,
         "max_iterations": f["max_iterations"], "mvau_depth": f["mvau_depth"],
         "group_size": f["group_size"], "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1,
         "full_planes": "true" if f.get("full_planes") else "false",
         "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
         "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
-        "rom": _c_rows(rom, hex_word), "sched": _c_words(sched), "blk": _c_rows(blk, str),
-        "bias": ",".join(str(int(b)) for b in node.get_attr("flipq_bias")),
-        "base": "flipq::bitserial_config", "geometry": "", "requant": _requant_lines(f.get("requant")),
+        "rom": _c_rows(rom, hex_word), "steps": ",".join(f"0x{int(v):x}" for v in steps.reshape(-1)),
+        "blk": _c_rows(blk, str),
+        "bias": _c_banks([str(int(b)) for b in node.get_attr("flipq_bias")], pe),
+        "base": "flipq::bitserial_config", "geometry": "", "requant": _requant_lines(f.get("requant"), pe),
         **_threshold_rom(f),
     }
     if node.class_name == "BitSerialConv2D":
+        geo = ConvGeometry(in_h=node.get_attr("in_height"), in_w=node.get_attr("in_width"),
+                           cin=node.get_attr("n_chan"), kh=node.get_attr("filt_height"),
+                           kw=node.get_attr("filt_width"), sy=node.get_attr("stride_height"),
+                           sx=node.get_attr("stride_width"), pad_top=node.get_attr("pad_top"),
+                           pad_left=node.get_attr("pad_left"), out_h=node.get_attr("out_height"),
+                           out_w=node.get_attr("out_width"))
         params["base"] = "flipq::bitserial_conv2d_config"
-        params["geometry"] = "\n".join(f"    static const unsigned {key} = {node.get_attr(key)};"
-                                       for key in _CONV_GEOMETRY)
+        params["geometry"] = "\n".join([f"    static const unsigned {key} = {node.get_attr(key)};"
+                                        for key in _CONV_GEOMETRY]
+                                       + [f"    static const unsigned swg_iterations = "
+                                          f"{swg_cycles(geo, f['n_rows'], depth=0)};"])
     return params
 
 
@@ -278,7 +294,7 @@ class _BitSerialCall(FunctionCallTemplate):
     def format(self, node):
         p = self._default_function_params(node)
         return (f"flipq::{self.function}<{p['input_t']}, {p['output_t']}, {p['config']}>"
-                f"({p['input']}, {p['output']}, fq_rom{node.index}, fq_sched{node.index}, fq_blk{node.index}, "
+                f"({p['input']}, {p['output']}, fq_rom{node.index}, fq_steps{node.index}, fq_blk{node.index}, "
                 f"fq_bias{node.index}, fq_thr{node.index}, fq_desc{node.index}, {PLANES_ARG});")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from flipq.hls.fold import ConvGeometry, lowest_plane, mvau_cycles, swg_cycles
 from flipq.hls.hwplan import HardwarePlan, LayerHw, ValueRange, bits_for, layer_hw, plan_hardware
 from flipq.hls.planes import active_planes
+from flipq.hls.rtlcost import mvau_cycles as rtl_mvau_cycles
 
 BRAM36_BITS = 36 * 1024
 BRAM36_PORT_BITS = 72  # simple dual port, one read port per block
@@ -68,9 +69,21 @@ def adder_tree_luts(lanes: int, bits: int) -> int:
     return luts
 
 
+def rtl_layer_cycles(hw: LayerHw, planes: int | None) -> dict:
+    """Per stage of the layer's RTL wrapper, its cycles per sample, calibrated on Verilator
+    (:mod:`flipq.hls.rtlcost`): the MVAU ``n_pix * max(T, R)``, a conv's window generator
+    ``max(out_h * out_w * R, in_h * in_w)`` (it pads by itself)."""
+    out = {"mvau": rtl_mvau_cycles(hw, planes)}
+    if hw.geometry is not None:
+        g = hw.geometry
+        out["swg"] = max(g.out_h * g.out_w * hw.fold.n_rows, g.in_h * g.in_w)
+    return out
+
+
 def layer_cycles(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> dict:
-    """Per process of the layer, the cycles one sample takes (what the C++ counts): ``mvau``, and
-    ``swg`` for a conv's sliding-window generator. They run side by side (dataflow)."""
+    """Per process of the layer's HLS kernels, the cycles one sample takes (what the C-sim counts,
+    its trip-count check): ``mvau``, and ``swg`` for a conv's sliding-window generator. They run
+    side by side (dataflow)."""
     lowest = lowest_plane(hw.weight_bits, planes, hw.full_planes)
     out = {"mvau": mvau_cycles(hw.fold, hw.n_pix, lowest, hw.mvau_depth)}
     if hw.geometry is not None:
@@ -83,6 +96,7 @@ def hw_cost(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> di
     simd, pe, act_bits, psum_bits, acc_bits = hw.simd, hw.pe, hw.act_bits, hw.psum_bits, hw.acc_bits
     fold = hw.fold
     procs = layer_cycles(hw, planes, io_type)
+    rtl = rtl_layer_cycles(hw, planes)
     lowest = lowest_plane(hw.weight_bits, planes, hw.full_planes)
 
     # one PE: SIMD AND gates feeding an adder tree, the shift-accumulate, its pipeline registers
@@ -120,7 +134,9 @@ def hw_cost(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> di
         "n_groups": hw.n_groups, "simd": simd, "pe": pe, "planes": min(planes or hw.weight_bits, hw.weight_bits),
         "mean_active_planes": float(kept.mean()) if kept.size else 0.0,
         "steps_per_vector": fold.steps(lowest), "rows_per_vector": fold.n_rows,
-        "processes": procs, "cycles": int(max(procs.values())),
+        # cycles: the model calibrated on the RTL twin in Verilator; processes: the HLS kernels'
+        # trip counts, what the C simulation counts (its own check)
+        "processes": procs, "rtl_processes": rtl, "cycles": int(max(rtl.values())),
         "lut": int(lut), "ff": int(ff), "bram36": int(bram), "dsp": 0,
         "weight_storage_bits": weight_mem, "line_buffer_bits": int(line_bits),
         "threshold_storage_bits": thr["storage_bits"],
@@ -150,11 +166,12 @@ def hls_report(intmodel, pe: dict | None = None, planes: int | None = None, grou
                simd: dict | None = None) -> dict:
     """Per-layer and total cost of an IntModel's bit-serial datapath at run-time ``planes``.
 
-    A layer's ``cycles`` is its slowest process for one sample. ``totals.interval`` is the
-    slowest layer: the layers run as a dataflow pipeline over streams and the board wrapper
-    streams samples back to back, so one sample leaves every ``interval`` cycles
-    (``fps = clock / interval``); ``totals.cycles`` (layers one after another) bounds one
-    sample's latency from above. ``plan``: the model's :class:`~flipq.hls.hwplan.HardwarePlan`
+    A layer's ``cycles`` is its slowest stage for one sample, as the RTL twin runs it (the model
+    calibrated on Verilator, :mod:`flipq.hls.rtlcost`; ``processes`` are the HLS kernels' trip
+    counts, which the C-sim counts). ``totals.interval`` is the slowest layer: the layers run as
+    a dataflow pipeline over streams and the board wrapper streams samples back to back, so one
+    sample leaves every ``interval`` cycles (``fps = clock / interval``); ``totals.cycles``
+    (layers one after another) bounds one sample's latency from above. ``plan``: the model's :class:`~flipq.hls.hwplan.HardwarePlan`
     when the caller has it (``pe``, ``simd`` and ``group_size`` are then the plan's).
     """
     if planes is not None and not 1 <= int(planes) <= 8:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_SIMD = 64  # one 64-bit ROM word per PE and step
-SWG_DEPTH = 2  # the sliding-window generator's read and emit pipelines
+MAX_SIMD = 64  # ROM words are ap_uint<SIMD>; the C-sim's popcount reads them as 64-bit words
+SWG_DEPTH = 2  # the sliding-window generator's pipeline (one loop that reads and emits)
 
 
 class FoldingError(ValueError):
@@ -198,18 +198,54 @@ class ConvGeometry:
                             sy=self.sy, sx=self.sx, pad_top=0, pad_left=0, out_h=self.out_h, out_w=self.out_w)
 
 
+def swg_rows_needed(geo: ConvGeometry, oy: int) -> int:
+    """Input rows the generator has read before it emits output row ``oy`` (``out_h``: all)."""
+    if oy >= geo.out_h:
+        return geo.in_h
+    return min(max(oy * geo.sy - geo.pad_top + geo.kh, 0), geo.in_h)
+
+
 def swg_cycles(geo: ConvGeometry, n_rows: int, depth: int = SWG_DEPTH) -> int:
-    """Cycles of the sliding-window generator for one sample: per output row, read the input rows
-    its windows newly need (one pixel a cycle into a ``kh``-row line buffer), then emit its
-    ``out_w`` windows (``R`` words each, one a cycle); finally drain the rows no window reads.
-    Each loop entered costs its pipeline depth."""
-    cycles, next_row = 0, 0
+    """Cycles of the sliding-window generator for one sample: ONE pipelined loop that reads and
+    emits at once. First it reads the rows output row 0 needs (one pixel a cycle); then, per
+    output row, it emits that row's ``out_w`` windows (``R`` words each, one a cycle) while reading
+    the rows the next output row newly needs (after the last: the rest of the frame), so a
+    segment lasts the longer of the two. Entered once: one pipeline depth."""
+    cycles = max(swg_rows_needed(geo, 0) * geo.in_w, 1)
     for oy in range(geo.out_h):
-        need = min(oy * geo.sy - geo.pad_top + geo.kh, geo.in_h)
-        new = max(need - next_row, 0)
-        next_row += new
-        cycles += new * geo.in_w + depth + geo.out_w * n_rows + depth
-    return cycles + (geo.in_h - next_row) * geo.in_w + depth
+        new = swg_rows_needed(geo, oy + 1) - swg_rows_needed(geo, oy)
+        cycles += max(geo.out_w * n_rows, new * geo.in_w)
+    return cycles + depth
+
+
+def step_row_bits(fold: FoldedLayer) -> int:
+    """Bits of a step's activation row in :func:`step_table`."""
+    return max(int(fold.n_rows - 1).bit_length(), 1)
+
+
+def step_table(fold: FoldedLayer) -> np.ndarray:
+    """(max(depth, 1),) int64: step ``j``'s activation row and plane, ``row | plane << row_bits``.
+    Steps are every scheduled row at full precision, in schedule order: step ``j``'s weight word
+    is ROM address ``j`` (``fold_layer`` gives addresses cumulatively in that order)."""
+    rows = np.zeros(max(fold.rom_depth, 1), dtype=np.int64)
+    planes = np.zeros_like(rows)
+    for r0, n, pl, ad in zip(fold.row0, fold.n_entry_rows, fold.plane, fold.addr):
+        rows[ad:ad + n] = np.arange(r0, r0 + n)
+        planes[ad:ad + n] = pl
+    return rows | planes << step_row_bits(fold)
+
+
+def block_step_table(fold: FoldedLayer) -> np.ndarray:
+    """(NB, B + 1) int64: each column block's first step (its first ROM address; kept inside the
+    ROM for a block with no steps), then its step count at each lowest plane (0 where it keeps
+    no entry: the kernel still spends one step writing the block)."""
+    cum = np.concatenate([[0], np.cumsum(fold.n_entry_rows)]).astype(np.int64)
+    out = np.zeros((fold.n_blocks, fold.bits + 1), dtype=np.int64)
+    for b in range(fold.n_blocks):
+        s = int(fold.blk_start[b])
+        out[b, 0] = min(int(cum[s]), max(fold.rom_depth - 1, 0))
+        out[b, 1:] = cum[s + fold.blk_len[b]] - cum[s]
+    return out
 
 
 def schedule_words(fold: FoldedLayer) -> np.ndarray:

@@ -45,7 +45,72 @@ def load_qonnx(path: str | Path) -> ModelWrapper:
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
     if not proto.graph.node:
         raise ModelFileError(f"{path}: the ONNX graph has no nodes")
+    _check_graph(proto, path)
     return ModelWrapper(proto)
+
+
+# Standard-domain opsets flipq's tools (onnx's checker, ONNX Runtime under QONNX execution) read
+MIN_OPSET = 7
+# Values per sample the host, emulator and C-sim handle: far above any network a PYNQ-Z2 runs
+# (CIFAR-10: 3,072), so a shape beyond it is an edit, refused before anything is allocated
+MAX_SAMPLE_ELEMS = 1 << 24
+
+
+def _check_graph(proto, path: Path) -> None:
+    """What the later stages assume of a model file, refused here in one line naming the file and
+    the node or field: a supported opset, a valid graph (onnx's checker), one output, one data
+    input of fixed size per sample. A symbolic batch dimension (torch's default export) is set
+    to 1: every stage runs samples one call at a time."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= newest:
+        raise ModelFileError(f"{path}: opset_import ai.onnx version {opset} is outside {MIN_OPSET}..{newest}; "
+                             "export the model again with a supported opset (e.g. 13 or newer)")
+    checked = proto
+    missing = {n.domain for n in proto.graph.node} - {o.domain for o in proto.opset_import} - {"", "ai.onnx"}
+    if missing:  # QONNX reads custom ops without their opset import (hand-built graphs leave it out)
+        checked = copy.deepcopy(proto)
+        checked.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in sorted(missing))
+    try:
+        onnx.checker.check_model(checked)
+    except onnx.checker.ValidationError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = next((line.split("Context:", 1)[1].strip() for line in lines if "Context:" in line), "")
+        raise ModelFileError(f"{path}: not a valid ONNX model ({lines[0] if lines else e}"
+                             + (f"; {where}" if where else "") + ")") from None
+    outputs = [o.name for o in proto.graph.output]
+    if len(outputs) != 1:
+        raise ModelFileError(f"{path}: the graph has {len(outputs)} outputs ({', '.join(outputs)}); flipq maps "
+                             "networks with one output")
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and not any(a.name == "kernel_shape" for a in node.attribute):
+            raise ModelFileError(f"{path}: node '{node.name}' (Conv) has no kernel_shape attribute; export the model "
+                                 "with it (torch and Brevitas write it)")
+    inits = {i.name for i in proto.graph.initializer}
+    data = [i for i in proto.graph.input if i.name not in inits]
+    if not data:
+        raise ModelFileError(f"{path}: the graph has no data input")
+    dims = data[0].type.tensor_type.shape.dim
+    for k, d in enumerate(dims):
+        if not d.HasField("dim_value") or d.dim_value < 1:
+            if k == 0:
+                d.Clear()
+                d.dim_value = 1  # the batch: one sample per call
+                continue
+            raise ModelFileError(f"{path}: input '{data[0].name}' dimension {k} is "
+                                 f"{d.dim_param or d.dim_value!r}, not a fixed size; export it with a fixed shape")
+    sizes = [d.dim_value for d in dims[1:]]
+    n = 1
+    for v in sizes:
+        n *= v
+    if n > MAX_SAMPLE_ELEMS:
+        raise ModelFileError(f"{path}: input '{data[0].name}' has {n:,} values per sample (shape "
+                             f"{[d.dim_value for d in dims]}), more than the {MAX_SAMPLE_ELEMS:,} flipq handles")
+    for out in proto.graph.output:
+        odims = out.type.tensor_type.shape.dim
+        if odims and not odims[0].HasField("dim_value"):
+            odims[0].Clear()
+            odims[0].dim_value = 1
 
 
 def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:

@@ -96,11 +96,21 @@ def stage_hls(cfg, model_path: str | Path | None = None) -> dict:
     info.update(seconds=time.perf_counter() - t0, kernel=cfg.kernel, io_type=cfg.io_type, model_hash=digest)
     write_json(hls_dir / "hls.json", info)
     _swap_in(hls_dir, final_dir)
+    if cfg.rtl:
+        # after the swap: the Verilated library names the folder its ROM files stay in
+        from flipq.hls.rtlstage import stage_rtl
+
+        info["rtl"] = stage_rtl(intmodel, plan, final_dir, report, q=q, board=board,
+                                say=lambda text: _say(cfg, text), yosys=cfg.yosys)
+        write_json(final_dir / "hls_report.json", report)
+        write_json(final_dir / "hls.json", info)
     if outputs is not None:
         out_dir = cfg.folder / "outputs"
         out_dir.mkdir(parents=True, exist_ok=True)
         with replacing(out_dir / "csim.npy") as tmp:
             np.save(tmp, outputs)
+    if cfg.rtl and not info["rtl"]["all_equal"]:
+        raise RuntimeError(f"the RTL twin differs from the emulator (see {final_dir / 'rtl' / 'rtl_check.json'})")
     return report
 
 
@@ -135,13 +145,18 @@ def _lower(cfg, model_path):
     src = Path(model_path) if model_path else cfg.folder / "model.onnx"
     raw = load_qonnx(src)
     check_mappable(raw)
+    from flipq.quant.export import plan_from_onnx
+
     plan_file = cfg.folder / "plan.toml"
+    carried = plan_from_onnx(raw, str(src))  # a model from elsewhere carries its plan in its own metadata
+    plan = carried
     if plan_file.is_file() and model_path is None:
         plan = BitPlan.load(plan_file)
-    else:  # a model from elsewhere carries its plan in its own metadata
-        from flipq.quant.export import plan_from_onnx
-
-        plan = plan_from_onnx(raw)
+        if carried is not None:  # the plan renames the layers: it must name the model's own
+            try:
+                plan.check_names(carried.names)
+            except ValueError as e:
+                raise type(e)(f"{plan_file}: {e}") from None
     prepared = prepare_qonnx(raw)
     return lower_qonnx(prepared, plan), prepared
 

@@ -228,7 +228,7 @@ class _Stages:
 
 def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarray | None = None,
                  io_type: str = "io_parallel", pe: int | dict = 1, group_size: int = 0, csim: bool = True,
-                 qonnx_rows: int = QONNX_ROWS, reference=None, csim_backend=None) -> Verdict:
+                 qonnx_rows: int = QONNX_ROWS, reference=None, csim_backend=None, rtl: bool = False) -> Verdict:
     """Run the chain on the raw QONNX model ``raw``: ``rows`` random integer inputs over the
     input quantizer's range, then the real-valued inputs ``x`` (the model's own layout)
     quantized as its input quantizer does.
@@ -236,7 +236,8 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
     ``reference(intmodel, q)``: real outputs of the source model (e.g. the torch forward) on
     integer inputs, compared with QONNX execution on the first ``qonnx_rows`` rows.
     ``csim_backend(build)`` opens the C-sim (default :class:`flipq.host.csim.CsimBackend`; a
-    test may pass a broken one).
+    test may pass a broken one). ``rtl`` adds the RTL twin simulated by Verilator, with random
+    gaps on its input and stalls on its output (``rtl=emulator`` at every planes).
     """
     from flipq.host.emulator import Emulator
 
@@ -263,6 +264,8 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
         stages.add("qonnx=emulator", got, real[:nq], bound=bound)
         if csim:
             _check_csim(stages, intmodel, prepared, plan, q, full, work_dir, io_type, csim_backend)
+        if rtl:
+            check_rtl(stages, intmodel, plan, q, full, Path(work_dir) / "rtl")
     except Exception as e:  # noqa: BLE001
         crash = _crash(e, "comparison", stages)
         if stages.first_bad is None:
@@ -318,6 +321,24 @@ def _check_csim(stages: _Stages, intmodel, prepared, plan, q, full, work_dir, io
         backend.close()
 
 
+def check_rtl(stages: _Stages, intmodel, plan, q, full, work_dir: Path, stall_pct: int = 25,
+              gap_pct: int = 25) -> None:
+    """The RTL twin against the emulator at every planes, under back-pressure."""
+    from flipq.hls.rtltwin import build_rtl_library, generate_rtl
+    from flipq.host.emulator import Emulator
+    from flipq.host.rtl import RtlBackend
+
+    design = generate_rtl(intmodel, plan, Path(work_dir))
+    build_rtl_library(design)
+    backend = RtlBackend(design.folder, stall_pct=stall_pct, gap_pct=gap_pct)
+    try:
+        for planes in range(1, intmodel.max_planes() + 1):
+            want = full if planes == intmodel.max_planes() else Emulator(intmodel, planes=planes).run(q)
+            stages.add("rtl=emulator", backend.run(q, planes), want.reshape(len(q), -1), planes)
+    finally:
+        backend.close()
+
+
 def format_verdict(v: Verdict) -> str:
     """The agreement table and the verdict, as ``flipq verify`` prints them."""
     lines = [f"  {pair:<28}{ok:>6}/{total} rows {'agree' if 'bound' in pair else 'equal'}"
@@ -340,10 +361,10 @@ def format_verdict(v: Verdict) -> str:
 
 
 def verify_file(path: str | Path, x: np.ndarray | None = None, rows: int = 64, io_type: str = "io_parallel",
-                pe: int = 1, group_size: int = 0, seed: int = 0, out=None) -> int:
+                pe: int = 1, group_size: int = 0, seed: int = 0, out=None, rtl: bool | None = None) -> int:
     """``flipq verify MODEL.onnx``: the check on a user's QONNX model, printed; returns the exit
     code (0 all equal, 1 mismatch or crash). A refusal is raised as the one-line flipq error
-    (the CLI exits 2).
+    (the CLI exits 2). ``rtl`` (default: when Verilator is installed) adds the RTL twin's row.
 
     >>> verify_file("build/demo/model.onnx", rows=32)       # doctest: +SKIP
     0
@@ -358,11 +379,17 @@ def verify_file(path: str | Path, x: np.ndarray | None = None, rows: int = 64, i
     intmodel = lower_model(raw, pe, group_size)[0]  # a refusal reaches the user as its own one-line error
     if x is not None:
         _check_inputs(x, intmodel)
+    if rtl is None:
+        from flipq.hls.verilator import available
+
+        rtl = available()
     extra = "" if x is None else f" + {len(x)} rows of the given inputs"
-    print(f"verify {path}: {rows} random rows over the input quantizer's range{extra}, {io_type}", file=out)
+    print(f"verify {path}: {rows} random rows over the input quantizer's range{extra}, {io_type}"
+          + (", RTL twin in Verilator" if rtl else ""), file=out)
     with tempfile.TemporaryDirectory(prefix="flipq-verify-") as tmp:
         verdict = verify_model(raw, Path(tmp), rows=rows, seed=seed, x=x, io_type=io_type, pe=pe,
-                               group_size=group_size, qonnx_rows=max(rows + (0 if x is None else len(x)), 1))
+                               group_size=group_size, qonnx_rows=max(rows + (0 if x is None else len(x)), 1),
+                               rtl=rtl)
     print(format_verdict(verdict), file=out)
     return 0 if verdict.status == "exact" else 1
 

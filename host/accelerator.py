@@ -1,5 +1,6 @@
-"""``Accelerator``: one class over three backends -- the board (``pynq``), the hls4ml C
-simulation (``csim``) and the numpy emulator (``emulator``). Backends differ only in how
+"""``Accelerator``: one class over four backends -- the board (``pynq``), the hls4ml C
+simulation (``csim``), the RTL twin simulated by Verilator (``rtl``) and the numpy emulator
+(``emulator``). Backends differ only in how
 packed integers reach the datapath and come back; validation, input quantization, output
 scaling, chunking, timing, verification and serialization of callers live here.
 
@@ -29,7 +30,7 @@ import numpy as np
 from flipq.host.emulator import Emulator, map_chunks
 from flipq.host.intmodel import IntModel
 
-BACKENDS = ("emulator", "csim", "pynq")
+BACKENDS = ("emulator", "csim", "rtl", "pynq")
 SIM_ENV = "FLIPQ_PYNQ_SIM"
 SIMULATED_BITSTREAM = b"FLIPQ-SIMULATED-BITSTREAM\n"
 
@@ -72,19 +73,41 @@ def find_intmodel(folder: Path) -> Path:
 
 def find_csim_library(folder: Path) -> tuple[Path, dict]:
     """The bit-serial C-sim library and its metadata, from ``csim.json`` (written by `flipq hls`)."""
+    from flipq.host.csim import check_meta
+    from flipq.host.files import confined
+
     for base in (folder, folder / "hls"):
         path = base / "csim.json"
         if path.is_file():
             try:
                 entry = json.loads(path.read_text())
-                lib, meta = base / entry["library"], entry["meta"]
-            except (ValueError, KeyError, TypeError) as e:
+            except ValueError as e:
                 raise ValueError(f"{path}: corrupt C-sim description ({e})") from e
+            if not isinstance(entry, dict) or "library" not in entry or "meta" not in entry:
+                raise ValueError(f"{path}: corrupt C-sim description (expected an object with 'library' and "
+                                 "'meta'); rerun `flipq hls`")
+            # a received folder names its library: only one inside the folder, symlinks followed
+            lib = confined(base, entry["library"], str(path), "library")
+            meta = check_meta(entry["meta"], str(path))
             if lib.is_file():
                 return lib, meta
             raise FileNotFoundError(f"C-sim library named in {path} not found: {lib}")
     raise FileNotFoundError(f"no bit-serial C-sim build (csim.json) in {folder} or {folder / 'hls'}: "
                             "run `flipq hls` first")
+
+
+def _check_csim_meta(meta: dict, intmodel: IntModel, source: str) -> None:
+    """csim.json's shapes and ``max_planes`` against the integer model it was built for: a
+    lowered ``max_planes`` would make "all planes" silently run fewer."""
+    have = {"input_shape": tuple(meta["input_shape"]), "output_shape": tuple(meta["output_shape"])}
+    want = {"input_shape": tuple(intmodel.input_shape), "output_shape": tuple(intmodel.output_shape())}
+    for key in have:
+        if have[key] != want[key]:
+            raise ValueError(f"{source}: field 'meta.{key}' = {list(have[key])} disagrees with the "
+                             f"integer model ({list(want[key])}); rerun `flipq hls`")
+    if meta["max_planes"] < intmodel.max_planes():
+        raise ValueError(f"{source}: field 'meta.max_planes' = {meta['max_planes']} is below the integer model's "
+                         f"{intmodel.max_planes()} weight planes; rerun `flipq hls`")
 
 
 def is_simulated_bitstream(path: Path) -> bool:
@@ -135,7 +158,19 @@ class Accelerator:
             if built_for != intmodel.digest():
                 raise ValueError(f"{lib}: the C-sim library was built for model {str(built_for)[:16]}..., the "
                                  f"integer model beside it is {intmodel.digest()[:16]}...; rerun `flipq hls`")
+            # all before the library loads: its constructors run then
+            _check_csim_meta(meta, intmodel, f"csim.json in {folder}")
             impl = CsimBackend(lib, meta, **options)
+        elif backend == "rtl":
+            from flipq.host.rtl import RtlBackend, find_rtl_design
+
+            impl = RtlBackend(find_rtl_design(folder), **options)
+            if impl.model_hash != intmodel.digest():
+                raise ValueError(f"{impl.folder}: the RTL twin was generated for model {impl.model_hash[:16]}..., the "
+                                 f"integer model beside it is {intmodel.digest()[:16]}...; rerun `flipq hls --rtl`")
+            if impl.max_planes != intmodel.max_planes():
+                raise ValueError(f"{impl.folder}: rtl.json says max_planes {impl.max_planes}, the integer model "
+                                 f"{intmodel.max_planes()}")
         else:
             from flipq.host.accelmeta import AccelMeta
             from flipq.host.pynq_backend import PynqBackend
@@ -281,8 +316,11 @@ class Accelerator:
                 t1 = time.perf_counter()
                 self.backend.run(q[i % len(q): i % len(q) + 1], self.planes)
                 lat.append(time.perf_counter() - t1)
+            # the RTL twin's own clock: cycles simulated, not host seconds
+            rtl = self.backend.cycles(q[:8], self.planes) if hasattr(self.backend, "cycles") else None
         fclk = getattr(self.backend, "fclk_mhz", None)
         return {
+            "rtl": rtl,
             "backend": self.backend.name,
             "label": "measured on board" if getattr(self.backend, "measured", False) else "emulated",
             "batch": int(len(q)),

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from flipq.host.intmodel import IntModel, QuantSpec
+from flipq.host.names import UnsafeNameError, check_layer_name
 from flipq.host.packing import PackingError, PackingSpec
 
 FORMAT_VERSION = 1
@@ -32,6 +33,9 @@ DEFAULT_IP_VLNV = "flipq.org:hls:flipq_top:1.0"
 DEFAULT_DMA_NAME = "axi_dma_0"
 DEFAULT_CONTROL = {"ap_ctrl": 0x00, "n_samples": 0x18}
 DEFAULT_PLANES_OFFSET = 0x10
+# The s_axilite control map Vitis HLS gives flipq_top (C_S_AXI_CONTROL_ADDR_WIDTH = 6, as the
+# overlay's .hwh says): every register offset lies below it.
+CONTROL_MAP_BYTES = 0x40
 
 
 class AccelMetaError(ValueError):
@@ -187,8 +191,17 @@ class AccelMeta:
         for k in DEFAULT_CONTROL:
             if k not in control:
                 raise AccelMetaError(f"{source}: missing field 'ip.control.{k}'")
+        planes_offset = r.int("ip.planes_offset", 0)
+        _check_register_map(source, {**{f"ip.control.{k}": v for k, v in control.items()},
+                                     "ip.planes_offset": planes_offset})
         plan = r.get("plan", (dict, type(None)))
         hardware = r.get("hardware", (dict, type(None))) if "hardware" in r.data else None  # optional
+        try:
+            _check_names(source, plan, hardware)
+            for what in ("ip.name", "dma.name"):  # pynq looks them up as attributes of the overlay
+                check_layer_name(r.str(what), source, what)
+        except UnsafeNameError as e:
+            raise AccelMetaError(str(e)) from None
         meta = cls(
             format=fmt,
             model_hash=r.str("model_hash"),
@@ -201,7 +214,7 @@ class AccelMeta:
             dma=DmaMeta(r.str("dma.name"), length_width, max_transfer,
                         r.int("dma.data_width", 32, 64)),
             ip=IpMeta(r.str("ip.name"), r.str("ip.vlnv"),
-                      r.int("ip.planes_offset", 0), dict(control)),
+                      planes_offset, dict(control)),
             max_planes=r.int("max_planes", 1, 8),
             max_batch=r.int("max_batch", 1),
             plan=plan,
@@ -242,6 +255,33 @@ class AccelMeta:
                 raise AccelMetaError(f"{source}: field '{name}' = {show(have)} disagrees with the integer model "
                                      f"({show(want)}); the file was edited or belongs to another build: "
                                      "rebuild the overlay (flipq overlay build)")
+
+
+def _check_register_map(source: str, offsets: dict[str, int]) -> None:
+    """Every register offset word-aligned, inside the IP's control map, and no two the same: an
+    ``n_samples`` at ``planes``' offset would overwrite the planes the host just set."""
+    seen: dict[int, str] = {}
+    for name, off in offsets.items():
+        if off % 4 or not 0 <= off <= CONTROL_MAP_BYTES - 4:
+            raise AccelMetaError(f"{source}: field '{name}' = 0x{off:X} is outside the IP's register map "
+                                 f"(word-aligned 0x00..0x{CONTROL_MAP_BYTES - 4:02X}); rebuild the overlay")
+        if off in seen:
+            raise AccelMetaError(f"{source}: fields '{seen[off]}' and '{name}' share the register offset "
+                                 f"0x{off:X}; rebuild the overlay")
+        seen[off] = name
+
+
+def _check_names(source: str, plan, hardware) -> None:
+    """Layer names in ``plan`` and ``hardware`` match the one layer-name pattern."""
+    layers = plan.get("layers") if isinstance(plan, dict) else None
+    if isinstance(layers, dict):
+        for name in layers:
+            check_layer_name(name, source, "plan.layers")
+    hw_layers = hardware.get("layers") if isinstance(hardware, dict) else None
+    if isinstance(hw_layers, list):
+        for i, entry in enumerate(hw_layers):
+            if isinstance(entry, dict) and "name" in entry:
+                check_layer_name(entry["name"], source, f"hardware.layers[{i}].name")
 
 
 class _Reader:

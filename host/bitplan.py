@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from flipq.host.files import write_atomic
+from flipq.host.names import check_layer_name
 
 MIN_BITS = 2
 MAX_BITS = 8
@@ -123,6 +124,7 @@ class BitPlan:
     def __post_init__(self) -> None:
         seen = set()
         for lb in self.layers:
+            check_layer_name(lb.name, "plan", "layers")
             if lb.name in seen:
                 raise BitPlanError(f"layer '{lb.name}' appears twice in the plan")
             seen.add(lb.name)
@@ -138,6 +140,7 @@ class BitPlan:
             raise BitPlanError(f"{source}: expected a [layers.<name>] table per layer")
         layers = []
         for name, entry in d["layers"].items():
+            check_layer_name(name, source, "layers")
             if not isinstance(entry, Mapping):
                 raise BitPlanError(f"{source}: layer '{name}' must be a table, got {entry!r}")
             unknown = set(entry) - _KNOWN_KEYS

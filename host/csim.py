@@ -26,8 +26,40 @@ import numpy as np
 ABI_VERSION = 2
 
 
+_SYMBOLS = ("flipq_abi_version", "flipq_n_in", "flipq_n_out", "flipq_max_planes", "flipq_run", "flipq_cycles",
+            "flipq_reset_cycles")
+
+
 class CsimError(RuntimeError):
     """A C-sim library that is missing, mismatched, or refused a call; names the library."""
+
+
+def check_meta(meta, source: str = "csim.json") -> dict:
+    """Refuse a C-sim description (``csim.json``'s ``meta``) whose fields are not what `flipq hls`
+    writes: shapes of positive ints, ``max_planes`` in 1..8, a model hash, layers named by the one
+    layer-name pattern. Runs before the library is loaded, so a bad file loads no native code."""
+    from flipq.host.names import check_layer_name
+
+    def bad(field, value, want):
+        return ValueError(f"{source}: field 'meta.{field}' = {value!r} {want}; rerun `flipq hls`")
+
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: field 'meta' = {type(meta).__name__}, expected an object; rerun `flipq hls`")
+    for key in ("input_shape", "output_shape"):
+        v = meta.get(key)
+        if not isinstance(v, list) or not v or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in v):
+            raise bad(key, v, "is not a list of positive ints")
+    planes = meta.get("max_planes")
+    if isinstance(planes, bool) or not isinstance(planes, int) or not 1 <= planes <= 8:
+        raise bad("max_planes", planes, "is not an int in 1..8")
+    if not isinstance(meta.get("model_hash"), str):
+        raise bad("model_hash", meta.get("model_hash"), "is not a model hash")
+    layers = meta.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(lay, dict) for lay in layers):
+        raise bad("layers", layers, "is not a list of layer objects")
+    for i, lay in enumerate(layers):
+        check_layer_name(lay.get("name"), source, f"meta.layers[{i}].name")
+    return meta
 
 
 class CsimBackend:
@@ -36,16 +68,21 @@ class CsimBackend:
 
     def __init__(self, lib_path: Path, meta: dict):
         self.lib_path = Path(lib_path)
+        self._lib = None
         if not self.lib_path.is_file():
             raise CsimError(f"C-sim library not found: {self.lib_path}")
+        check_meta(meta, f"{self.lib_path}: C-sim description")  # every check on data before native code loads
         self.input_shape = tuple(int(d) for d in meta["input_shape"])
         self.output_shape = tuple(int(d) for d in meta["output_shape"])
-        self.max_planes = int(meta.get("max_planes", 8))
+        self.max_planes = int(meta["max_planes"])
         try:
-            self._lib = ctypes.CDLL(str(self.lib_path))
+            lib = ctypes.CDLL(str(self.lib_path))
         except OSError as e:
             raise CsimError(f"{self.lib_path}: cannot load the C-sim library ({e})") from e
-        lib = self._lib
+        missing = [fn for fn in _SYMBOLS if not hasattr(lib, fn)]
+        if missing:
+            raise CsimError(f"{self.lib_path}: not a flipq C-sim library (no {missing[0]}); rerun `flipq hls`")
+        self._lib = lib
         for fn in ("flipq_abi_version", "flipq_n_in", "flipq_n_out", "flipq_max_planes"):
             getattr(lib, fn).restype = ctypes.c_int
             getattr(lib, fn).argtypes = []
@@ -64,6 +101,9 @@ class CsimBackend:
             raise CsimError(f"{self.lib_path}: library takes {lib.flipq_n_in()} inputs and gives "
                             f"{lib.flipq_n_out()} outputs per sample; meta says {self.input_shape} -> "
                             f"{self.output_shape} ({n_in} -> {n_out})")
+        if lib.flipq_max_planes() != self.max_planes:
+            raise CsimError(f"{self.lib_path}: library runs at most {lib.flipq_max_planes()} planes; its "
+                            f"description says max_planes {self.max_planes}; rerun `flipq hls`")
         self.last_timings: dict = {}
 
     def run(self, q_in: np.ndarray, planes: int | None) -> np.ndarray:

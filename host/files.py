@@ -94,4 +94,52 @@ def copy_atomic(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-__all__ = ["copy_atomic", "prepare_out_dir", "replacing", "write_atomic", "write_json"]
+def confined(base: str | Path, name, source: str, field: str) -> Path:
+    """``base / name`` for a path a file names (a library, a source to copy), refused unless it is
+    relative and resolves inside ``base`` with every symlink followed: a file someone else wrote
+    cannot point flipq at a library or source outside the folder it came in."""
+    base = Path(base)
+    if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute():
+        raise ValueError(f"{source}: field '{field}' = {name!r} must be a relative path inside {base}")
+    root = base.resolve()
+    path = (base / name).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"{source}: field '{field}' = {name!r} resolves outside {base} (to {path}); "
+                         "a build folder names only its own files")
+    return path
+
+
+class FolderLockedError(FileExistsError):
+    """Another flipq process works in the same folder; the message names its pid."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder/.flipq.lock`` (an advisory ``flock``, released when the process ends however
+    it ends) for the block; a second process asking for it is refused with the holder's pid,
+    rather than mixing its files with the first one's."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".flipq.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderLockedError(f"{folder}: another `{what}` (pid {holder}) is working in this folder; "
+                                    "wait for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+__all__ = ["FolderLockedError", "confined", "copy_atomic", "folder_lock", "prepare_out_dir", "replacing",
+           "write_atomic", "write_json"]

@@ -39,6 +39,7 @@ import numpy as np
 
 from flipq.host.bitplan import BitPlan
 from flipq.host.files import replacing, write_json
+from flipq.host.names import check_layer_name
 
 FORMAT_VERSION = 1
 MAC_OPS = ("conv", "dense")
@@ -135,6 +136,8 @@ class IntModel:
     output_affine: dict | None = None  # {"scale": [C], "bias": [C], "bound": [C]} floats, "relu": bool
 
     def __post_init__(self):
+        for i, layer in enumerate(self.layers):
+            _check_layer_names(layer.name, layer.attrs, "integer model", f"layers[{i}]")
         self.input_affine = [(str(op), float(v)) for op, v in self.input_affine]
         for op, v in self.input_affine:
             if op not in AFFINE_OPS:
@@ -224,7 +227,7 @@ class IntModel:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "IntModel":
+    def load(cls, folder: str | Path, *, _restamping: bool = False) -> "IntModel":
         folder = Path(folder)
         jpath, npath = folder / "intmodel.json", folder / "intmodel.npz"
         for p in (jpath, npath):
@@ -237,6 +240,11 @@ class IntModel:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
             found = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(f"{jpath}: format {found!r}, expected {FORMAT_VERSION}")
+        entries = meta.get("layers")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"{jpath}: field 'layers' must be a list of layer objects")
+        for i, e in enumerate(entries):  # before any name reaches a message, a generator or the C++
+            _check_layer_names(e.get("name"), e.get("attrs"), str(jpath), f"layers[{i}]")
         try:
             arrays = dict(np.load(npath))
         except Exception as e:  # zipfile/pickle errors differ by numpy version
@@ -269,10 +277,30 @@ class IntModel:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{jpath}: malformed integer model ({type(e).__name__}: {e})") from e
         recorded = meta.get("digest")
+        if recorded is None and not _restamping:
+            raise ValueError(f"{jpath}: field 'digest' is missing, so nothing shows the model is as `flipq hls` "
+                             "wrote it; rerun `flipq hls` (or, for a folder flipq wrote itself before digests, "
+                             f"`python -m flipq.host.intmodel --restamp {folder}`)")
         if recorded is not None and recorded != model.digest():
+            show = recorded[:12] if isinstance(recorded, str) else repr(recorded)
             raise ValueError(f"{jpath}: the integer model was changed after `flipq hls` wrote it (recorded "
-                             f"hash {recorded[:12]}..., content {model.digest()[:12]}...); rerun `flipq hls`")
+                             f"hash {show}..., content {model.digest()[:12]}...); rerun `flipq hls`")
         return model
+
+    @classmethod
+    def restamp(cls, folder: str | Path) -> str:
+        """Write the digest into an ``intmodel.json`` that lacks one (flipq wrote none before
+        digests were recorded) and return it. Only for a folder *you* built: the digest then
+        vouches for whatever the file holds now."""
+        folder = Path(folder)
+        model = cls.load(folder, _restamping=True)
+        jpath = folder / "intmodel.json"
+        meta = json.loads(jpath.read_text())
+        if meta.get("digest") is not None:
+            raise ValueError(f"{jpath}: already has a digest; nothing to restamp")
+        meta["digest"] = model.digest()
+        write_json(jpath, meta)
+        return meta["digest"]
 
     def digest(self) -> str:
         """SHA-256 over structure and integer weights: the model hash accel.json carries."""
@@ -289,3 +317,30 @@ class IntModel:
                     h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
         return h.hexdigest()
 
+
+def _check_layer_names(name, attrs, source: str, where: str) -> None:
+    """A layer's name and the ONNX node names it records (``onnx_node``, ``chain``) match the
+    one layer-name pattern (:mod:`flipq.host.names`)."""
+    check_layer_name(name, source, f"{where}.name")
+    if not isinstance(attrs, dict):
+        return
+    if "onnx_node" in attrs:
+        check_layer_name(attrs["onnx_node"], source, f"{where}.attrs.onnx_node")
+    chain = attrs.get("chain", [])
+    for node in chain if isinstance(chain, list) else [chain]:
+        check_layer_name(node, source, f"{where}.attrs.chain")
+
+
+def _main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m flipq.host.intmodel",
+                                description="record the digest of an integer model flipq wrote before digests")
+    p.add_argument("--restamp", required=True, metavar="FOLDER", help="the folder holding intmodel.json")
+    args = p.parse_args(argv)
+    print(f"{args.restamp}/intmodel.json: digest {IntModel.restamp(args.restamp)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

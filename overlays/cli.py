@@ -23,7 +23,7 @@ def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
     sub = overlay.add_subparsers(dest="overlay_command", required=True)
 
     b = sub.add_parser("build", help="hls folder -> a portable overlay folder (sources, Tcl, accel.json) "
-                                     "and, with Vitis HLS and Vivado, flipq.bit/.hwh")
+                                     "and, with Vitis HLS and Vivado (--kernel rtl: Vivado), flipq.bit/.hwh")
     b.add_argument("hls_dir", type=Path, metavar="DIR",
                    help="a build folder (its hls/ is used) or an hls folder (intmodel.json/.npz, hls_report.json)")
     b.add_argument("--board", default=None,
@@ -40,6 +40,9 @@ def add_overlay_commands(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--board-repo", default=None, metavar="PATH",
                    help="folder of Vivado board files on the machine that runs the Tcl "
                         "(set_param board.repoPaths); default: Vivado's own")
+    b.add_argument("--kernel", choices=["hls", "rtl"], default="hls",
+                   help="the accelerator IP: hls (Vitis HLS synthesizes the hls4ml C++; default) or rtl (the "
+                        "Verilator-checked RTL twin from `flipq hls --rtl`, packaged by Vivado; no HLS)")
     b.add_argument("--simulate", action="store_true",
                    help="also write a generated .hwh, a stand-in .bit and the g++-compiled wrapper, so "
                         "FLIPQ_PYNQ_SIM=1 runs the overlay through pynq on this machine")
@@ -61,7 +64,7 @@ def _build(args) -> int:
     out = args.out or hls_dir.parent / "overlay"
     result = build_overlay(hls_dir, args.board, out, dry_run=args.dry_run,
                            max_batch=args.max_batch, fclk_mhz=args.fclk_mhz, jobs=args.jobs,
-                           board_repo=args.board_repo, simulate=args.simulate)
+                           board_repo=args.board_repo, simulate=args.simulate, kernel=args.kernel)
     for note in result.notes:
         print(note)
     for key, (need, have) in result.usage.items():

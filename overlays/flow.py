@@ -6,6 +6,11 @@ HLS, block design and bitstream, ``accel.json``) and, where Vitis HLS and Vivado
 >>> result.missing_tools                                                                # doctest: +SKIP
 ('vitis_hls', 'vivado')
 
+With ``kernel="rtl"`` the accelerator is the RTL twin instead (``flipq hls --rtl`` generates it
+into ``<hls>/rtl``): its Verilog, ROM files and board wrapper are copied into ``rtl/``,
+``package_rtl_ip.tcl`` packages them as a Vivado IP with the HLS IP's interface and register map,
+and the same block design instantiates that IP; there is no HLS synthesis, only Vivado runs.
+
 Steps are plain functions of ``(OverlayConfig, BuildState)`` listed once in ``STEPS``; each
 writes its artifacts into the output folder (atomically, file by file), so the folder alone says
 how far a build got. Every Tcl path is relative to the script, so the folder can be copied to
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -34,7 +40,7 @@ from flipq.overlays.errors import (OverlayError, OverlayInputError, ResourceErro
 from flipq.host.files import copy_atomic, prepare_out_dir, write_atomic
 from flipq.overlays.render import render, tcl_here_path, tcl_word
 from flipq.overlays.metadata import accel_meta_for
-from flipq.overlays.sources import SRC_DIR, copy_sources
+from flipq.overlays.sources import RTL_DIR, RTL_JSON, SRC_DIR, copy_rtl_design, copy_sources, read_rtl_design
 
 HLS_REPORT = "hls_report.json"
 DEFAULT_BOARD = "pynq-z2"  # for an hls report older than its 'board' field
@@ -43,6 +49,13 @@ MAX_JOBS = 64
 # two AXI interconnects/protocol converters and a reset block. Rough Vivado utilization of
 # such a shell on a Zynq-7020; the HLS estimate it is added to is rough as well.
 SHELL_RESOURCES = {"lut": 3500, "ff": 4500, "bram36": 2, "dsp": 0, "uram": 0}
+KERNELS = ("hls", "rtl")
+# The RTL twin's IP: its own VLNV, so the .hwh (and `flipq overlay check`) say which kernel a
+# bitstream holds; the board wrapper's module and its register map are fixed in its Verilog.
+RTL_IP_VLNV = "flipq.org:rtl:flipq_axi_top:1.0"
+RTL_IP_TOP = "flipq_axi_top"
+RTL_REGISTERS = {"ap_ctrl": 0x00, "planes": 0x10, "n_samples": 0x18}
+RTL_SCRIPTS = ("package_rtl_ip.tcl", "block_design.tcl", "bitstream.tcl")
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class OverlayConfig:
     jobs: int = 2
     board_repo: str | None = None  # Vivado board files folder on the machine that runs the Tcl
     simulate: bool = False  # also make the folder loadable on pynq's simulated device (x86)
+    kernel: str = "hls"  # "rtl": the RTL twin (<hls_dir>/rtl) packaged as the IP, no HLS synthesis
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -87,6 +101,8 @@ class BuildState:
     tools: dict = field(default_factory=dict)
     wrapper: Path | None = None  # generated src/flipq_top.cpp; None when the sources define the top
     project: Path | None = None  # the hls4ml project the wrapper calls
+    rtl_sources: list[str] = field(default_factory=list)  # Verilog in <out>/rtl, library first
+    rtl_roms: list[str] = field(default_factory=list)  # ROM hex files in <out>/rtl
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,11 @@ def _report_board(cfg: OverlayConfig, report: dict) -> str:
 
 # -- steps ---------------------------------------------------------------------------------
 def step_load(cfg: OverlayConfig, st: BuildState) -> None:
+    if cfg.kernel not in KERNELS:
+        raise OverlayInputError(f"kernel = {cfg.kernel!r}: expected one of {', '.join(KERNELS)}")
+    if cfg.kernel == "rtl" and cfg.simulate:
+        raise OverlayInputError("--simulate runs the HLS board wrapper compiled with g++; the RTL twin runs "
+                                "in Verilator instead (`flipq run --backend rtl`)")
     check_count("jobs", cfg.jobs, 1, MAX_JOBS)
     check_count("max_batch", cfg.max_batch, 1)
     hls = Path(cfg.hls_dir)
@@ -224,9 +245,13 @@ def _hls4ml_project(src: Path) -> Path | None:
 
 def step_write_sources(cfg: OverlayConfig, st: BuildState) -> None:
     """Copy the model's sources into ``src/`` and, unless they bring their own top, generate
-    ``flipq_top`` (DMA streams <-> the hls4ml top) beside them."""
+    ``flipq_top`` (DMA streams <-> the hls4ml top) beside them. For the RTL kernel: copy the
+    RTL twin into ``rtl/`` instead."""
     from flipq.overlays.wrapper import HEADER, SOURCE, TOP, generate_wrapper
 
+    if cfg.kernel == "rtl":
+        write_rtl_design(cfg, st)
+        return
     sources = _model_sources(cfg, st)
     src = Path(cfg.out_dir) / SRC_DIR
     src.mkdir(exist_ok=True)
@@ -247,6 +272,46 @@ def step_write_sources(cfg: OverlayConfig, st: BuildState) -> None:
     st.wrapper = generate_wrapper(st.meta, st.project, src)
     st.hls_units.insert(0, SOURCE)
     st.files += [src / HEADER, st.wrapper]
+
+
+def _rtl_command(cfg: OverlayConfig) -> str:
+    """The command that generates the RTL twin this build folder's overlay needs."""
+    hls = Path(cfg.hls_dir)
+    return f"flipq hls --out {hls.parent if hls.name == 'hls' else hls} --rtl"
+
+
+def write_rtl_design(cfg: OverlayConfig, st: BuildState) -> None:
+    """The RTL twin of ``<hls_dir>/rtl`` into ``<out>/rtl``, refused unless it was generated for
+    this integer model, with these DMA words, inputs and outputs and the wrapper's registers."""
+    from flipq.hls.verilator import RTL_DIR as RTL_LIBRARY, rtl_sources
+
+    design = Path(cfg.hls_dir) / RTL_DIR
+    make_it = _rtl_command(cfg)
+    meta = read_rtl_design(design, make_it)
+    where = design / RTL_JSON
+    m = st.meta
+    digest = st.model.digest()
+    if meta.get("model_hash") not in (None, digest):
+        raise OverlayInputError(f"{where}: generated for another integer model (model_hash {meta.get('model_hash')!r}, "
+                                f"{Path(cfg.hls_dir) / 'intmodel.json'} has {digest!r}); run `{make_it}` again")
+    expect = {"word_bits": m.dma.data_width, "input.n": m.input.n_elems, "output.n": m.output.n_elems,
+              "input.bits": m.input.packing.bits, "output.bits": m.output.packing.bits}
+    for key, want in expect.items():
+        got = meta
+        for part in key.split("."):
+            got = got.get(part) if isinstance(got, dict) else None
+        if got is not None and got != want:
+            raise OverlayInputError(f"{where}: field '{key}' = {got!r}, accel.json needs {want}; run `{make_it}` again")
+    regs = {"ap_ctrl": m.ip.control.get("ap_ctrl"), "planes": m.ip.planes_offset,
+            "n_samples": m.ip.control.get("n_samples")}
+    if regs != RTL_REGISTERS:
+        raise OverlayInputError(f"accel.json's registers {regs} differ from the RTL board wrapper's {RTL_REGISTERS} "
+                                f"(hls/rtl/{RTL_IP_TOP}.v); the RTL kernel needs the HLS IP's register map")
+    out = Path(cfg.out_dir) / RTL_DIR
+    st.rtl_sources, st.rtl_roms = copy_rtl_design(design, rtl_sources() + [RTL_LIBRARY / f"{RTL_IP_TOP}.v"], out, make_it)
+    if f"{RTL_IP_TOP}.v" not in st.rtl_sources:
+        raise OverlayError(f"the RTL library has no {RTL_IP_TOP}.v (the board wrapper); reinstall flipq")
+    st.files += [out / n for n in st.rtl_sources + st.rtl_roms]
 
 
 def _identifier(value: str, what: str) -> str:
@@ -293,24 +358,68 @@ def tcl_values(cfg: OverlayConfig, st: BuildState) -> dict:
     }
 
 
+def rtl_tcl_values(cfg: OverlayConfig, st: BuildState, v: dict) -> dict:
+    """``v`` (:func:`tcl_values`) with the RTL kernel's IP: the packaging script's file lists
+    and names, the block design's IP repository and the cell's parameters."""
+    m = st.meta
+    words = {"word": m.dma.data_width,
+             "in_words": m.input.packing.words_per_sample(m.input.n_elems),
+             "out_words": m.output.packing.words_per_sample(m.output.n_elems)}
+    files = {k: " \\\n".join("  " + tcl_here_path(Path(RTL_DIR, n), "RTL file") for n in names)
+             + (" \\" if names else "")
+             for k, names in (("rtl_sources", st.rtl_sources), ("rtl_roms", st.rtl_roms))}
+    config = " ".join(f"CONFIG.{k.upper()} {{{val}}}" for k, val in words.items())
+    return dict(v, **words, **files, rtl_dir=RTL_DIR, ip_top=RTL_IP_TOP, ip_project=f"{v['design']}_ip",
+                ip_repo=f"{v['design']}_rtl_ip",
+                ip_config=f"\nset_property -dict [list {config}] [get_bd_cells {v['ip']}]")
+
+
 def step_write_tcl(cfg: OverlayConfig, st: BuildState) -> None:
     out = Path(cfg.out_dir)
-    v = tcl_values(cfg, st)
+    v = dict(tcl_values(cfg, st), ip_config="")
+    first = "hls_synth.tcl"
+    if cfg.kernel == "rtl":
+        v, first = rtl_tcl_values(cfg, st, v), RTL_SCRIPTS[0]
     ps = render("ps_zynq_ultra.tcl" if st.board.family == "zynq_ultra" else "ps_zynq.tcl", v)
-    scripts = {"hls_synth.tcl": v,
+    scripts = {first: v,
                "block_design.tcl": dict(v, project=v["design"], ps_tcl=ps.rstrip()),
                "bitstream.tcl": dict(v, project=v["design"])}
     for name, values in scripts.items():
         st.files.append(write_atomic(out / name, render(name, values)))
 
 
+def rtl_commands(found: dict) -> list[list[str]]:
+    """The RTL kernel's three Vivado runs: package the IP, block design, bitstream."""
+    viv = found.get("vivado") or "vivado"
+    return [[viv, "-mode", "batch", "-source", script] for script in RTL_SCRIPTS]
+
+
+def _run_rtl_tools(out_dir: Path, found: dict) -> list[str]:
+    """:func:`flipq.overlays.tools.run_tools` for the RTL kernel's commands (same logs)."""
+    out = Path(out_dir).resolve()
+    ran = []
+    for i, cmd in enumerate(rtl_commands(found)):
+        log = out / f"{Path(cmd[0]).name}_{i}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, cwd=out, stdout=fh, stderr=subprocess.STDOUT)
+        ran.append(" ".join(map(str, cmd)))
+        if proc.returncode != 0:
+            raise OverlayError(f"{' '.join(map(str, cmd))} failed with exit code {proc.returncode}; see {log}")
+    return ran
+
+
 def step_run_tools(cfg: OverlayConfig, st: BuildState) -> None:
     problems = tools.tool_problems(st.tools)
-    st.missing_tools = [p.split(":")[0] for p in problems]
     howto = tools.run_instructions(cfg.out_dir, st.tools)
+    needs = "Vitis HLS and Vivado"
+    if cfg.kernel == "rtl":  # no HLS synthesis: Vivado alone
+        problems = [p for p in problems if p.startswith("vivado:")]
+        howto = howto[:1] + ["  " + " ".join([Path(c[0]).name] + c[1:]) for c in rtl_commands(st.tools)]
+        needs = "Vivado"
+    st.missing_tools = [p.split(":")[0] for p in problems]
     if problems:
         msg = (f"cannot run the tools here: {'; '.join(problems)}. The overlay folder {cfg.out_dir} holds "
-               f"everything they need; on a machine with Vitis HLS and Vivado (2020.2 or newer, with the "
+               f"everything they need; on a machine with {needs} (2020.2 or newer, with the "
                f"board files for {st.board.board_part}), " + "\n".join(howto))
         if cfg.dry_run:
             st.ran.append("dry run: " + msg)
@@ -319,7 +428,7 @@ def step_run_tools(cfg: OverlayConfig, st: BuildState) -> None:
     if cfg.dry_run:
         st.ran.append("dry run: tools found, not run; to build, " + "\n".join(howto))
         return
-    st.ran += tools.run_tools(cfg.out_dir, st.tools)
+    st.ran += _run_rtl_tools(cfg.out_dir, st.tools) if cfg.kernel == "rtl" else tools.run_tools(cfg.out_dir, st.tools)
     out = Path(cfg.out_dir)
     for name in ("flipq.bit", "flipq.hwh"):
         if not (out / name).is_file():
@@ -392,13 +501,17 @@ def build_overlay(hls_dir: str | Path, board: str | Board | None, out_dir: str |
     another board than that one is refused. Without Vitis HLS/Vivado on PATH this raises
     :class:`ToolNotFoundError` naming what is missing (after writing the folder); with
     ``dry_run`` it returns a result whose ``missing_tools`` says the same. ``options`` are
-    :class:`OverlayConfig` fields (``max_batch``, ``fclk_mhz``, ``jobs``, ``board_repo``, ...).
+    :class:`OverlayConfig` fields (``max_batch``, ``fclk_mhz``, ``jobs``, ``board_repo``,
+    ``kernel``, ...); ``kernel="rtl"`` names its IP :data:`RTL_IP_VLNV` unless ``ip_vlnv`` is given.
     """
     name = board.name if isinstance(board, Board) else board
+    if options.get("kernel") == "rtl":
+        options.setdefault("ip_vlnv", RTL_IP_VLNV)
     cfg = OverlayConfig(hls_dir=Path(hls_dir), out_dir=Path(out_dir), board=name, dry_run=dry_run,
                         **options)
     return run_flow(cfg)
 
 
-__all__ = ["BuildResult", "BuildState", "OverlayConfig", "STEPS", "SHELL_RESOURCES", "build_overlay", "stage_overlay",
-           "check_count", "run_flow", "tcl_values"]
+__all__ = ["BuildResult", "BuildState", "KERNELS", "OverlayConfig", "RTL_IP_VLNV", "RTL_SCRIPTS", "STEPS",
+           "SHELL_RESOURCES", "build_overlay", "check_count", "rtl_commands", "rtl_tcl_values", "run_flow",
+           "stage_overlay", "tcl_values", "write_rtl_design"]

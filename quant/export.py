@@ -37,13 +37,22 @@ def export_model(model: torch.nn.Module, input_shape, path: str | Path, plan: Bi
     return path
 
 
-def plan_from_onnx(model) -> BitPlan | None:
-    """The BitPlan stored in an exported model's metadata, if any."""
+def plan_from_onnx(model, source: str = "model.onnx") -> BitPlan | None:
+    """The BitPlan stored in an exported model's metadata, if any. It is data from the file: its
+    layer names pass :mod:`flipq.host.names` before anything else sees them, and a plan that is
+    not TOML is one line naming ``source`` and the field."""
     import tomllib
 
+    from flipq.host.bitplan import BitPlanError
+
+    where = f"{source} metadata 'flipq.bitplan'"
     for entry in model.model.metadata_props:
         if entry.key == "flipq.bitplan":
-            return BitPlan.from_dict(tomllib.loads(entry.value), source="model.onnx metadata")
+            try:
+                data = tomllib.loads(entry.value)
+            except ValueError as e:
+                raise BitPlanError(f"{where}: not a readable BitPlan ({e})") from None
+            return BitPlan.from_dict(data, source=where)
     return None
 
 

@@ -159,6 +159,10 @@ def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -
     out = Path(out)
     board = board or load_board(cfg.board)
     power_constants(board.part)  # a board without power figures fails here, not after a training
+    if cfg.ray_address:  # so does a cluster that does not answer
+        from flipq.quant.searchengine import check_ray_address
+
+        check_ray_address(cfg.ray_address)
     names = mac_names(get_arch(arch_name))
     split = split_validation(ds, cfg.validation_fraction, cfg.seed)
     cache = SearchCache(out / "cache")

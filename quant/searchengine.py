@@ -24,6 +24,58 @@ class RayUnavailableError(RuntimeError):
     """--ray-address given but Ray is not installed."""
 
 
+# How long joining a Ray cluster may take: Ray itself retries an unreachable address for minutes
+RAY_CONNECT_TIMEOUT_S = 30.0
+
+
+class RayUnreachableError(RuntimeError):
+    """--ray-address names a cluster that does not answer; the message names the address."""
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse an explicit ``HOST:PORT`` (or ``ray://HOST:PORT``) nothing listens on, in seconds,
+    before a search trains anything; ``auto`` is checked when Ray joins (:class:`RayEngine`)."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnreachableError(f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e}); "
+                                  "start it (ray start --head) or give its address") from None
+
+
+def _ray_init(ray, address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """``ray.init`` that gives up after ``timeout_s``, naming the address (a daemon thread: a
+    connection Ray keeps retrying cannot hold the process open)."""
+    import threading
+
+    outcome: list = []
+
+    def join():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            outcome.append(None)
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    worker = threading.Thread(target=join, name="flipq-ray-init", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not outcome:
+        raise RayUnreachableError(f"--ray-address {address}: no Ray cluster answered within {timeout_s:g} s; "
+                                  "check the address (ray status) or run without --ray-address")
+    if outcome[0] is not None:
+        e = outcome[0]
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RayUnreachableError(f"--ray-address {address}: cannot join the Ray cluster ({first})") from e
+
+
 @dataclass(frozen=True)
 class Shared:
     """What every candidate of one search shares."""
@@ -95,7 +147,8 @@ class RayEngine:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:  # a caller (or a test) that started Ray itself keeps its instance
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            check_ray_address(address)
+            _ray_init(ray, address)
         self.shared_ref = ray.put(shared)
         self.task = ray.remote(num_cpus=1)(_ray_evaluate)
 

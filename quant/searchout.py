@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,9 @@ from flipq.host.files import write_atomic, write_json
 
 CSV_FIELDS = ("index", "bits", "fold_level", "val_accuracy", "error", "energy_uj", "interval_cycles", "fps",
               "latency_cycles", "weight_bits", "lut", "ff", "bram36", "dsp", "simd", "pe", "cache_key")
+
+
+_CACHE_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class PickError(ValueError):
@@ -124,17 +128,42 @@ def pick(out: str | Path, index: int, dest: str | Path | None = None) -> dict:
     ``dest`` (default ``out/pick_<index>``): ``plan.toml`` (``flipq train --plan``),
     ``folding.json`` (SIMD/PE per layer), ``model.onnx`` (the candidate the search costed) and
     the commands that build it to the figures the search saw."""
-    from flipq.quant.candidate import plan_from_bits
-
     out = Path(out)
     path = out / "pareto.json"
     if not path.is_file():
         raise PickError(f"{path} not found: run `flipq search --out {out}` first (--pick chooses from its front)")
-    front = json.loads(path.read_text())
-    points = front["pareto"]
+    try:
+        front = json.loads(path.read_text())
+    except ValueError as e:
+        raise PickError(f"{path}: not valid JSON ({e}); rerun `flipq search --out {out}`") from None
+    points = front.get("pareto") if isinstance(front, dict) else None
+    if not isinstance(points, list):
+        raise PickError(f"{path}: field 'pareto' is not a list of designs; rerun `flipq search --out {out}`")
+    if not points:
+        raise PickError(f"--pick {index}: the front in {path} is empty (no design fit the board); nothing to "
+                        "pick: search again with more generations or another --board")
     if not 0 <= index < len(points):
         raise PickError(f"--pick {index}: the front in {path} has {len(points)} points (0..{len(points) - 1})")
     rec = points[index]
+    try:
+        return _pick(out, path, front, rec, index, dest)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise PickError(f"{path}: design {index} is malformed ({type(e).__name__}: {e}); rerun "
+                        f"`flipq search --out {out}`") from None
+
+
+def _pick(out: Path, path: Path, front: dict, rec: dict, index: int, dest) -> dict:
+    from flipq.host.files import confined
+    from flipq.host.names import check_layer_names
+    from flipq.quant.candidate import plan_from_bits
+
+    key = rec["cache_key"]
+    if not isinstance(key, str) or not _CACHE_KEY.fullmatch(key):
+        raise PickError(f"{path}: field 'pareto[{index}].cache_key' = {key!r} is not a cache key (letters, digits, "
+                        "'_' and '-'); rerun the search")
+    model = confined(out / "cache", f"{key}.onnx", str(path), f"pareto[{index}].cache_key")
+    for field in ("simd", "pe"):
+        check_layer_names(rec[field], str(path), f"pareto[{index}].{field}")
     dest = Path(dest) if dest else out / f"pick_{index}"
     dest.mkdir(parents=True, exist_ok=True)
     plan_from_bits(front["layers"], rec["genome"][:-1]).save(dest / "plan.toml")
@@ -144,7 +173,6 @@ def pick(out: str | Path, index: int, dest: str | Path | None = None) -> dict:
                "target_fps": rec["target_fps"], "fps": rec["fps"], "interval_cycles": rec["interval_cycles"],
                "energy_uj": rec["energy_uj"], "val_accuracy": rec["val_accuracy"]}
     write_json(dest / "folding.json", folding)
-    model = out / "cache" / f"{rec['cache_key']}.onnx"
     if not model.is_file():
         raise PickError(f"{model} not found: the search's cache was removed; rerun `flipq search --out {out}` "
                         "with its settings (it retrains only what is missing)")

@@ -179,7 +179,20 @@ def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    import pickle
+
+    # weights_only: a checkpoint is data (tensors, numbers, strings, lists, dicts: all flipq
+    # writes); one that needs any other class to load could run code, and is refused
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        why = next((line for line in lines if "global" in line.lower()), lines[-1] if lines else "")
+        raise ValueError(f"{path}: refused, the checkpoint holds more than tensors and plain data ({why}); "
+                         "flipq loads only what it writes (use --fresh to train anew)") from None
     except Exception as e:
         raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a flipq checkpoint (holds a {type(state).__name__}, not a dict); "
+                         "use --fresh to train anew")
+    return state

@@ -298,9 +298,11 @@ def export_spec(spec: dict, folder: Path):
     return model, load_qonnx(path)
 
 
-def check_spec(spec: dict, folder: Path, rows: int = 48, csim: bool = True, qonnx_rows: int = 12):
+def check_spec(spec: dict, folder: Path, rows: int = 48, csim: bool = True, qonnx_rows: int = 12,
+               rtl: bool = False):
     """The verdict (:class:`flipq.hls.verify.Verdict`) on one spec: torch = QONNX = emulator =
-    C-sim (every planes) on random inputs over the input quantizer's range."""
+    C-sim (every planes) on random inputs over the input quantizer's range; ``rtl`` adds the RTL
+    twin in Verilator under back-pressure (every planes)."""
     from flipq.hls.verify import Verdict, verify_model
 
     try:
@@ -309,4 +311,4 @@ def check_spec(spec: dict, folder: Path, rows: int = 48, csim: bool = True, qonn
         return Verdict("crash", f"{type(e).__name__} in Brevitas build/export", str(e).partition("\n")[0][:300])
     return verify_model(raw, folder / "hls", rows=rows, seed=spec["seed"], io_type=spec["io_type"],
                         pe=spec["pe"], group_size=spec["group_size"], csim=csim, qonnx_rows=qonnx_rows,
-                        reference=lambda intmodel, q: torch_outputs(model, intmodel, q))
+                        reference=lambda intmodel, q: torch_outputs(model, intmodel, q), rtl=rtl)

@@ -3,6 +3,7 @@ the emulator (every ``planes``) and, at full precision, with QONNX execution."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,39 +188,165 @@ def test_generated_code_is_bit_serial(cnn_build):
     assert top.count("flipq::bitserial_") == len(cnn_build.layers)
     assert "nnet::dense" not in top and "nnet::conv_2d" not in top
     params = (firmware / "parameters.h").read_text()
-    assert params.count("static const uint64_t fq_rom") == len(cnn_build.layers)
+    assert len(re.findall(r"static const ap_uint<\d+> fq_rom\d+\[", params)) == len(cnn_build.layers)
+    for lay in cnn_build.layers:  # bias banks [NB][PE]
+        assert re.search(rf"fq_bias\d+\[{lay.n_out // lay.pe}\]\[{lay.pe}\] = ", params), lay.name
     assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
 
 
-def test_kernels_are_written_for_synthesis():
-    """What an HLS engineer checks by reading: every loop in the kernels is pipelined at II=1 or
-    fully unrolled, except the generator's per-output-row loop around two pipelines; nothing is
-    skipped inside a pipeline (no `continue`: a skipped iteration still takes its cycle); loops
-    whose trip count is a run-time value carry a LOOP_TRIPCOUNT; the weight ROMs are partitioned
-    per PE and the activation buffer per lane; the layer's processes form a dataflow region."""
+def kernel_synthesis_problems(texts: dict, tcl: str) -> list:
+    """What an HLS engineer finds reading the kernels (header name -> text) and the synthesis Tcl;
+    empty when they are written for synthesis. C-simulation-only code (``#if !defined(__SYNTHESIS__)``
+    blocks) is left out: synthesis never sees it."""
     import re
 
-    from flipq.hls.bitserial_writer import TEMPLATES
+    problems = []
 
-    for header in ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h"):
-        text = (TEMPLATES / header).read_text()
-        synth = re.sub(r"#if !defined\(__SYNTHESIS__\).*?#endif|#ifndef __SYNTHESIS__.*?#endif", "", text, flags=re.S)
-        assert "continue;" not in synth, header
-        loops = list(re.finditer(r"(?:\n *(\w+):)?\n\s*for \(([^)]*)\) \{\n((?:[ \t]*#pragma[^\n]*\n)*)", synth))
-        assert len(loops) == synth.count("for ("), header
+    def need(ok, what):
+        if not ok:
+            problems.append(what)
+
+    def body(text, start):  # the brace-balanced block opening at or after `start`
+        i = text.index("{", start)
+        depth = 0
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1:j]
+        return text[i + 1:]
+
+    synth = {h: re.sub(r"#if !defined\(__SYNTHESIS__\).*?#endif|#ifndef __SYNTHESIS__.*?#endif", "", t, flags=re.S)
+             for h, t in texts.items()}
+    code = {h: re.sub(r"//[^\n]*", "", t) for h, t in synth.items()}
+    for header, text in synth.items():
+        # every loop pipelined at II=1 or fully unrolled; nothing skipped inside a pipeline; a
+        # run-time trip count carries LOOP_TRIPCOUNT
+        need("continue;" not in text, f"{header}: continue in a loop")
+        loops = list(re.finditer(r"(?:\n *(\w+):)?\n\s*for \(([^)]*)\) \{\n((?:[ \t]*#pragma[^\n]*\n)*)", text))
+        need(len(loops) == text.count("for ("), f"{header}: a loop without its pragmas")
         for m in loops:
             label, head, pragmas = m.group(1), m.group(2), m.group(3)
-            if label == "RowLoop":
-                continue
-            assert "PIPELINE II = 1" in pragmas or "UNROLL" in pragmas, (header, label, head)
+            need("PIPELINE II = 1" in pragmas or "UNROLL" in pragmas, f"{header}: loop {label or head} neither "
+                 "pipelined at II=1 nor unrolled")
             bound = head.split("<")[1].split(";")[0].strip()
             if "PIPELINE" in pragmas and not re.fullmatch(r"CONFIG_T::\w+( \* CONFIG_T::\w+)?", bound):
-                assert "LOOP_TRIPCOUNT" in pragmas, (header, label)
-    pe = (TEMPLATES / "flipq_bitserial_pe.h").read_text()
-    assert "ARRAY_PARTITION variable = rom complete dim = 1" in pe
-    assert "ARRAY_PARTITION variable = buf complete dim = 3" in pe
-    conv = (TEMPLATES / "flipq_bitserial_conv2d.h").read_text()
-    assert conv.count("#pragma HLS DATAFLOW") == 1 and "ARRAY_PARTITION variable = line complete dim = 2" in conv
+                need("LOOP_TRIPCOUNT" in pragmas, f"{header}: loop {label} has a run-time bound and no LOOP_TRIPCOUNT")
+        # (7) no division or modulo of run-time values: `/` and `%` only in compile-time constants
+        for line in code[header].splitlines():
+            s = line.strip()
+            if s.startswith(("#pragma", "static const", "static_assert")):
+                continue
+            need(not re.search(r"[^/*]/[^/*]|%", s), f"{header}: division or modulo at run time: {s}")
+        # (3) canonical DATAFLOW regions: only local stream/array declarations and process calls
+        # whose arguments are plain names (no constructors, no expressions)
+        for m in re.finditer(r"#pragma HLS DATAFLOW\n", code[header]):
+            region = code[header][m.end():]
+            region = region[:region.index("\n}\n")]
+            for stmt in (s.strip() for s in region.split(";")):
+                stmt = re.sub(r"#pragma[^\n]*\n?", "", stmt).strip()
+                if not stmt:
+                    continue
+                decl = re.fullmatch(r"hls::stream<.*> \w+", stmt, flags=re.S)
+                call = re.fullmatch(r"\w+<[^()]*>\(([\w, \n]*)\)", stmt, flags=re.S)
+                need(decl or call, f"{header}: a DATAFLOW region holds '{stmt}'")
+        # (3) no process takes a struct holding pointers or stream references (HLS 214-141)
+        need(not re.search(r"\n\s+hls::stream<[^\n]*> *&\s*\w+;", code[header]), f"{header}: a stream in a struct")
+        need(not re.search(r"\n\s+const \w+ \*\w+;", code[header]), f"{header}: a pointer member")
+        need(not re.search(r"\w+ \+= CONFIG_T::n_chan;|res \+= ", code[header]), f"{header}: a pointer walked")
+        # (2) lanes from static slices: no run-time index into an input beat/vector
+        consts = {name for line in code[header].splitlines() if line.strip().startswith("static const")
+                  for name in re.findall(r"(\w+) = ", line)}
+        for array, base, lane in re.findall(r"\b(beat|data|frame|reg)\[(\w+) \+ (\w+)\]", code[header]):
+            need(base in consts or lane in consts,  # a fixed shift (k + SIMD) is a static slice
+                 f"{header}: a lane selected by a run-time index: {array}[{base} + {lane}]")
+        # (5) ROM words are SIMD bits wide
+        need("uint64_t rom" not in code[header], f"{header}: 64-bit ROM words")
+    pe, conv = code.get("flipq_bitserial_pe.h", ""), code.get("flipq_bitserial_conv2d.h", "")
+    need("ARRAY_PARTITION variable = rom complete dim = 1" in pe, "weight ROMs not partitioned per PE")
+    need("ARRAY_PARTITION variable = buf complete dim = 3" in pe, "activation buffer not partitioned per lane")
+    need("const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth]" in pe, "ROM words not ap_uint<SIMD>")
+    # (6) bias/threshold/descending banks [NB][PE], partitioned on the PE dimension
+    need("bias[CONFIG_T::n_blocks][CONFIG_T::pe]" in pe and "ARRAY_PARTITION variable = bias complete dim = 2" in pe,
+         "bias not [NB][PE] banks")
+    need("thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols]" in pe
+         and "ARRAY_PARTITION variable = thresholds complete dim = 2" in pe, "thresholds not [NB][PE] banks")
+    need("descending[CONFIG_T::thr_blocks][CONFIG_T::thr_pe]" in pe, "descending flags not [NB][PE] banks")
+    need(not re.search(r"block \* (CONFIG_T::)?pe \+ p", pe), "a bank indexed block * PE + p")
+    # (1) the MVAU loop's next state is counters only: no schedule ROM, and the one table the
+    # control reads (blk) is read at the look-ahead counter into registers
+    if "MvauLoop:" in pe:
+        loop = body(pe, pe.index("MvauLoop:"))
+        need("sched[" not in pe, "a schedule ROM read in the MVAU")
+        need(set(re.findall(r"blk\[(\w+)\]", loop)) <= {"ahead"}, "blk read at a non-counter address in the loop")
+        for var in ("block", "k", "j", "len", "slot", "row_in", "ahead", "computed"):
+            for rhs in re.findall(rf"\b{var} = ([^;]*);", loop):
+                need("[" not in rhs, f"MVAU next state {var} = {rhs} reads a memory")
+        need(re.search(r"if \(slot == CONFIG_T::n_pix\)\s*break;", loop), "MVAU exit not a counter compare")
+    else:
+        need(False, "no MvauLoop")
+    # the threshold count is an adder tree, not a chain of increments
+    if "threshold_count" in pe:
+        count = body(pe, pe.index("threshold_count("))
+        need("q++" not in count and "count_tree<" in count, "threshold count not a tree")
+    # (7) the generator: one pipelined loop that reads and emits; every lane reads its own bank
+    if "sliding_windows(" in conv:
+        swg = body(conv, conv.index("sliding_windows("))
+        pipelined = re.findall(r"PIPELINE II = 1", swg)
+        need(len(pipelined) == 1 and ".read()" in swg and ".write(" in swg,
+             "the window generator does not read and emit in one pipelined loop")
+        need(re.search(r"line\[c0\]\[\w+ \+ \w+\]\[c\]", swg) and "variable = line complete dim = 1" in conv
+             and "variable = line complete dim = 3" in conv, "window lanes do not read fixed banks")
+        need("DEPENDENCE variable = line inter false" in conv, "line buffer read/write not declared independent")
+    need(len(re.findall(r"#pragma HLS DATAFLOW", conv)) == 2, "conv layers are not dataflow regions")
+    # (8) Vitis HLS 2020.2-2021.2 need AMD AR 76960's Y2K22 patch to export the IP
+    need("76960" in tcl and "y2k22_patch" in tcl and "automg_patch_20220104.tcl" in tcl
+         and tcl.find("76960") < tcl.find("open_project"), "the HLS Tcl does not refuse unpatched 2020.2-2021.2")
+    return problems
+
+
+def kernel_texts() -> dict:
+    from flipq.hls.bitserial_writer import TEMPLATES
+
+    return {h: (TEMPLATES / h).read_text()
+            for h in ("flipq_bitserial_pe.h", "flipq_bitserial_dense.h", "flipq_bitserial_conv2d.h")}
+
+
+def test_kernels_are_written_for_synthesis():
+    """What an HLS engineer checks by reading (kernel_synthesis_problems): loops at II=1 or
+    unrolled with trip counts; the MVAU's next state only counters (the schedule expanded into a
+    step table read at the step counter, the block table one block ahead); lanes from fixed
+    slices; canonical DATAFLOW regions with no streams or pointers in structs; ROM words
+    ap_uint<SIMD>; [NB][PE] banks; a threshold tree; a window generator that reads and emits in
+    one loop with one bank per lane; no run-time division or modulo; the Tcl's Y2K22 check."""
+    from flipq.overlays.render import TEMPLATES as TCL
+
+    assert kernel_synthesis_problems(kernel_texts(), (TCL / "hls_synth.tcl").read_text()) == []
+
+
+def test_synthesis_checks_catch_the_old_kernels():
+    """Each check of kernel_synthesis_problems fails on the kernels and Tcl it was written against
+    (tests/data/kernels_before/), one problem per review point."""
+    old = Path(__file__).parent / "data" / "kernels_before"
+    texts = {h: (old / h).read_text() for h in kernel_texts()}
+    problems = "\n".join(kernel_synthesis_problems(texts, (old / "hls_synth.tcl").read_text()))
+    for what in ("a schedule ROM read in the MVAU", "a lane selected by a run-time index",
+                 "a DATAFLOW region holds", "a stream in a struct", "a pointer walked", "64-bit ROM words",
+                 "ROM words not ap_uint<SIMD>", "bias not [NB][PE] banks", "thresholds not [NB][PE] banks",
+                 "a bank indexed block * PE + p", "division or modulo at run time",
+                 "the window generator does not read and emit in one pipelined loop",
+                 "window lanes do not read fixed banks", "threshold count not a tree",
+                 "does not refuse unpatched 2020.2-2021.2"):
+        assert what in problems, what
+    # and each holds on the new text with one thing put back
+    texts = kernel_texts()
+    tcl = (Path(__file__).resolve().parents[1] / "overlays" / "templates" / "hls_synth.tcl").read_text()
+    pe = texts["flipq_bitserial_pe.h"]
+    for broken, what in ((pe.replace("j = next_j;", "j = blk[block][0];"), "reads a memory"),
+                         (pe.replace("w.lane[i] = reg[i];", "w.lane[i] = reg[r + i];"), "run-time index"),
+                         (pe.replace("count_tree<0, CONFIG_T::n_thr>", "q++ + count_tree<0, CONFIG_T::n_thr>"),
+                          "not a tree")):
+        assert any(what in p for p in kernel_synthesis_problems(dict(texts, **{"flipq_bitserial_pe.h": broken}),
+                                                                 tcl)), what
 
 
 def test_declared_widths_are_the_plans(cnn_build):

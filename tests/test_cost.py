@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flipq.hls.cost import ResourceError, check_fits, hls_report
-from flipq.hls.fold import fold_layer, mvau_cycles, swg_cycles, ConvGeometry
+from flipq.hls.fold import (ConvGeometry, block_step_table, fold_layer, mvau_cycles, step_row_bits, step_table,
+                             swg_cycles)
 from flipq.hls.hwplan import HardwarePlanError, output_range_bits, plan_hardware
 from flipq.hls.planes import PlaneError
 from flipq.host.emulator import Emulator
@@ -102,18 +103,28 @@ def test_schedule_by_hand():
     assert mvau_cycles(fold, 3, 0, depth=5) == 2 + 2 * 12 + 12 + 5
     fold1 = fold_layer(mask, 4, fan_in=8, group_size=0, simd=4, pe=1)
     assert fold1.steps(0) == 2 * (4 + 1 + 2) + 1
+    # the kernel's tables: step j reads ROM address j; per block its first step and kept steps
+    assert block_step_table(fold).tolist() == [[0, 8, 6, 4, 2], [8, 4, 2, 0, 0]]
+    assert step_row_bits(fold) == 1
+    planes = [3, 3, 2, 2, 1, 1, 0, 0, 1, 1, 0, 0]
+    assert step_table(fold).tolist() == [(j % 2) | p << 1 for j, p in enumerate(planes)]
 
 
 def test_sliding_window_cycles_by_hand():
     """3x3 windows, stride 1, on a 4x4x2 frame padded by 1: output rows 0..3 need input rows
-    2, 3, 4, 4 (clipped): 2, 1, 1, 0 new rows of 4 pixels; each row emits 4 windows of R words."""
+    2, 3, 4, 4 (clipped). The generator first reads output row 0's 2 rows of 4 pixels, then
+    emits each output row's 4 windows of R words while reading the next row's 1, 1, 0, 0 new
+    rows: each segment lasts max(4 * R, new * 4); one loop, one pipeline depth."""
     geo = ConvGeometry(in_h=4, in_w=4, cin=2, kh=3, kw=3, sy=1, sx=1, pad_top=1, pad_left=1, out_h=4, out_w=4,
                        pad_bottom=1, pad_right=1)
     r, d = 9, 2
-    assert swg_cycles(geo, r, d) == (2 + 1 + 1 + 0) * 4 + 4 * (2 * d + 4 * r) + 0 + d
+    assert swg_cycles(geo, r, d) == 2 * 4 + 4 * max(4 * r, 1 * 4) + d
     padded = geo.streamed("io_stream")  # hls4ml pads the stream itself: 6x6 frame, no padding
     assert (padded.in_h, padded.pad_top) == (6, 0) and geo.streamed("io_parallel") is geo
-    assert swg_cycles(padded, r, d) == (3 + 1 + 1 + 1) * 6 + 4 * (2 * d + 4 * r) + 0 + d
+    assert swg_cycles(padded, r, d) == 3 * 6 + 4 * max(4 * r, 1 * 6) + d
+    # reading dominates when the emission is short: 1x1 windows, stride 2 on a 5x5 frame, R = 1
+    strided = ConvGeometry(in_h=5, in_w=5, cin=1, kh=1, kw=1, sy=2, sx=2, pad_top=0, pad_left=0, out_h=3, out_w=3)
+    assert swg_cycles(strided, 1, d) == 1 * 5 + max(3, 2 * 5) + max(3, 2 * 5) + max(3, 0) + d
 
 
 def test_check_fits_names_every_overflow():

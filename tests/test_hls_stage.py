@@ -51,11 +51,14 @@ def test_model_file_honours_every_field_and_checks_the_sample(tiny_chain, tmp_pa
     assert (by_name["conv1"]["pe"], by_name["fc1"]["pe"], by_name["fc2"]["pe"]) == (2, 4, 1)
     assert by_name["fc1"]["group_size"] == 8 and report["io_type"] == "io_stream"
     assert report["board"]["name"] and "fits" in report["board"]
-    # the kernels counted their own cycles (one sample, full precision): the model's, layer by layer
+    # the kernels counted their own cycles (one sample, full precision): their trip counts, layer by
+    # layer; the report's cycles are the RTL-calibrated model's, within the pipelines' fill of them
     for lay in report["layers"]:
-        assert lay["csim_cycles"] == lay["cycles"] and lay["csim_processes"] == lay["processes"], lay["name"]
+        assert lay["csim_processes"] == lay["processes"], lay["name"]
+        assert lay["csim_cycles"] == max(lay["processes"].values()), lay["name"]
+        assert abs(lay["csim_cycles"] - lay["cycles"]) <= 0.05 * lay["cycles"] + 64, lay
     t = report["totals"]
-    assert t["csim_matches_model"] and t["csim_interval"] == t["interval"]
+    assert t["csim_matches_model"] and t["csim_interval"] == max(lay["csim_cycles"] for lay in report["layers"])
     assert t["fps"] == t["clock_mhz"] * 1e6 / t["interval"]
     csim = np.load(tmp_path / "outputs" / "csim.npy")
     assert csim.shape[0] == 70

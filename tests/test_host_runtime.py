@@ -74,7 +74,10 @@ def test_csim_library_built_for_another_model_is_refused(tmp_path, tiny_chain):
     tiny_chain.intmodel.save(folder)
     lib = folder / "lib.so"
     lib.write_bytes(b"not loaded: the hash check comes first")
-    (folder / "csim.json").write_text(json.dumps({"library": "lib.so", "meta": {"model_hash": "f" * 64}}))
+    m = tiny_chain.intmodel
+    meta = {"model_hash": "f" * 64, "input_shape": list(m.input_shape), "output_shape": list(m.output_shape()),
+            "max_planes": 8, "layers": []}
+    (folder / "csim.json").write_text(json.dumps({"library": "lib.so", "meta": meta}))
     with pytest.raises(ValueError, match=r"lib.so: the C-sim library was built for model ffffffffffffffff\.\.\."):
         Accelerator.load(folder, backend="csim")
 

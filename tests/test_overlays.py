@@ -120,6 +120,64 @@ def test_block_design_golden_settings(dry):
         assert not __import__("re").search(r"@[a-z_]+@", text)
 
 
+TCL_STUBS = """
+foreach cmd {open_project set_top add_files open_solution set_part create_clock config_interface
+             csynth_design export_design} {
+    proc $cmd args [list puts "RAN [list $cmd] \$args"]
+}
+source [lindex $argv 0]
+"""
+
+
+def run_hls_tcl(script: Path, tmp_path: Path, release: str | None, patched: str | None = None):
+    """hls_synth.tcl dry-run under tclsh: Vitis HLS's commands stubbed to print, XILINX_HLS set
+    to a fake install ``<tmp>/Xilinx/Vitis_HLS/<release>`` (patched: 'automg' puts the file the
+    Y2K22 patch installs there, 'root' its unpacked folder in the install root)."""
+    import os
+    import shutil
+    import subprocess
+
+    tclsh = shutil.which("tclsh")
+    if tclsh is None:
+        pytest.skip("no tclsh")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XILINX")}
+    if release is not None:
+        root = tmp_path / "Xilinx"
+        install = root / "Vitis_HLS" / release
+        (install / "common" / "scripts").mkdir(parents=True, exist_ok=True)
+        if patched == "automg":
+            (install / "common" / "scripts" / "automg_patch_20220104.tcl").write_text("# patch\n")
+        elif patched == "root":
+            (root / "y2k22_patch").mkdir(exist_ok=True)
+        env["XILINX_HLS"] = str(install)
+    stubs = tmp_path / "stubs.tcl"
+    stubs.write_text(TCL_STUBS)
+    return subprocess.run([tclsh, str(stubs), str(script)], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("release, patched, refused", [
+    ("2020.2", None, True), ("2021.1", None, True), ("2021.2", None, True),
+    ("2021.1", "automg", False), ("2020.2", "root", False),
+    ("2022.1", None, False), ("2023.2", None, False), (None, None, False),
+])
+def test_hls_tcl_refuses_unpatched_y2k22_releases(dry, tmp_path, release, patched, refused):
+    """Vitis HLS 2020.2-2021.2 fail export_design since 2022 without AMD's Y2K22 patch (AR 76960):
+    the generated script refuses them before any synthesis, naming the AR and the fix, unless
+    the patch is installed; newer releases (and an unknown one, with a warning) go through."""
+    out, _ = dry
+    proc = run_hls_tcl(out / "hls_synth.tcl", tmp_path, release, patched)
+    ran = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RAN ")]
+    if refused:
+        assert proc.returncode != 0 and ran == [], proc.stdout
+        message = " ".join(proc.stderr.split())
+        assert f"Vitis HLS {release}" in message and "AMD Answer Record 76960" in message
+        assert "y2k22_patch/patch.py" in message and "2022.1 or newer" in message
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert ran[0] == "open_project" and ran[-2:] == ["csynth_design", "export_design"]
+        assert ("WARNING" in proc.stdout and "76960" in proc.stdout) == (release is None)
+
+
 def test_without_tools_and_not_dry_run_raises(tmp_path, no_tools):
     hls = make_hls_dir(tmp_path / "hls")
     with pytest.raises(ToolNotFoundError, match="vitis_hls: not on PATH"):

@@ -1,10 +1,10 @@
 // ${layer}: ${n_planes}-bit weights as bit-planes, groups of ${group_size}, folded ${pe} PE x ${simd} SIMD
-static const uint64_t fq_rom${index}[${pe}][${rom_depth}] = {${rom}};
-static const uint64_t fq_sched${index}[${n_entries}] = {${sched}};
+static const ap_uint<${simd}> fq_rom${index}[${pe}][${rom_depth}] = {${rom}};
+static const ap_uint<${step_bits}> fq_steps${index}[${rom_depth}] = {${steps}};
 static const unsigned fq_blk${index}[${n_blocks}][${n_planes} + 1] = {${blk}};
-static const ${accum_t} fq_bias${index}[${n_out}] = {${bias}};
-static const ${thr_t} fq_thr${index}[${thr_rows}][${thr_cols}] = {${thresholds}};
-static const bool fq_desc${index}[${thr_rows}] = {${descending}};
+static const ${accum_t} fq_bias${index}[${n_blocks}][${pe}] = {${bias}};
+static const ${thr_t} fq_thr${index}[${thr_blocks}][${thr_pe}][${thr_cols}] = {${thresholds}};
+static const bool fq_desc${index}[${thr_blocks}][${thr_pe}] = {${descending}};
 struct config${index} : ${base} {
     static const unsigned layer_id = ${layer_id};
     static const unsigned n_in = ${n_in};
@@ -14,8 +14,9 @@ struct config${index} : ${base} {
     static const unsigned pe = ${pe};
     static const unsigned n_rows = ${n_rows};
     static const unsigned n_blocks = ${n_blocks};
-    static const unsigned n_entries = ${n_entries};
     static const unsigned rom_depth = ${rom_depth};
+    static const unsigned row_bits = ${row_bits};
+    typedef ap_uint<${step_bits}> step_t;
     static const unsigned max_iterations = ${max_iterations};
     static const unsigned mvau_depth = ${mvau_depth};
     static const unsigned n_planes = ${n_planes};

@@ -12,10 +12,13 @@
 namespace flipq {
 
 // One folded layer (docs/cost_model.md): PE output columns and SIMD fan-in rows a step, one
-// weight plane a step. rom[pe][addr] holds SIMD-bit plane words of the column PE pe computes in
-// each column block, in schedule order; sched[e] one schedule entry (row0 | rows << 16 |
-// plane << 32 | addr << 36); blk[b][0] the first entry of column block b and blk[b][1 + l] how
-// many of its entries have plane >= l (entries are sorted by plane, sign plane first).
+// weight plane a step. rom[pe][j] is the SIMD-bit plane word of the column PE pe computes at step
+// j: steps are numbered through all column blocks' schedules at full precision (fold.py gives
+// the ROM words exactly these addresses), so step j's weight address is j itself. steps[j] holds
+// the step's activation row and plane (row | plane << row_bits); blk[b][0] is column block b's
+// first step and blk[b][1 + l] how many of its steps have plane >= l (its schedule is sorted by
+// plane, sign plane first, so those are a prefix). Bias, thresholds and descending flags are
+// [NB][PE] banks: PE reads column b * PE + p from bank p at address b.
 struct bitserial_config {
     static const unsigned layer_id = 0;   // position in the hardware plan (C-sim cycle counters)
     static const unsigned n_in = 1;       // K, the fan-in (kh * kw * cin for a conv)
@@ -25,8 +28,9 @@ struct bitserial_config {
     static const unsigned pe = 1;         // output columns a step
     static const unsigned n_rows = 1;     // R = K / SIMD, activation rows per vector
     static const unsigned n_blocks = 1;   // N / PE column blocks
-    static const unsigned n_entries = 1;  // schedule entries (at least 1)
-    static const unsigned rom_depth = 1;  // words per PE ROM (at least 1)
+    static const unsigned rom_depth = 1;  // steps at full precision = words per PE ROM (at least 1)
+    static const unsigned row_bits = 1;   // bits of a step's activation row in steps[]
+    typedef ap_uint<5> step_t;            // row | plane << row_bits
     static const unsigned max_iterations = 1; // the MVAU loop's trip count at full precision
     static const unsigned mvau_depth = 1; // its pipeline depth
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
@@ -39,13 +43,24 @@ struct bitserial_config {
     static const int rq_max = 0;
     typedef ap_int<2> rq_t;        // holds the accumulator after a left shift
     // A threshold step instead (the integer model's `threshold` layer; rq_min is its bottom):
-    // n_thr thresholds per column on the accumulator's raw grid, in a thr_rows x thr_cols ROM
-    // (1 x 1 and never read when off). thr_t also holds -acc.
+    // n_thr thresholds per column on the accumulator's raw grid, in a [thr_blocks][thr_pe]
+    // [thr_cols] ROM ([NB][PE][n_thr]; 1 x 1 x 1 and never read when off). thr_t also holds -acc.
     static const bool threshold = false;
     static const unsigned n_thr = 0;
-    static const unsigned thr_rows = 1;
+    static const unsigned thr_blocks = 1;
+    static const unsigned thr_pe = 1;
     static const unsigned thr_cols = 1;
     typedef ap_int<2> thr_t;
+};
+
+// A fixed-size vector with hls4ml's nnet::array interface (value_type, size, operator[]): the
+// element of the streams between a layer's processes.
+template <class T, unsigned N> struct vec {
+    typedef T value_type;
+    static const unsigned size = N;
+    T data[N];
+    T &operator[](unsigned i) { return data[i]; }
+    const T &operator[](unsigned i) const { return data[i]; }
 };
 
 #ifndef __SYNTHESIS__
@@ -84,24 +99,48 @@ template <class res_T, class acc_T> inline res_T from_raw_bits(const acc_T &acc)
     return y;
 }
 
+// The number of set flags among hit[LO .. LO + N): a balanced adder tree (two halves, summed),
+// so the count is log2(N) adders deep rather than a chain of N increments.
+template <unsigned LO, unsigned N> struct count_tree {
+    static const unsigned half = N / 2;
+    template <class T, unsigned M> static T sum(const bool (&hit)[M]) {
+#pragma HLS INLINE
+        return T(count_tree<LO, half>::template sum<T>(hit) + count_tree<LO + half, N - half>::template sum<T>(hit));
+    }
+};
+template <unsigned LO> struct count_tree<LO, 1> {
+    template <class T, unsigned M> static T sum(const bool (&hit)[M]) {
+#pragma HLS INLINE
+        return hit[LO] ? T(1) : T(0);
+    }
+};
+template <unsigned LO> struct count_tree<LO, 0> {
+    template <class T, unsigned M> static T sum(const bool (&)[M]) {
+#pragma HLS INLINE
+        return T(0);
+    }
+};
+
 // FINN's MultiThreshold on the accumulator, as flipq.host.emulator.apply_thresholds defines
 // it: rq_min plus the number of the column's thresholds that s * acc reaches (s = -1 for a
 // descending channel). The n_thr comparisons run side by side (the caller partitions the
-// column's thresholds) and their one-bit results are summed.
+// column's thresholds) and count_tree sums their one-bit results.
 template <class CONFIG_T>
 inline typename CONFIG_T::rq_t threshold_count(const typename CONFIG_T::accum_t &acc,
                                                const typename CONFIG_T::thr_t column[CONFIG_T::thr_cols],
                                                bool descending) {
+#pragma HLS INLINE
     typedef typename CONFIG_T::thr_t thr_t;
+    typedef typename CONFIG_T::rq_t rq_t;
     const thr_t v = descending ? thr_t(-thr_t(acc)) : thr_t(acc);
-    typename CONFIG_T::rq_t q = CONFIG_T::rq_min;
+    bool hit[CONFIG_T::thr_cols];
+#pragma HLS ARRAY_PARTITION variable = hit complete
 ThresholdLoop:
-    for (unsigned k = 0; k < CONFIG_T::n_thr; k++) {
+    for (unsigned k = 0; k < CONFIG_T::thr_cols; k++) {
 #pragma HLS UNROLL
-        if (v >= column[k])
-            q++;
+        hit[k] = k < CONFIG_T::n_thr && v >= column[k];
     }
-    return q;
+    return rq_t(rq_t(CONFIG_T::rq_min) + count_tree<0, CONFIG_T::n_thr>::template sum<rq_t>(hit));
 }
 
 // What the layer writes. hls4ml folds a Quant that directly follows a Dense/Conv into that
@@ -111,13 +150,13 @@ ThresholdLoop:
 // Done in integers, as flipq.host.emulator.requantize defines it: round half to even onto
 // the quantizer's grid, then saturate to its range (narrow-aware, which AP_SAT is not).
 // A threshold step (threshold_count) replaces the requantization where the integer model has
-// one; it needs to know which column n it serves.
+// one; the caller hands it the column's thresholds and direction.
 template <class res_T, class CONFIG_T>
-inline res_T layer_output(const typename CONFIG_T::accum_t &acc, unsigned n,
-                          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
-                          const bool descending[CONFIG_T::thr_rows]) {
+inline res_T layer_output(const typename CONFIG_T::accum_t &acc,
+                          const typename CONFIG_T::thr_t column[CONFIG_T::thr_cols], bool descending) {
+#pragma HLS INLINE
     if (CONFIG_T::threshold)
-        return from_raw_bits<res_T>(threshold_count<CONFIG_T>(acc, thresholds[n], descending[n]));
+        return from_raw_bits<res_T>(threshold_count<CONFIG_T>(acc, column, descending));
     if (!CONFIG_T::requant)
         return from_raw_bits<res_T>(acc);
     typedef typename CONFIG_T::rq_t rq_t;
@@ -213,41 +252,55 @@ template <class CONFIG_T> struct csim_slices {
 // One plane word (bit i: the weight bit of lane i) against one row: the sum of the lanes whose
 // weight bit is set. In hardware, SIMD AND gates and an adder tree.
 template <class CONFIG_T>
-typename CONFIG_T::psum_t lane_psum(const typename CONFIG_T::act_raw_t lanes[CONFIG_T::simd], uint64_t bits) {
+typename CONFIG_T::psum_t lane_psum(const typename CONFIG_T::act_raw_t lanes[CONFIG_T::simd],
+                                    const ap_uint<CONFIG_T::simd> &bits) {
 #pragma HLS INLINE
     typename CONFIG_T::psum_t sum = 0;
 LaneLoop:
     for (unsigned i = 0; i < CONFIG_T::simd; i++) {
 #pragma HLS UNROLL
-        if ((bits >> i) & 1)
+        if (bits[i])
             sum += lanes[i];
     }
     return sum;
 }
 
 // The folded matrix-vector unit: n_pix activation vectors against all N columns, PE columns and
-// SIMD rows a step, one weight plane a step, in ONE pipelined loop (II=1). Slot j reads vector j
-// (R rows from src, one a cycle) into one half of the buffer while computing vector j - 1 from
-// the other; a slot lasts the longer of the two. The compute side walks each column block's
-// schedule: only its entries with plane >= lowest (a prefix), each entry its group's rows. A
-// block ends by writing its PE results (bias + sum, through layer_output); the last block of a
-// vector hands the vector's N results to sink. Planes dropped at run time and (group, plane)
-// pairs that are zero in the whole block are not iterations at all.
-template <class CONFIG_T, class src_T, class sink_T>
-void mvau(src_T &src, sink_T &sink, const uint64_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
-          const uint64_t sched[CONFIG_T::n_entries], const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
-          const typename CONFIG_T::accum_t bias[CONFIG_T::n_out],
-          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_rows][CONFIG_T::thr_cols],
-          const bool descending[CONFIG_T::thr_rows], unsigned lowest) {
+// SIMD rows a step, one weight plane a step, in ONE pipelined loop (II=1). Slot v reads vector v
+// (R rows from `rows`, one a cycle) into one half of the buffer while computing vector v - 1 from
+// the other; a slot lasts the longer of the two. The compute side runs each column block's first
+// blk[b][1 + lowest] steps (planes dropped at run time and (group, plane) pairs zero in the whole
+// block are not iterations at all; a block with none takes one step: it still writes its bias).
+// A block ends by putting its PE accumulators through layer_output; the vector's last block
+// writes the vector's N results to `vecs`.
+//
+// The loop-carried state is counters only: the step j (the ROM address), the step within the
+// block, the block, the slot. The one table the control reads, blk, is read at a counter
+// address (`ahead`, the next block) into registers one block before they are needed, so the
+// next state and the exit are counter arithmetic and compares against registers; the step
+// table is read at address j and feeds only the datapath (the buffer row and the shift).
+template <class CONFIG_T, class vec_T>
+void mvau(hls::stream<act_row<CONFIG_T> > &rows, hls::stream<vec_T> &vecs,
+          const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+          const typename CONFIG_T::step_t steps[CONFIG_T::rom_depth],
+          const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
+          const typename CONFIG_T::accum_t bias[CONFIG_T::n_blocks][CONFIG_T::pe],
+          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
+          const bool descending[CONFIG_T::thr_blocks][CONFIG_T::thr_pe], unsigned planes) {
 #pragma HLS INLINE off
 #pragma HLS ARRAY_PARTITION variable = rom complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = blk complete dim = 2
-#pragma HLS ARRAY_PARTITION variable = bias cyclic factor = CONFIG_T::pe dim = 1
-#pragma HLS ARRAY_PARTITION variable = thresholds cyclic factor = CONFIG_T::pe dim = 1
+#pragma HLS ARRAY_PARTITION variable = bias complete dim = 2
 #pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 2
-#pragma HLS ARRAY_PARTITION variable = descending cyclic factor = CONFIG_T::pe dim = 1
+#pragma HLS ARRAY_PARTITION variable = thresholds complete dim = 3
+#pragma HLS ARRAY_PARTITION variable = descending complete dim = 2
     typedef typename CONFIG_T::accum_t accum_t;
-    typedef typename sink_T::elem_t elem_t;
+    typedef typename vec_T::value_type elem_t;
+    typedef typename CONFIG_T::step_t step_t;
+    static_assert(vec_T::size == CONFIG_T::n_out, "flipq: one output beat per vector");
+    static const unsigned nb = CONFIG_T::n_blocks, pe = CONFIG_T::pe, n_out = CONFIG_T::n_out;
+    // a layer without a threshold step passes 1 x 1 placeholders: index them at 0
+    static const unsigned thr_b = CONFIG_T::threshold ? 1 : 0, thr_p = CONFIG_T::threshold ? 1 : 0;
     static typename CONFIG_T::act_raw_t buf[2][CONFIG_T::n_rows][CONFIG_T::simd];
 #pragma HLS ARRAY_PARTITION variable = buf complete dim = 3
 #pragma HLS DEPENDENCE variable = buf inter false
@@ -257,11 +310,16 @@ void mvau(src_T &src, sink_T &sink, const uint64_t rom[CONFIG_T::pe][CONFIG_T::r
 #endif
     accum_t acc[CONFIG_T::pe];
 #pragma HLS ARRAY_PARTITION variable = acc complete
+    // the vector's results, shifted in PE at a time: block b's land at b * PE .. once all are in
     elem_t out[CONFIG_T::n_out];
 #pragma HLS ARRAY_PARTITION variable = out complete
-    unsigned slot = 0, row_in = 0;           // reading: vector `slot`, its row `row_in`
-    unsigned block = 0, entry = 0, step = 0; // computing vector slot - 1: block, entry, row
-    bool computed = true;                    // slot 0 computes nothing
+    const unsigned lowest = lowest_plane<CONFIG_T>(planes);
+    unsigned slot = 0, row_in = 0; // reading: vector `slot`, its row `row_in`
+    unsigned block = 0, k = 0;     // computing vector slot - 1: block, step within the block
+    unsigned j = blk[0][0], len = blk[0][1 + lowest]; // this block's first step (ROM address), steps
+    unsigned ahead = nb > 1 ? 1 : 0;                  // the next block (wraps to 0 for the next vector)
+    unsigned next_j = blk[ahead][0], next_len = blk[ahead][1 + lowest];
+    bool computed = true; // slot 0 computes nothing
     unsigned long long iterations = 0;
 MvauLoop:
     for (unsigned it = 0; it < CONFIG_T::max_iterations; it++) {
@@ -269,8 +327,7 @@ MvauLoop:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CONFIG_T::max_iterations
         iterations++;
         if (slot < CONFIG_T::n_pix && row_in < CONFIG_T::n_rows) {
-            act_row<CONFIG_T> r;
-            src.read_row(r);
+            const act_row<CONFIG_T> r = rows.read();
             for (unsigned i = 0; i < CONFIG_T::simd; i++) {
 #pragma HLS UNROLL
                 buf[slot & 1][row_in][i] = r.lane[i];
@@ -281,63 +338,86 @@ MvauLoop:
             row_in++;
         }
         if (!computed) {
-            const unsigned len = blk[block][1 + lowest];
-            const unsigned at = blk[block][0] + entry;
-            const uint64_t e = at < CONFIG_T::n_entries ? sched[at] : 0; // a block with no entries
-            const unsigned row0 = e & 0xffff, rows = (e >> 16) & 0xffff, plane = (e >> 32) & 0xf;
-            const unsigned addr = (unsigned)(e >> 36) + step;
-            const bool first = entry == 0 && step == 0;
-            const bool last = len == 0 || (entry + 1 == len && step + 1 == rows);
+            const bool first = k == 0;
+            const bool last = k + 1 >= len; // len 0: the block's one step, bias only
+            const bool any = len != 0;
+            const step_t s = steps[j];
+            const unsigned row = s.range(CONFIG_T::row_bits - 1, 0);
+            const unsigned plane = s >> CONFIG_T::row_bits;
+            const unsigned half = (slot - 1) & 1;
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
             if (csim_slices<CONFIG_T>::fast) {
                 for (unsigned p = 0; p < CONFIG_T::pe; p++) {
-                    const unsigned n = block * CONFIG_T::pe + p;
-                    int64_t a = first ? bias[n].to_int64() : acc64[p];
-                    if (len > 0) {
-                        const int64_t shifted = slices.psum64((slot - 1) & 1, row0 + step, rom[p][addr]) * (int64_t(1) << plane);
+                    int64_t a = first ? bias[block][p].to_int64() : acc64[p];
+                    if (any) {
+                        const int64_t shifted = slices.psum64(half, row, rom[p][j].to_uint64()) * (int64_t(1) << plane);
                         a = plane == CONFIG_T::sign_plane ? a - shifted : a + shifted;
                     }
                     acc64[p] = a;
                     if (last)
-                        out[n] = layer_output<elem_t, CONFIG_T>(accum_t(a), n, thresholds, descending);
+                        out[block * pe + p] = layer_output<elem_t, CONFIG_T>(
+                            accum_t(a), thresholds[block * thr_b][p * thr_p], descending[block * thr_b][p * thr_p]);
                 }
             } else
 #endif
-        PeLoop:
-            for (unsigned p = 0; p < CONFIG_T::pe; p++) {
+            {
+                elem_t res[CONFIG_T::pe];
+#pragma HLS ARRAY_PARTITION variable = res complete
+            PeLoop:
+                for (unsigned p = 0; p < CONFIG_T::pe; p++) {
 #pragma HLS UNROLL
-                const unsigned n = block * CONFIG_T::pe + p;
-                accum_t a = first ? bias[n] : acc[p];
-                if (len > 0) {
-                    const unsigned half = (slot - 1) & 1;
+                    accum_t a = first ? bias[block][p] : acc[p];
+                    if (any) {
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
-                    const typename CONFIG_T::psum_t psum = slices.used
-                        ? slices.psum(half, row0 + step, rom[p][addr])
-                        : lane_psum<CONFIG_T>(buf[half][row0 + step], rom[p][addr]);
+                        const typename CONFIG_T::psum_t psum = slices.used
+                            ? slices.psum(half, row, rom[p][j].to_uint64())
+                            : lane_psum<CONFIG_T>(buf[half][row], rom[p][j]);
 #else
-                    const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row0 + step], rom[p][addr]);
+                        const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row], rom[p][j]);
 #endif
-                    const accum_t shifted = accum_t(psum) << plane;
-                    a = plane == CONFIG_T::sign_plane ? accum_t(a - shifted) : accum_t(a + shifted);
+                        const accum_t shifted = accum_t(psum) << plane;
+                        a = plane == CONFIG_T::sign_plane ? accum_t(a - shifted) : accum_t(a + shifted);
+                    }
+                    acc[p] = a;
+                    res[p] = layer_output<elem_t, CONFIG_T>(a, thresholds[block * thr_b][p * thr_p],
+                                                            descending[block * thr_b][p * thr_p]);
                 }
-                acc[p] = a;
-                if (last)
-                    out[n] = layer_output<elem_t, CONFIG_T>(a, n, thresholds, descending);
+                if (last) {
+                ShiftOut:
+                    for (unsigned n = 0; n + pe < n_out; n++) {
+#pragma HLS UNROLL
+                        out[n] = out[n + pe];
+                    }
+                InsertOut:
+                    for (unsigned p = 0; p < CONFIG_T::pe; p++) {
+#pragma HLS UNROLL
+                        out[n_out - pe + p] = res[p];
+                    }
+                }
             }
             if (last) {
-                entry = step = 0;
-                if (block + 1 == CONFIG_T::n_blocks) {
-                    sink.write(out);
+                k = 0;
+                j = next_j;
+                len = next_len;
+                ahead = ahead + 1 == nb ? 0 : ahead + 1;
+                next_j = blk[ahead][0];
+                next_len = blk[ahead][1 + lowest];
+                if (block + 1 == nb) {
+                    vec_T v;
+                WriteOut:
+                    for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
+#pragma HLS UNROLL
+                        v[n] = out[n];
+                    }
+                    vecs.write(v);
                     block = 0;
                     computed = true;
                 } else {
                     block++;
                 }
-            } else if (step + 1 == rows) {
-                step = 0;
-                entry++;
             } else {
-                step++;
+                k++;
+                j++;
             }
         }
         if (computed && (slot >= CONFIG_T::n_pix || row_in >= CONFIG_T::n_rows)) {
@@ -351,68 +431,111 @@ MvauLoop:
     FLIPQ_COUNT_CYCLES(CONFIG_T::layer_id, 0, iterations + CONFIG_T::mvau_depth);
 }
 
-// Sources of activation rows for the MVAU, and sinks for its results.
-template <class CONFIG_T, class data_T> struct array_rows { // io_parallel: the vector in an array
-    const data_T *data;
-    unsigned next;
-    explicit array_rows(const data_T *d) : data(d), next(0) {}
-    void read_row(act_row<CONFIG_T> &r) {
+// Width converters in front of the MVAU and behind it. A lane always comes from a fixed position
+// of a register: the converter hands out lanes 0 .. SIMD-1 and shifts the register down by SIMD,
+// so no lane selects among the input's elements by a run-time index. (In C simulation the same
+// elements are read by index: shifting a whole vector a step costs C-sim time, not hardware.)
+
+// io_parallel: the input vector, R rows of SIMD lanes.
+template <class CONFIG_T, class data_T>
+void rows_from_array(const data_T data[CONFIG_T::n_in], hls::stream<act_row<CONFIG_T> > &rows) {
+#pragma HLS INLINE off
+    static_assert(CONFIG_T::n_pix == 1, "flipq: an io_parallel dense layer reads one vector");
+    typedef typename CONFIG_T::act_raw_t act_t;
+    static const unsigned simd = CONFIG_T::simd, n_in = CONFIG_T::n_in;
+    act_t reg[CONFIG_T::n_in];
+#pragma HLS ARRAY_PARTITION variable = reg complete
+Load:
+    for (unsigned k = 0; k < CONFIG_T::n_in; k++) {
+#pragma HLS UNROLL
+        reg[k] = raw_bits<act_t>(data[k]);
+    }
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+    unsigned at = 0;
+#endif
+RowLoop:
+    for (unsigned r = 0; r < CONFIG_T::n_rows; r++) {
+#pragma HLS PIPELINE II = 1
+        act_row<CONFIG_T> w;
+#if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
+        if (true) {
+            for (unsigned i = 0; i < simd; i++)
+                w.lane[i] = reg[at + i];
+            at += simd;
+        } else
+#endif
+        {
+            for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+#pragma HLS UNROLL
+                w.lane[i] = reg[i];
+            }
+            for (unsigned k = 0; k + simd < n_in; k++) {
+#pragma HLS UNROLL
+                reg[k] = reg[k + simd];
+            }
+        }
+        rows.write(w);
+    }
+}
+
+// io_stream: hls4ml's beats, each a whole number of SIMD rows; a row never spans two beats.
+template <class CONFIG_T, class data_T>
+void rows_from_beats(hls::stream<data_T> &data, hls::stream<act_row<CONFIG_T> > &rows) {
+#pragma HLS INLINE off
+    static_assert(data_T::size % CONFIG_T::simd == 0 && CONFIG_T::n_in % data_T::size == 0,
+                  "flipq: input beats must hold whole SIMD rows");
+    typedef typename CONFIG_T::act_raw_t act_t;
+    static const unsigned simd = CONFIG_T::simd, size = data_T::size, per_beat = size / simd;
+    act_t reg[data_T::size];
+#pragma HLS ARRAY_PARTITION variable = reg complete
+    unsigned chunk = 0;
+RowLoop:
+    for (unsigned r = 0; r < CONFIG_T::n_pix * CONFIG_T::n_rows; r++) {
+#pragma HLS PIPELINE II = 1
+        act_t cur[data_T::size];
+#pragma HLS ARRAY_PARTITION variable = cur complete
+        if (chunk == 0) {
+            const data_T beat = data.read();
+            for (unsigned k = 0; k < size; k++) {
+#pragma HLS UNROLL
+                cur[k] = raw_bits<act_t>(beat[k]);
+            }
+        } else {
+            for (unsigned k = 0; k < size; k++) {
+#pragma HLS UNROLL
+                cur[k] = reg[k];
+            }
+        }
+        act_row<CONFIG_T> w;
         for (unsigned i = 0; i < CONFIG_T::simd; i++) {
 #pragma HLS UNROLL
-            r.lane[i] = raw_bits<typename CONFIG_T::act_raw_t>(data[next + i]);
+            w.lane[i] = cur[i];
         }
-        next += CONFIG_T::simd;
-    }
-};
-
-template <class CONFIG_T, class data_T> struct beat_rows { // io_stream: hls4ml beats of SIMD-multiples
-    hls::stream<data_T> &data;
-    data_T beat;
-    unsigned pos;
-    explicit beat_rows(hls::stream<data_T> &d) : data(d), pos(0) {}
-    void read_row(act_row<CONFIG_T> &r) {
-        if (pos == 0)
-            beat = data.read();
-        for (unsigned i = 0; i < CONFIG_T::simd; i++) {
+        for (unsigned k = 0; k + simd < size; k++) {
 #pragma HLS UNROLL
-            r.lane[i] = raw_bits<typename CONFIG_T::act_raw_t>(beat[pos + i]);
+            reg[k] = cur[k + simd];
         }
-        pos = pos + CONFIG_T::simd == data_T::size ? 0 : pos + CONFIG_T::simd;
+        chunk = chunk + 1 == per_beat ? 0 : chunk + 1;
+        rows.write(w);
     }
-};
+}
 
-template <class CONFIG_T> struct stream_rows { // a conv's windows from its sliding-window generator
-    hls::stream<act_row<CONFIG_T> > &data;
-    explicit stream_rows(hls::stream<act_row<CONFIG_T> > &d) : data(d) {}
-    void read_row(act_row<CONFIG_T> &r) { r = data.read(); }
-};
-
-template <class CONFIG_T, class res_T> struct array_sink { // io_parallel: vector v at res[v * N]
-    typedef res_T elem_t;
-    res_T *res;
-    explicit array_sink(res_T *r) : res(r) {}
-    void write(const elem_t out[CONFIG_T::n_out]) {
+// io_parallel: the MVAU's vectors into the result array, vector v at res[v * N].
+template <class CONFIG_T, class res_T>
+void vecs_to_array(hls::stream<vec<res_T, CONFIG_T::n_out> > &vecs, res_T res[CONFIG_T::n_pix * CONFIG_T::n_out]) {
+#pragma HLS INLINE off
+    unsigned at = 0; // v * N, counted
+VecLoop:
+    for (unsigned v = 0; v < CONFIG_T::n_pix; v++) {
+#pragma HLS PIPELINE II = 1
+        const vec<res_T, CONFIG_T::n_out> o = vecs.read();
         for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
 #pragma HLS UNROLL
-            res[n] = out[n];
+            res[at + n] = o[n];
         }
-        res += CONFIG_T::n_out;
+        at += CONFIG_T::n_out;
     }
-};
-
-template <class CONFIG_T, class res_T> struct beat_sink { // io_stream: one beat of N per vector
-    typedef typename res_T::value_type elem_t;
-    hls::stream<res_T> &res;
-    explicit beat_sink(hls::stream<res_T> &r) : res(r) {}
-    void write(const elem_t out[CONFIG_T::n_out]) {
-        res_T beat;
-        for (unsigned n = 0; n < CONFIG_T::n_out; n++) {
-#pragma HLS UNROLL
-            beat[n] = out[n];
-        }
-        res.write(beat);
-    }
-};
+}
 
 } // namespace flipq
 

@@ -32,7 +32,7 @@ set_property -dict [list \
 ] [get_bd_cells @dma@]
 
 # The accelerator: AXI-stream in/out, AXI-lite control (ap_ctrl, planes, n_samples).
-create_bd_cell -type ip -vlnv @ip_vlnv@ @ip@
+create_bd_cell -type ip -vlnv @ip_vlnv@ @ip@@ip_config@
 connect_bd_intf_net [get_bd_intf_pins @dma@/M_AXIS_MM2S] [get_bd_intf_pins @ip@/@stream_in@]
 connect_bd_intf_net [get_bd_intf_pins @ip@/@stream_out@] [get_bd_intf_pins @dma@/S_AXIS_S2MM]
 
