@@ -179,10 +179,11 @@ def step_psum_bits(simd: int, act_max: int) -> int:
     return signed_bits(simd * act_max)
 
 
-def refold(hw: LayerHw, simd: int, pe: int) -> LayerHw:
-    """``hw`` with another SIMD/PE: its schedule and step width redone, no ROM contents (enough
-    for the cost model; :func:`plan_hardware` builds the ROMs of the folding chosen)."""
-    fold = fold_layer(hw.mask, hw.weight_bits, hw.fan_in, hw.group_size, simd, pe)
+def refold(hw: LayerHw, simd: int, pe: int, w_kn: np.ndarray | None = None) -> LayerHw:
+    """``hw`` with another SIMD/PE: its schedule and step width redone, and its ROMs when the
+    (K, N) integer weights ``w_kn`` are given (the resource model reads which ROM bits vary);
+    :func:`plan_hardware` builds the full plan of the folding chosen."""
+    fold = fold_layer(hw.mask, hw.weight_bits, hw.fan_in, hw.group_size, simd, pe, w_kn)
     return replace(hw, simd=simd, pe=pe, psum_bits=step_psum_bits(simd, hw.inp.amax), fold=fold)
 
 

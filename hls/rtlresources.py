@@ -471,26 +471,64 @@ def stage_features(stage, out_w: int | None = None) -> tuple[str, dict, dict]:
     return _features_other(stage.module, stage.params)
 
 
-def stage_resources(stage, lay=None) -> dict:
+def _mvau_key(stage, out_w):
+    """What an MVAU stage's resources depend on, for a cache across foldings of one model: the
+    layer and its folding, the output width and stage (its ROM contents follow from those)."""
+    hw = stage.hw
+    rq = None if stage.requant is None else tuple(sorted(stage.requant.items()))
+    return (hw.name, hw.simd, hw.pe, out_w, rq, hw.fold.rom.shape[1] == hw.fold.rom_depth)
+
+
+def stage_resources(stage, lay=None, cache: dict | None = None, out_w: int | None = None) -> dict:
     """Modeled LUT (LUTRAM sites included), FF, CARRY4, BRAM36, DSP of one stage of an RTL layer
-    (``lay``: its :class:`flipq.hls.rtltwin.RtlLayer`, for the MVAU's output width)."""
-    out_w = None
+    (``lay``: its :class:`flipq.hls.rtltwin.RtlLayer`, for the MVAU's output width). ``cache``
+    (a dict the caller keeps for one model) spares the MVAU's ROM analysis when a folding search
+    prices the same layer folding again. ``out_w``: an MVAU's output width outside any layer."""
     if stage.module == "flipq_mvau" and lay is not None:
         out_w = int(lay.out_stream["ew"])
+    key = None
+    if cache is not None and stage.module == "flipq_mvau" and stage.hw is not None:
+        key = _mvau_key(stage, out_w)
+        if key in cache:
+            return dict(cache[key])
     group, f, s = stage_features(stage, out_w)
     coef = COEF[group]
     lut = sum(coef.get(k, 0.0) * v for k, v in f.items()) + s["lutram"]
-    return {"lut": float(lut), "ff": float(s["ff"]), "carry4": float(s["carry4"]), "bram36": float(s["bram36"]),
-            "dsp": 0.0, "lutram": float(s["lutram"])}
+    out = {"lut": float(lut), "ff": float(s["ff"]), "carry4": float(s["carry4"]), "bram36": float(s["bram36"]),
+           "dsp": 0.0, "lutram": float(s["lutram"])}
+    if key is not None:
+        cache[key] = dict(out)
+    return out
 
 
-def layer_resources(lay) -> dict:
+def mac_resources(hw, out_w: int | None = None, requant: dict | None = None) -> dict:
+    """One MAC layer alone (:class:`flipq.hls.hwplan.LayerHw`): its MVAU, and a conv's window
+    generator, as the RTL twin builds them (no width converter: that depends on the layer before).
+    ``out_w`` the output element width (default: the accumulator's, or the threshold count's)."""
+    from flipq.hls.rtltwin import Stage, _swg
+
+    if out_w is None:
+        out_w = max(hw.n_thresholds.bit_length(), 1) if hw.thresholds is not None else hw.acc_bits
+    stages = [Stage("flipq_mvau", {}, hw.inp.bits * hw.simd, hw.pe * out_w, has_planes=True, hw=hw,
+                    requant=requant)]
+    if hw.geometry is not None:
+        stages.insert(0, _swg(hw.inp.bits, hw.geometry, hw.simd))
+    tot = _zero()
+    tot["lutram"] = 0.0
+    for st in stages:
+        r = stage_resources(st, out_w=out_w)
+        _add(tot, r)
+        tot["lutram"] += r["lutram"]
+    return tot
+
+
+def layer_resources(lay, cache: dict | None = None) -> dict:
     """One RTL layer wrapper: the sum of its stages (``stages`` beside, by module)."""
     tot = _zero()
     tot["lutram"] = 0.0
     rows = []
     for st in lay.stages:
-        r = stage_resources(st, lay)
+        r = stage_resources(st, lay, cache)
         _add(tot, r)
         tot["lutram"] += r["lutram"]
         rows.append({"module": st.module, **r})
@@ -519,7 +557,7 @@ def top_stages(rp, fifo_depth: int = 8) -> list:
     return out
 
 
-def design_resources(rp, fifo_depth: int = 8) -> dict:
+def design_resources(rp, fifo_depth: int = 8, cache: dict | None = None) -> dict:
     """The whole RTL twin on the chip: every layer wrapper, the top's glue (DMA word unpack/pack,
     inter-layer FIFOs, output width conversion) and the board wrapper ``flipq_axi_top`` (AXI-Lite
     registers, run counters). ``total`` is what Yosys would map ``flipq_axi_top`` to; the DMA and
@@ -527,7 +565,7 @@ def design_resources(rp, fifo_depth: int = 8) -> dict:
     layers = {}
     total = _zero()
     for lay in rp.layers:
-        r = layer_resources(lay)
+        r = layer_resources(lay, cache)
         layers[lay.name] = {"module": lay.module, **r}
         _add(total, r)
     glue = _zero()

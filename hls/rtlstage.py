@@ -109,8 +109,16 @@ def synth_report(design, report: dict) -> None:
         for layer in report["layers"]:
             if by_mac.get(layer["name"]) is lay:
                 layer["yosys"] = res
+                layer["lut_vs_yosys"] = _ratio(layer["lut"], res)
     report["rtl_stages_yosys"] = stages
-    report["totals"]["yosys"] = synthesize(sources, design.top, design.folder)
+    whole = synthesize(sources, design.top, design.folder)
+    report["totals"]["yosys"] = whole
+    report["totals"]["lut_vs_yosys"] = _ratio(report["totals"]["lut"], whole)
+
+
+def _ratio(modeled: float, yosys: dict) -> float:
+    """Modeled LUTs over Yosys' (LUT sites, LUTRAM included): the cost model's error, in the open."""
+    return round(float(modeled) / max(int(yosys["lut"]) + int(yosys.get("lutram", 0)), 1), 4)
 
 
 def _random_rows(intmodel, n: int) -> np.ndarray:

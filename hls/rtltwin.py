@@ -189,11 +189,13 @@ def _eltwise(cur: StreamShape, ow: int, *, relu=False, shift=0, sat=False, qmin=
                                    "QMAX": int(qmax)}, cur.width, cur.lanes * ow)
 
 
-def board_packing(intmodel: IntModel, word_bits: int = 32, output_bits: int | None = None):
-    """(input packing, output packing) of the board's DMA stream (what accel.json says)."""
+def board_packing(intmodel: IntModel, word_bits: int = 32, output_bits: int | None = None,
+                  plan: HardwarePlan | None = None):
+    """(input packing, output packing) of the board's DMA stream (what accel.json says); ``plan``
+    the model's hardware plan when the caller has one (the output range does not depend on it)."""
     from flipq.hls.hwplan import output_range_bits
 
-    acc_bits, acc_signed, _ = output_range_bits(intmodel)
+    acc_bits, acc_signed, _ = output_range_bits(intmodel, plan)
     if output_bits is None:
         output_bits = next((b for b in (8, 16, 32) if b >= acc_bits), None)
         if output_bits is None:
@@ -228,7 +230,7 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
     """The chain of stages the RTL twin builds for ``intmodel`` folded as ``plan``: per layer its
     wrapper's stages, widths and lanes (numpy only; the MVAUs' ROMs are written later)."""
     plan = plan if plan is not None else plan_hardware(intmodel)
-    in_pack, out_pack = board_packing(intmodel, word_bits, output_bits)
+    in_pack, out_pack = board_packing(intmodel, word_bits, output_bits, plan)
     n_in = int(np.prod(intmodel.input_shape))
     q = intmodel.input_quant
     shape = tuple(int(d) for d in intmodel.input_shape)

@@ -401,5 +401,7 @@ def _check_inputs(x: np.ndarray, intmodel) -> None:
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise VerifyInputError(f"--input has shape {tuple(x.shape)}; the model takes (rows, "
                                f"{', '.join(map(str, shape))}) real values in its own layout")
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise VerifyInputError(f"--input must hold finite numbers (dtype {x.dtype})")
+    # real values only: a complex array would pass isfinite and lose its imaginary part silently
+    if np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) \
+            or not np.all(np.isfinite(x)):
+        raise VerifyInputError(f"--input must hold finite real numbers (dtype {x.dtype})")

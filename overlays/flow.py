@@ -206,15 +206,22 @@ def hardware_summary(report: dict, fclk_mhz: float) -> dict | None:
 
 def step_check_resources(cfg: OverlayConfig, st: BuildState) -> None:
     totals = st.report["totals"]
-    need = {k: float(totals.get(k, 0) or 0) + SHELL_RESOURCES.get(k, 0)
-            for k in ("lut", "ff", "bram36", "dsp", "uram")}
+    if isinstance(totals.get("chip"), dict):
+        # the cost model's chip: the accelerator (fitted on Yosys) and the DMA/interconnect beside it
+        chip = totals["chip"]
+        need = {k: float(chip.get(k, 0) or 0) for k in ("lut", "ff", "bram36", "dsp", "uram")}
+        what = "the cost model's chip total: accelerator fitted on Yosys, DMA/interconnect from AMD's figures"
+    else:  # a report from before the calibrated model
+        need = {k: float(totals.get(k, 0) or 0) + SHELL_RESOURCES.get(k, 0)
+                for k in ("lut", "ff", "bram36", "dsp", "uram")}
+        what = f"estimate plus the DMA/interconnect shell {SHELL_RESOURCES}"
     st.usage = {k: (need[k], st.board.resources.get(k, 0)) for k in need}
     over = st.board.fits(need)
     if over:
         raise ResourceError(
             f"the design does not fit {st.board.name} ({st.board.part}): " + "; ".join(over)
-            + f" (HLS estimate from {Path(cfg.hls_dir) / HLS_REPORT} plus the DMA/interconnect "
-            f"shell {SHELL_RESOURCES}); use fewer bits/planes, smaller layers or a larger board")
+            + f" ({what}, from {Path(cfg.hls_dir) / HLS_REPORT}); use fewer bits/planes, smaller layers or "
+            "a larger board")
 
 
 def step_write_metadata(cfg: OverlayConfig, st: BuildState) -> None:
@@ -228,10 +235,14 @@ def step_write_metadata(cfg: OverlayConfig, st: BuildState) -> None:
 
 
 def _model_sources(cfg: OverlayConfig, st: BuildState) -> list[Path]:
+    """hls_report.json's ``sources``, each confined to the hls folder (a received build folder
+    cannot have the overlay copy, and name in its Tcl, a file from elsewhere on this machine)."""
+    from flipq.overlays.sources import listed_sources
+
     hls = Path(cfg.hls_dir).resolve()
     listed = st.report.get("sources")
     if listed:
-        return [hls / s for s in listed]
+        return listed_sources(hls, listed, str(hls / HLS_REPORT))
     return sorted((hls / "firmware").glob("*.cpp"))
 
 

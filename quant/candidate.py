@@ -124,12 +124,13 @@ def design_record(intmodel, board, hw: Hardware, target_fps: float | None) -> di
     report = hls_report(intmodel, io_type=hw.io_type, plan=folded_plan(intmodel, fold, hw.group_size),
                         clock_mhz=fold.clock_mhz)
     totals = report["totals"]
-    fits = all(totals[r] <= fold.limits[r] for r in RESOURCES if fold.limits[r] or totals[r])
+    chip = totals["chip"]  # the accelerator and the DMA/interconnect beside it
+    fits = all(chip[r] <= fold.limits[r] for r in RESOURCES if fold.limits[r] or chip[r])
     energy = inference_energy(report, power_constants(board.part), dma_bits_per_sample(intmodel, board))
     return {"target_fps": target_fps, "simd": fold.simd, "pe": fold.pe, "interval_cycles": int(totals["interval"]),
             "latency_cycles": int(totals["cycles"]), "fps": float(totals["fps"]), "clock_mhz": fold.clock_mhz,
             "fits": bool(fits), "binding": fold.binding,
-            "resources": {r: int(totals[r]) for r in RESOURCES}, "limits": fold.limits,
+            "resources": {r: float(chip[r]) for r in RESOURCES}, "limits": fold.limits,
             "weight_bits": int(totals["weight_storage_bits"]), "energy_uj": float(energy["energy_uj"]),
             "energy": energy}
 

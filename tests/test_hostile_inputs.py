@@ -458,3 +458,18 @@ sys.exit(cli.main(["emulate", "--out", {str(tmp_path / 'b')!r}]))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
     assert not tmp.exists()
+
+
+@pytest.mark.parametrize("x", [np.ones((2, 3), dtype=np.complex128), np.array([[1, 2, np.nan]]),
+                               np.array([["a", "b", "c"]]), np.ones((2, 3), dtype=bool)])
+def test_verify_inputs_are_finite_real_numbers(x):
+    """verify_file(x=...) from Python: a complex array would pass a finiteness check and lose its
+    imaginary part; strings, booleans and NaN are refused too, naming the dtype."""
+    from types import SimpleNamespace
+
+    from flipq.hls.verify import VerifyInputError, _check_inputs
+
+    model = SimpleNamespace(input_shape=(3,), input_layout="NC")
+    with pytest.raises(VerifyInputError, match=r"finite real numbers \(dtype "):
+        _check_inputs(x, model)
+    _check_inputs(np.zeros((2, 3), dtype=np.float32), model)  # real values pass

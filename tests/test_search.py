@@ -82,21 +82,20 @@ def test_restarted_search_reuses_every_cached_evaluation(searched):
 
 
 def test_board_constraint_removes_designs_that_do_not_fit(searched, tmp_path):
-    from flipq.hls.cost import hls_report
-    from flipq.hls.hwplan import plan_hardware
+    from flipq.hls.folding import fold_for_board
     from flipq.quant.candidate import lower_onnx
 
     out, _, res = searched
     by = {tuple(e["genome"]): e for e in res["evaluated"]}
+    pynq = load_board("pynq-z2")
+    roomy = replace(pynq, resources={**pynq.resources, "lut": 10 ** 7})
 
-    def folded_lut(bits):  # the fully folded design (SIMD = PE = 1): what must fit
+    def folded_lut(bits):  # the chip's LUTs in the cheapest design the folding finds: what must fit
         im = lower_onnx((out / "cache" / f"{by[(bits,) * 6 + (0,)]['cache_key']}.onnx").read_bytes())
-        plan = plan_hardware(im, group_size=16, simd={lay.name: 1 for lay in im.mac_layers})
-        return hls_report(im, io_type="io_stream", plan=plan)["totals"]["lut"]
+        return fold_for_board(im, roomy, target_fps=1e-3, group_size=16, io_type="io_stream").totals["lut"]
 
     small, big = folded_lut(2), folded_lut(8)
     assert small < big
-    pynq = load_board("pynq-z2")
     tiny = replace(pynq, name="tiny", resources={**pynq.resources, "lut": int((small + big) / 2 / 0.85)})
     # the same cache: trained bits are costed again for the new board, never retrained
     shutil.copytree(out / "cache", tmp_path / "cache")

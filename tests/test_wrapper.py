@@ -140,11 +140,20 @@ def test_flow_dry_run_generates_and_adds_the_wrapper(real, tiny_chain, tmp_path,
     meta, _, _, project_dir = real
     monkeypatch.setattr("flipq.overlays.tools.find_tools",
                         lambda: {"hls": None, "vivado": None, "vivado_hls": None})
+    import shutil
+
     hls = tmp_path / "hls"
     tiny_chain.intmodel.save(hls)
-    src = Path(project_dir) / "firmware" / "myproject.cpp"
+    # a source outside the hls folder is refused (a received folder names files of its own only)
+    outside = Path(project_dir) / "firmware" / "myproject.cpp"
     (hls / "hls_report.json").write_text(json.dumps({
-        "totals": {"lut": 4000, "ff": 5000, "bram36": 6, "dsp": 0}, "sources": [str(src)]}))
+        "totals": {"lut": 4000, "ff": 5000, "bram36": 6, "dsp": 0}, "sources": [str(outside)]}))
+    with pytest.raises(OverlayInputError, match=r"sources\[0\]"):
+        build_overlay(hls, "pynq-z2", tmp_path / "ov0", dry_run=True)
+    shutil.copytree(project_dir, hls / "prj")
+    src = hls / "prj" / "firmware" / "myproject.cpp"
+    (hls / "hls_report.json").write_text(json.dumps({
+        "totals": {"lut": 4000, "ff": 5000, "bram36": 6, "dsp": 0}, "sources": ["prj/firmware/myproject.cpp"]}))
     result = build_overlay(hls, "pynq-z2", tmp_path / "ov", dry_run=True)
     out = tmp_path / "ov"
     assert out / "src" / "flipq_top.cpp" in result.files and (out / "src" / "flipq_top.h").is_file()
