@@ -97,6 +97,10 @@ def main(argv=None) -> int:
                 results.append(r)
                 v = r["verdict"]
                 print(f"{r['seed']:>5} {v['status']:<9}{r['seconds']:>6.1f} s  {v['reason'] or ''}", flush=True)
+                if len(results) % 25 == 0 and len(results) < n:  # nothing lost if the run is cut short
+                    part = summarize(results, time.perf_counter() - t0)
+                    part.update(first_seed=args.first_seed, rtl=args.rtl, csim=not args.no_csim, partial=True)
+                    Path(args.out).write_text(json.dumps(part, indent=1) + "\n")
     summary = summarize(results, time.perf_counter() - t0)
     summary.update(first_seed=args.first_seed, rtl=args.rtl, csim=not args.no_csim)
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")

@@ -209,14 +209,14 @@ KEEP = ("lut", "lutram", "lut_total", "ff", "carry4", "muxf7", "muxf8", "ramb18"
         "lut_levels", "seconds", "label", "cells")
 
 
-def synth_cached(sources, top: str, folder: Path, params: dict | None = None) -> dict:
+def synth_cached(sources, top: str, folder: Path, params: dict | None = None, cache_dir: Path | None = None) -> dict:
     """Yosys figures of ``top`` (flipq.hls.yosys.synthesize), from the cache when the sources,
-    ROM files and parameters are unchanged."""
+    ROM files and parameters are unchanged (``cache_dir``: default ``folder/../yosys_cache``)."""
     from flipq.hls.yosys import synthesize
 
     folder = Path(folder)
     key = _digest(list(sources) + list(folder.glob("*.hex")), f"{top} {json.dumps(params or {}, sort_keys=True)}")
-    cache = folder.parent / "yosys_cache" / f"{top}.{key}.json"
+    cache = Path(cache_dir or folder.parent / "yosys_cache") / f"{top}.{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     if CACHED_ONLY:

@@ -286,25 +286,25 @@ def _mvau_params_from_plan(stage, out_w):
 
 # =============================================================================================
 # Coefficients, fitted by benchmarks/synth.py --fit (nonnegative least squares on relative error)
-# on the Yosys figures of every stage alone (demo, 20 random layers, vgg7-fm: 70 stages); see
-# docs/synth.md for the data. Not fitted, for want of data: "ram" (a RAM built of FFs never occurs:
-# 0.3 LUT a bit for its write decode and read mux, a LUT6 a 4:1) and the active element-wise
-# stage's "lane" (every requantizer was fused into an MVAU; 1 LUT a bit in and out). "axi_top" is
-# the mean of Yosys' flipq_axi_top less its layer wrappers and glue stages synthesized alone over
-# 14 designs (439..606 LUT, 123..178 FF): the AXI-Lite registers, run counters, and what the
-# flattened whole gains or loses across stage boundaries.
+# on the Yosys figures of every stage alone (demo, 20 random layers, and CNV-2W2A as the folding
+# chose it for the PYNQ-Z2: 69 stages, SIMD up to 64 and PE up to 32); see docs/synth.md for the
+# data. Kept where a group had no data: "ram" (a RAM built of FFs never occurs: 0.3 LUT a bit for
+# its write decode and read mux, a LUT6 a 4:1) and the active element-wise stage's "lane" (every
+# requantizer was fused into an MVAU; 1 LUT a bit in and out); "fifo", "unpack", "pack" keep their
+# fit on the glue stages. "axi_top" is the mean of Yosys' flipq_axi_top less its layer wrappers
+# and glue stages synthesized alone over 14 designs (439..606 LUT, 123..178 FF): the AXI-Lite
+# registers, run counters, and what the flattened whole gains or loses across stage boundaries.
 # =============================================================================================
 COEF = {
-    "mvau": {"acc": 3.5277, "const": 38.3588, "ctl": 1.041, "lane": 0.822, "mux": 0.4364, "out_rq": 0.5287,
-             "out_thr": 0.6796, "out_thrc": 0.2955, "ram": 0.3, "rom": 1.1209, "rom_t": 0.7165, "shift": 0.6486,
-             "srom": 0.9313, "tree": 0.6068},
-    "swg": {"const": 0.0, "ctl": 1.9201, "mux": 0.5045, "mux_bits": 2.9163, "out": 1.0491, "ram": 0.3},
-    "dwc": {"const": 7.0255, "general": 0.8203, "scatter": 1.0},
+    "mvau": {"acc": 2.2872, "const": 0.0, "ctl": 2.7534, "lane": 0.0, "mux": 0.5067, "out_rq": 2.5997, "out_thr": 0.7825,
+            "out_thrc": 0.3666, "ram": 0.0, "rom": 1.2061, "rom_t": 0.6705, "shift": 0.7833, "srom": 0.5752, "tree": 1.328},
+    "swg": {"const": 0.0, "ctl": 1.9539, "mux": 0.4787, "mux_bits": 0.8411, "out": 1.1554, "ram": 0.0},
+    "dwc": {"const": 7.2486, "general": 0.8355, "scatter": 1.401},
     "fifo": {"const": 22.0},
     "unpack": {"cnt": 2.9683, "const": 29.5337, "word": 0.4101},
     "pack": {"cnt": 1.3212, "const": 3.2828, "word": 1.076},
     "eltwise": {"const": 3.0, "lane": 1.0},
-    "poolmax": {"const": 0.0, "lane": 1.6409},
+    "poolmax": {"const": 31.5885, "lane": 0.8611},
     "axi_top": {"carry4": 19.0, "ff": 155.0, "lut": 520.0},
 }
 

@@ -409,14 +409,16 @@ def _top_module(layers: list[RtlLayer], in_pack: PackingSpec, out_pack: PackingS
     return _chain_module(TOP, stages, word, word, src="s", dst="m")
 
 
-def build_rtl_library(design: RtlDesign, build_dir: Path | None = None) -> Path:
-    """Verilate the design with the word-stream harness into a ctypes library."""
+def build_rtl_library(design: RtlDesign, build_dir: Path | None = None, quick: bool = False) -> Path:
+    """Verilate the design with the word-stream harness into a ctypes library (``quick``: compiled
+    at -O0, for a check of a few rows)."""
     build_dir = Path(build_dir) if build_dir is not None else design.folder / "verilator"
     rom_dir = str(design.folder.resolve()) + "/"
     if not re.fullmatch(r"[A-Za-z0-9_./+-]+", rom_dir):
         raise RtlError(f"build folder path {rom_dir!r}: Verilog file names take letters, digits and _ . / + - only")
     lib = build_library(design.sources(), design.top, HARNESS, build_dir, LIB_NAME,
-                        defines={"FLIPQ_ROM_DIR": f'"{rom_dir}"'}, cflags=f"-O2 -DFLIPQ_WORD={int(design.word_bits)}")
+                        defines={"FLIPQ_ROM_DIR": f'"{rom_dir}"'},
+                        cflags=f"{'-O0' if quick else '-O2'} -DFLIPQ_WORD={int(design.word_bits)}", quick=quick)
     # the library reads its ROMs from rom_dir: the backend refuses it once the folder has moved
     meta = load_design(design.folder)
     meta.update(library=str(lib.resolve().relative_to(design.folder.resolve())), rom_dir=rom_dir)

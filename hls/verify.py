@@ -321,6 +321,9 @@ def _check_csim(stages: _Stages, intmodel, prepared, plan, q, full, work_dir, io
         backend.close()
 
 
+QUICK_BUILD_MACS = 2_000_000  # multiply-accumulates a sample, below which the RTL check compiles at -O0
+
+
 def check_rtl(stages: _Stages, intmodel, plan, q, full, work_dir: Path, stall_pct: int = 25,
               gap_pct: int = 25) -> None:
     """The RTL twin against the emulator at every planes, under back-pressure."""
@@ -329,7 +332,9 @@ def check_rtl(stages: _Stages, intmodel, plan, q, full, work_dir: Path, stall_pc
     from flipq.host.rtl import RtlBackend
 
     design = generate_rtl(intmodel, plan, Path(work_dir))
-    build_rtl_library(design)
+    # a small model simulates its few rows fast even unoptimized, and compiles several times faster
+    macs = sum(hw.n_pix * hw.fan_in * hw.n_out for hw in plan.layers)
+    build_rtl_library(design, quick=macs <= QUICK_BUILD_MACS)
     backend = RtlBackend(design.folder, stall_pct=stall_pct, gap_pct=gap_pct)
     try:
         for planes in range(1, intmodel.max_planes() + 1):
