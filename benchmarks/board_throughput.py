@@ -153,9 +153,11 @@ def rtl_figures(intmodel, plan, board, work: Path, rows: int = 4) -> dict:
 def yosys_figures(design) -> dict:
     """``flipq_axi_top`` through Yosys, from benchmarks/synth.py's cache when it holds this design."""
     from flipq.benchmarks.synth import WORK, synth_cached
+    from flipq.hls.rtlstage import board_top
 
     say("synthesizing the whole accelerator with Yosys (cached with benchmarks/synth.py's figures)")
-    return synth_cached(design.sources(), design.top, design.folder, cache_dir=WORK / "cnv_2w2a" / "yosys_cache")
+    sources, top, params = board_top(design)
+    return synth_cached(sources, top, design.folder, params, cache_dir=WORK / "cnv_2w2a" / "yosys_cache")
 
 
 def main(argv=None) -> dict:

@@ -2,8 +2,8 @@
 
 No retraining: the same weights, only the number of most-significant weight planes each
 layer accumulates changes. Accuracy comes from the emulator (and the bit-serial C-sim is
-checked equal to it at every point); cycles from the cost model (hls/cost.py), which the
-kernels' own loop counts equal (tests/test_bitserial.py).
+checked equal to it at every point); cycles from the cost model (hls/cost.py), calibrated on
+the RTL twin in Verilator (equal per layer at every planes, tests/test_rtl_twin.py).
 
     python benchmarks/planes_tradeoff.py [--build build/demo]          # the demo model
     python benchmarks/planes_tradeoff.py --fashion-w8                  # W8A8 VGG on Fashion-MNIST
@@ -146,7 +146,7 @@ def main(argv=None) -> dict:
              ", ".join(f"{lay['name']} {lay['weight_bits']}b" for lay in result["layers"]) +
              f"; {len(x)} test rows; every layer accumulates its min(planes, bits) top planes. "
              f"Accuracy: emulator; the bit-serial C-sim equals it on the first {n_check} rows at every planes. "
-             "Cycles: **modeled** (cost model = the kernels' own counts), with the build's folding "
+             "Cycles: **modeled** (the cost model, equal to the RTL twin's Verilator-measured cycles per layer at every planes), with the build's folding "
              "(SIMD/PE per layer) kept at every planes. Produced by `benchmarks/planes_tradeoff.py`.", "",
              "| planes | accuracy | interval (cycles) | saving vs full | latency bound (cycles) | C-sim = emulator "
              "| what-if: mean-corrected | what-if: rounded |",

@@ -228,13 +228,8 @@ def synth_cached(sources, top: str, folder: Path, params: dict | None = None, ca
     return out
 
 
-def wrapper_params(design) -> dict:
-    words_in, words_out = design.words_per_sample()
-    return {"WORD": design.word_bits, "IN_WORDS": words_in, "OUT_WORDS": words_out}
-
-
 def synth_design(design, *, layers: bool = True, whole: bool = True, log=print) -> dict:
-    from flipq.hls.verilator import RTL_DIR
+    from flipq.hls.rtlstage import board_top
 
     out = {"layers": {}}
     if layers:
@@ -245,8 +240,8 @@ def synth_design(design, *, layers: bool = True, whole: bool = True, log=print) 
                 log(f"  {lay.module}: {r['lut_total']} LUT ({time.monotonic() - t:.0f} s)")
     if whole:
         t = time.monotonic()
-        out["whole"] = synth_cached(design.sources() + [RTL_DIR / "flipq_axi_top.v"], "flipq_axi_top",
-                                    design.folder, wrapper_params(design))
+        sources, top, params = board_top(design)
+        out["whole"] = synth_cached(sources, top, design.folder, params)
         if out["whole"] is not None:
             log(f"  flipq_axi_top: {out['whole']['lut_total']} LUT ({time.monotonic() - t:.0f} s)")
     return out

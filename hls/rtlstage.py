@@ -111,9 +111,21 @@ def synth_report(design, report: dict) -> None:
                 layer["yosys"] = res
                 layer["lut_vs_yosys"] = _ratio(layer["lut"], res)
     report["rtl_stages_yosys"] = stages
-    whole = synthesize(sources, design.top, design.folder)
+    # the whole accelerator as the board holds it: the board wrapper with its AXI-Lite registers
+    whole_sources, top, params = board_top(design)
+    whole = synthesize(whole_sources, top, design.folder, params=params)
     report["totals"]["yosys"] = whole
     report["totals"]["lut_vs_yosys"] = _ratio(report["totals"]["lut"], whole)
+
+
+def board_top(design) -> tuple[list, str, dict]:
+    """(sources, top, parameters) of the board wrapper ``flipq_axi_top`` around ``design``: what
+    ``flipq overlay build --kernel rtl`` packages, and what the cost model's totals price."""
+    from flipq.hls.verilator import RTL_DIR
+
+    words_in, words_out = design.words_per_sample()
+    return (design.sources() + [RTL_DIR / "flipq_axi_top.v"], "flipq_axi_top",
+            {"WORD": design.word_bits, "IN_WORDS": words_in, "OUT_WORDS": words_out})
 
 
 def _ratio(modeled: float, yosys: dict) -> float:

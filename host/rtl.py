@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flipq.host.files import confined
 from flipq.host.packing import PackingSpec, pack, unpack
 
 ABI_VERSION = 1
@@ -47,16 +48,6 @@ def find_rtl_design(folder: Path) -> Path:
             return candidate
     raise FileNotFoundError(f"no RTL twin (rtl.json) in {folder}, {folder / 'rtl'} or {folder / 'hls' / 'rtl'}: "
                             "run `flipq hls --rtl` first")
-
-
-def _confined(base: Path, name: str, what: str) -> Path:
-    """``base / name``, refused unless it resolves inside ``base`` (symlinks included)."""
-    if not isinstance(name, str) or not name or Path(name).is_absolute():
-        raise RtlError(f"{base / 'rtl.json'}: {what} {name!r} must be a relative path inside the design folder")
-    path = (base / name).resolve()
-    if base.resolve() not in path.parents:
-        raise RtlError(f"{base / 'rtl.json'}: {what} {name!r} resolves outside the design folder ({path})")
-    return path
 
 
 class RtlBackend:
@@ -89,7 +80,10 @@ class RtlBackend:
         if "library" not in self.meta:
             raise RtlError(f"{path}: no simulation library recorded (the design was generated, not built); "
                            "run `flipq hls --rtl`")
-        self.lib_path = _confined(self.folder, self.meta["library"], "library")
+        try:  # a received folder names only its own library (symlinks followed)
+            self.lib_path = confined(self.folder, self.meta["library"], str(self.folder / "rtl.json"), "library")
+        except ValueError as e:
+            raise RtlError(str(e)) from None
         here = str(self.folder.resolve()) + "/"
         if self.meta.get("rom_dir") != here:
             raise RtlError(f"{path}: the RTL library was built in {self.meta.get('rom_dir')} and reads its ROM "

@@ -140,13 +140,21 @@ def test_board_overhead_is_labelled_published():
 @pytest.mark.skipif(not available(), reason="Yosys not installed (apt-get install yosys)")
 @pytest.mark.parametrize("seed", [7, 8, 12])
 def test_small_layers_within_25_percent_of_yosys(seed, tmp_path):
+    """What ``flipq hls --rtl`` writes (hls/rtlstage.synth_report): Yosys' figures per layer and
+    whole beside the cost model's, LUT within 25 %, BRAM exact."""
     from flipq.benchmarks import synth as bench
-    from flipq.hls.yosys import synthesize
+    from flipq.hls.cost import hls_report
+    from flipq.hls.hwplan import plan_hardware
+    from flipq.hls.rtlstage import synth_report
 
     design, rp = bench.build_design(f"rand{seed}", tmp_path)
-    model = rr.design_resources(rp)
-    for lay in rp.layers:
-        y = synthesize(design.sources(), lay.module, design.folder, timeout_s=600)
-        m = model["layers"][lay.name]
-        assert abs(m["lut"] / y["lut_total"] - 1) <= 0.25, (lay.module, m["lut"], y["lut_total"])
-        assert m["bram36"] == y["bram36"], (lay.module, m["bram36"], y["bram36"])
+    model, pe, simd = bench.random_layer(seed)
+    report = hls_report(model, plan=plan_hardware(model, pe, simd=simd))
+    synth_report(design, report)
+    for lay in report["layers"]:
+        y = lay["yosys"]
+        assert lay["lut_vs_yosys"] == round(lay["lut"] / y["lut_total"], 4)
+        assert abs(lay["lut_vs_yosys"] - 1) <= 0.25, (lay["name"], lay["lut"], y["lut_total"])
+        assert lay["bram36"] == y["bram36"], (lay["name"], lay["bram36"], y["bram36"])
+    t = report["totals"]
+    assert abs(t["lut_vs_yosys"] - 1) <= 0.25 and t["bram36"] == t["yosys"]["bram36"]
