@@ -60,6 +60,8 @@ class AvgPoolToConv(Transformation):
             for key, value in (("w", ones), ("s", np.float32(1.0 / (kh * kw))), ("z", np.float32(0.0)),
                                ("b", np.float32(2.0))):
                 graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), names[key]))
+                # hls4ml reads every node input's shape from value_info, initializers included
+                model.set_tensor_shape(names[key], list(np.shape(value)))
             quant = helper.make_node("Quant", [names["w"], names["s"], names["z"], names["b"]], [names["wq"]],
                                      domain="qonnx.custom_op.general", name=base + "_ones", signed=1, narrow=0,
                                      rounding_mode="ROUND")

@@ -228,12 +228,12 @@ def _threshold_rom(f: dict) -> dict:
     layer without a threshold step passes a 1x1x1 placeholder it never reads."""
     rq = f.get("requant") or {}
     if not rq.get("threshold"):
-        return {"thr_t": "ap_int<2>", "thr_blocks": 1, "thr_pe": 1, "thr_cols": 1, "thresholds": "{{0}}",
+        return {"thr_t": "ap_int<2>", "thr_width": 2, "thr_blocks": 1, "thr_pe": 1, "thr_cols": 1, "thresholds": "{{0}}",
                 "descending": "{false}"}
     cols, pe = max(rq["n_thr"], 1), f["pe"]
     rows = ["{" + ",".join(str(t) for t in (row or [0])) + "}" for row in rq["thresholds"]]
     flags = ["true" if d else "false" for d in rq["descending"]]
-    return {"thr_t": f"ap_int<{rq['thr_width']}>", "thr_blocks": len(rows) // pe, "thr_pe": pe, "thr_cols": cols,
+    return {"thr_t": f"ap_int<{rq['thr_width']}>", "thr_width": rq["thr_width"], "thr_blocks": len(rows) // pe, "thr_pe": pe, "thr_cols": cols,
             "thresholds": _c_banks(rows, pe), "descending": _c_banks(flags, pe)}
 
 

@@ -12,7 +12,21 @@ from pathlib import Path
 
 
 class CompileError(RuntimeError):
-    """g++ is missing or a unit failed; the message names the file and carries g++'s tail."""
+    """g++ is missing or a unit failed; the message names the unit, the log file that holds the
+    compiler's whole output, and carries its first error lines."""
+
+
+def _failure(what: str, res, log: Path) -> CompileError:
+    """The whole compiler output goes to ``log``; the message names it and quotes the first
+    error lines (a killed compiler, e.g. out of memory, says so by its signal)."""
+    text = (res.stderr or "") + (res.stdout or "")
+    log.write_text(f"$ {' '.join(map(str, res.args))}\nexit status {res.returncode}\n{text}")
+    if res.returncode < 0:
+        head = f"the compiler was killed by signal {-res.returncode} (out of memory?)"
+    else:
+        errors = [line for line in text.splitlines() if "error" in line.lower()]
+        head = "\n".join((errors or text.splitlines() or ["(no output)"])[:8])
+    return CompileError(f"{what} (exit status {res.returncode}; the whole output is in {log}):\n{head[:4000]}")
 
 
 def ap_types(project_dir: Path | None = None) -> Path:
@@ -51,14 +65,14 @@ def build_shared_library(units: list[Path], includes: list[Path], lib: Path, obj
     try:
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(cc, zip(units, objs)))
-        for unit, res in zip(units, results):
+        for unit, obj, res in zip(units, objs, results):
             if res.returncode != 0:
-                raise CompileError(f"g++ failed on {unit}:\n{res.stderr[-4000:]}")
+                raise _failure(f"g++ failed on {unit}", res, obj.with_suffix(".log"))
         lib = Path(lib)
         lib.parent.mkdir(parents=True, exist_ok=True)
         res = subprocess.run([gxx, "-shared", *map(str, objs), "-o", str(lib)], capture_output=True, text=True)
         if res.returncode != 0:
-            raise CompileError(f"linking {lib} failed:\n{res.stderr[-4000:]}")
+            raise _failure(f"linking {lib} failed", res, lib.with_suffix(".link.log"))
     finally:
         for obj in objs:
             obj.unlink(missing_ok=True)

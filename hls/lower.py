@@ -14,6 +14,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from flipq.hls.avgpool_to_conv import is_full_planes
 from flipq.hls.chains import compose_affine, pow2_exponent, walk_chain
+from flipq.hls.global_pool import GLOBAL_OPS, check_global_pool
 from flipq.hls.hwplan import channel_ranges
 from flipq.hls.planes import PlaneError, check_group_bits, pack_layer
 from flipq.host.bitplan import BitPlan, BitPlanError
@@ -25,13 +26,12 @@ class UnsupportedNodeError(ValueError):
 
 
 MAPPED_OPS = ("Quant", "Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "MaxPool",
-              "AveragePool", "Trunc", "BipolarQuant", "Flatten", "Reshape")
+              "AveragePool", "Trunc", "BipolarQuant", "Flatten", "Reshape", *GLOBAL_OPS)
 MAC_NODE_OPS = ("Conv", "MatMul", "Gemm")
 # Shape plumbing that preparation (cleanup, channels-last) folds away.
 FOLDED_OPS = ("Transpose", "Identity", "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat")
 # What to change, for the ops users bring most often that the datapath has no place for.
 _HINTS = {
-    "GlobalAveragePool": "use MaxPool, or a strided QuantConv2d",
     "BatchNormalization": "a BatchNorm must follow a Conv/MatMul layer, before its quantizer or at the "
                           "model's output",
     "Mul": "a float scale must follow a Conv/MatMul layer (before its quantizer or at the output) or "
@@ -42,6 +42,10 @@ _HINTS = {
 }
 SOURCE_KEY = "flipq.source_name"
 SOURCE_OP_KEY = "flipq.source_op"
+SOURCE_MODULE_KEY = "flipq.source_module"
+# what torch.onnx records of the module a node came from (aligned lists, as Python literals)
+TORCH_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+TORCH_CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"
 
 
 def _source(node, key: str, default: str) -> str:
@@ -63,18 +67,109 @@ def source_op(node) -> str:
     return _source(node, SOURCE_OP_KEY, node.op_type)
 
 
+def _literal_list(text: str) -> list[str]:
+    """A list of strings written as a Python literal (metadata of a file: parsed as data only,
+    refused quietly when it is anything else)."""
+    import ast
+
+    if not text or len(text) > 4000:
+        return []
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def torch_module_path(node) -> str:
+    """The module path of the torch model a node was exported from (``s1.conv``, ``fc``,
+    ``s1.add`` for a functional op in module ``s1``), from the metadata torch.onnx writes;
+    '' when the export recorded none. The Brevitas layer (``brevitas.nn.*``) a node belongs to
+    wins over the modules inside it (its quantizer proxies)."""
+    meta = {e.key: e.value for e in node.metadata_props}
+    if SOURCE_MODULE_KEY in meta:
+        return meta[SOURCE_MODULE_KEY]
+    scopes = _literal_list(meta.get(TORCH_SCOPES_KEY, ""))
+    classes = _literal_list(meta.get(TORCH_CLASSES_KEY, ""))
+    if len(scopes) < 2:
+        return ""
+    if len(classes) != len(scopes):
+        classes = [""] * len(scopes)
+    path = ""
+    for scope, cls in zip(scopes[1:], classes[1:]):
+        if cls.startswith("brevitas.nn."):
+            return _printable(scope)
+        if cls.startswith(("aten.", "torch.ops.", "<")) or "onnx_symbolic" in scope:
+            break  # an op, not a module
+        path = scope
+    op = scopes[-1] if classes[-1].startswith("aten.") else ""
+    return _printable(f"{path}.{op}" if path and op else path or op)
+
+
+def _printable(text: str) -> str:
+    """One line, printable, bounded: it goes into a one-line error message."""
+    return "".join(c for c in text if c.isprintable())[:120]
+
+
 def _where(node) -> str:
-    return f"node '{source_name(node)}' (op type {source_op(node)})"
+    module = torch_module_path(node)
+    return f"node '{source_name(node)}' (op type {source_op(node)})" + (f" from '{module}'" if module else "")
+
+
+def _constant_tensors(model: ModelWrapper) -> set[str]:
+    """Tensors computed from initializers only (weights, their quantizers, folded shapes)."""
+    const = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:  # exports are topologically sorted
+        if node.op_type == "Constant" or (node.input and all(not i or i in const for i in node.input)):
+            const.update(node.output)
+    return const
+
+
+def _structural_obstacle(model: ModelWrapper) -> None:
+    """The constructs flipq's feed-forward datapath has no place for, named before anything
+    secondary about the same model (a quantizer's scale, a layout change): two activation
+    tensors combined (a residual add, a concatenation, a product), a grouped or depthwise conv."""
+    const = _constant_tensors(model)
+    for node in model.graph.node:
+        live = [i for i in node.input if i and i not in const]
+        if node.op_type in ("Add", "Sub", "Mul", "Div") and len(live) > 1:
+            what = ("a residual add of two activation tensors (a skip connection)" if node.op_type in ("Add", "Sub")
+                    else "an element-wise product of two activation tensors (e.g. squeeze-and-excitation)")
+            raise UnsupportedNodeError(
+                f"{_where(node)}: {what} cannot be mapped yet: flipq's datapath is a chain of layers, one "
+                "tensor flowing from each to the next; deploy the network without the branch")
+        if node.op_type == "Concat" and len(live) > 1:
+            raise UnsupportedNodeError(
+                f"{_where(node)}: a concatenation of {len(live)} activation tensors cannot be mapped yet: flipq's "
+                "datapath is a chain of layers; deploy the network without the parallel branches")
+        if node.op_type == "Conv":
+            a = _attrs(node)
+            group, w = int(a.get("group", 1)), model.get_initializer(node.input[1])
+            if group > 1:
+                shape = model.get_tensor_shape(node.input[1]) if w is None else list(w.shape)
+                depthwise = shape is not None and len(shape) > 1 and shape[1] == 1
+                what = (f"a depthwise convolution (groups = channels = {group})" if depthwise
+                        else f"a grouped convolution (groups={group})")
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: {what} cannot be mapped yet: flipq's bit-serial conv reads every input "
+                    "channel; use groups=1 (a depthwise-separable block as one QuantConv2d)")
+            if any(int(d) != 1 for d in a.get("dilations", [])):
+                raise UnsupportedNodeError(f"{_where(node)}: a dilated convolution (dilations "
+                                           f"{list(a['dilations'])}) cannot be mapped; use dilation=1")
 
 
 def check_mappable(model: ModelWrapper) -> None:
     """Refuse, before any rewriting renames nodes, an op or a quantizer the integer datapath
-    cannot map; the error carries the node's name as the user's file has it."""
+    cannot map; the error carries the node's name as the user's file has it. The construct that
+    is the real obstacle (a branch, a grouped conv) is named first."""
+    _structural_obstacle(model)
     for node in model.graph.node:
         if node.op_type not in MAPPED_OPS + FOLDED_OPS:
             hint = _HINTS.get(node.op_type, f"supported: {', '.join(MAPPED_OPS)}")
             raise UnsupportedNodeError(
                 f"{_where(node)} cannot be mapped to flipq's integer datapath ({hint})")
+        if node.op_type in GLOBAL_OPS and model.get_tensor_shape(node.input[0]) is not None:
+            check_global_pool(model, node, _where(node))
         # parameters computed by other nodes fold to constants in preparation; lower_qonnx checks those
         if node.op_type == "Quant" and not _feeds_bias_only(model, node) and all(
                 model.get_initializer(i) is not None for i in node.input[1:4]):

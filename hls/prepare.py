@@ -25,7 +25,8 @@ from qonnx.util.cleanup import cleanup_model
 from flipq.hls.avgpool_to_conv import AvgPoolToConv
 from flipq.hls.input_reshape import MoveInputReshapePastElementwise
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
-from flipq.hls.lower import SOURCE_KEY, SOURCE_OP_KEY, source_name, source_op
+from flipq.hls.global_pool import GlobalPoolToPool
+from flipq.hls.lower import SOURCE_KEY, SOURCE_MODULE_KEY, SOURCE_OP_KEY, source_name, source_op, torch_module_path
 from flipq.hls.quant_above_flatten import MoveQuantAboveFlatten
 from flipq.hls.transpose_pair import RemoveTransposePairAroundElementwise
 from flipq.hls.transforms import GemmWithoutBiasToMatMul
@@ -124,6 +125,8 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = ModelWrapper(copy.deepcopy(model.model))
     _record_source_names(model)
     model = cleanup_model(model)
+    # global pooling (ReduceMean/ReduceMax over H and W, Global*Pool) as a pool over the whole map
+    model = model.transform(GlobalPoolToPool()).transform(InferShapes())
     # an average pool as a conv of ones, before the channels-last conversion (which has no
     # channels-last AveragePool and would leave Transposes around it)
     model = model.transform(AvgPoolToConv()).transform(InferShapes())
@@ -141,7 +144,8 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(AbsorbChanFirstIntoMatMul())
     model = model.transform(InferShapes())
     model = model.transform(GemmWithoutBiasToMatMul())
-    gemms = {n.output[0]: (source_name(n), source_op(n)) for n in model.graph.node if n.op_type == "Gemm"}
+    gemms = {n.output[0]: (source_name(n), source_op(n), torch_module_path(n)) for n in model.graph.node
+             if n.op_type == "Gemm"}
     with warnings.catch_warnings():
         # qonnx reads the opset of whichever domain is listed first (Brevitas lists its own,
         # version 2) and warns on every biased Gemm, though the rewrite is exact for the Gemm
@@ -157,13 +161,14 @@ def _record_source_names(model: ModelWrapper) -> None:
     node (``Quant_3``), and an error should name the node the user can find."""
     for node in model.graph.node:
         if node.name and not any(e.key == SOURCE_KEY for e in node.metadata_props):
-            _set_source(node, node.name, node.op_type)
+            _set_source(node, node.name, node.op_type, torch_module_path(node))
 
 
-def _set_source(node, name: str, op: str) -> None:
-    for key, value in ((SOURCE_KEY, name), (SOURCE_OP_KEY, op)):
-        entry = node.metadata_props.add()
-        entry.key, entry.value = key, value
+def _set_source(node, name: str, op: str, module: str = "") -> None:
+    for key, value in ((SOURCE_KEY, name), (SOURCE_OP_KEY, op), (SOURCE_MODULE_KEY, module)):
+        if value:
+            entry = node.metadata_props.add()
+            entry.key, entry.value = key, value
 
 
 def _inherit_source_names(model: ModelWrapper, replaced: dict) -> None:

@@ -150,10 +150,18 @@ def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:
         name=layer.attrs["onnx_node"] + "_thr", signed=int(spec.signed), narrow=int(spec.narrow and spec.signed),
         rounding_mode="ROUND")
     new = [quant]
+    # shapes of the new tensors up front: qonnx's shape inference needs a channels-last
+    # MaxPool's input shape before it infers anything
+    shape = model.get_tensor_shape(mac.output[0])
+    if shape is not None:
+        model.set_tensor_shape(q_out, shape)
     for pool in (n for n in chain if n.op_type == "MaxPool"):
         p = copy.deepcopy(pool)
         p.input[0] = new[-1].output[0]
         p.output[0] = p.name + "_thr_out"
+        shape = model.get_tensor_shape(pool.output[0])
+        if shape is not None:
+            model.set_tensor_shape(p.output[0], shape)
         new.append(p)
     new[-1].output[0] = end
     _replace(model, mac_name, set(layer.attrs["chain"]), new)

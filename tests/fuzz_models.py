@@ -6,8 +6,9 @@ benchmark (``spec_from_seed``: the same seed gives the same model anywhere). The
 the input (4-D for conv-first or dense-first nets, 2-D for MLPs), the input quantizer, and a
 list of layers: ``conv``/``linear`` (weight bits, scale kind, bias kind, optional BatchNorm),
 ``act`` (QuantIdentity / QuantReLU / QuantHardTanh; bits, signed, narrow, scale kind),
-``pool`` (QuantMaxPool2d, nn.MaxPool2d, nn.AvgPool2d) and ``flatten``; plus io_type, group
-size and PEs for the C-sim.
+``pool`` (QuantMaxPool2d, nn.MaxPool2d, nn.AvgPool2d), ``gpool`` (a global pooling head:
+AdaptiveAvgPool2d(1) / AdaptiveMaxPool2d(1), or ``x.mean``/``x.amax`` over H and W with or
+without keepdim) and ``flatten``; plus io_type, group size and PEs for the C-sim.
 
     >>> spec = spec_from_seed(3)
     >>> verdict = check_spec(spec, Path("/tmp/fuzz3"))      # doctest: +SKIP
@@ -25,6 +26,8 @@ WEIGHT_SCALES = ("pow2", "float", "per_channel")
 BIASES = ("none", "float", "int32", "int8")
 ACTS = ("identity", "relu", "hardtanh")
 POOLS = ("maxpool", "avgpool", "truncavgpool")  # brevitas 0.13.4 has no QuantMaxPool2d
+GLOBAL_POOLS = ("avg", "max")
+GLOBAL_POOL_APIS = ("adaptive", "reduce", "reduce_flat")  # module, x.mean/amax keepdim, without keepdim
 
 # Constructs that flipq does not map today; a refusal for any other reason is a failure.
 # Keys as flipq.hls.verify.refusal_reason normalises them.
@@ -155,6 +158,17 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
     if c.choice((False, False, True)):  # an output quantizer, signed or not
         layers.append(_act(c, ascales, **dict(mid, signed=out_signed)))
     spec["layers"] = [layer for layer in layers if layer is not None]
+    # drawn last, so that every other field of a seed's spec is what it was before heads existed
+    if form == "conv" and c.choice((False, False, True)):
+        at = next(i for i, layer in enumerate(spec["layers"]) if layer["kind"] == "flatten")
+        head = {"kind": "gpool", "pool": c.choice(GLOBAL_POOLS), "api": c.choice(GLOBAL_POOL_APIS)}
+        # torch.mean/amax return a plain tensor: users re-quantize after them (a quantized bias
+        # in the next layer needs its input's scale)
+        # (after a max, which no layer feeds, on a power-of-two grid: a float-scaled or narrow
+        # quantizer there is outside the vocabulary, as after any max pool)
+        requant = (_act(c, ascales, **mid) if head["pool"] == "avg"
+                   else _act(c, ("pow2",), **dict(mid, unsigned_narrow=False)))
+        spec["layers"][at:at] = [head] + ([requant] if head["api"] != "adaptive" else [])
     return spec
 
 
@@ -215,6 +229,23 @@ def _act_module(spec: dict):
     return qnn.QuantHardTanh(min_val=-2.0 if spec["signed"] else 0.0, max_val=2.0, **kw)
 
 
+def _global_pool(layer: dict):
+    """A global pooling head as users write it (torch exports ReduceMean/ReduceMax for each)."""
+    import torch
+    import torch.nn as nn
+
+    if layer["api"] == "adaptive":
+        return nn.AdaptiveAvgPool2d(1) if layer["pool"] == "avg" else nn.AdaptiveMaxPool2d(1)
+
+    class Reduce(nn.Module):
+        def forward(self, x):
+            keep = layer["api"] == "reduce"
+            return (torch.mean(x, (2, 3), keepdim=keep) if layer["pool"] == "avg"
+                    else torch.amax(x, (2, 3), keepdim=keep))
+
+    return Reduce()
+
+
 def build_torch(spec: dict):
     """The Brevitas network of ``spec``, with random weights, BatchNorm statistics and
     calibrated activation scales, in eval mode."""
@@ -258,6 +289,9 @@ def build_torch(spec: dict):
                      "truncavgpool": lambda: qnn.TruncAvgPool2d(2, return_quant_tensor=True)}
             mods.append(pools[layer["pool"]]())
             shape = [shape[0], shape[1] // 2, shape[2] // 2]
+        elif kind == "gpool":
+            mods.append(_global_pool(layer))
+            shape = [shape[0]] if layer["api"] == "reduce_flat" else [shape[0], 1, 1]
         elif kind == "flatten":
             mods.append(nn.Flatten())
             shape = [int(np.prod(shape))]

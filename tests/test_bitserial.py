@@ -188,7 +188,9 @@ def test_generated_code_is_bit_serial(cnn_build):
     assert top.count("flipq::bitserial_") == len(cnn_build.layers)
     assert "nnet::dense" not in top and "nnet::conv_2d" not in top
     params = (firmware / "parameters.h").read_text()
-    assert len(re.findall(r"static const ap_uint<\d+> fq_rom\d+\[", params)) == len(cnn_build.layers)
+    # ROM words SIMD bits wide (ap_uint<SIMD> in synthesis, see test_tables_are_ap_words_in_synthesis)
+    roms = re.findall(r"static const flipq::table_word<(\d+), false>::type fq_rom\d+\[", params)
+    assert roms == [str(lay.simd) for lay in cnn_build.layers]
     for lay in cnn_build.layers:  # bias banks [NB][PE]
         assert re.search(rf"fq_bias\d+\[{lay.n_out // lay.pe}\]\[{lay.pe}\] = ", params), lay.name
     assert not list((firmware / "weights").glob("w*.h"))  # no float weight arrays to compile
@@ -264,7 +266,9 @@ def kernel_synthesis_problems(texts: dict, tcl: str) -> list:
     pe, conv = code.get("flipq_bitserial_pe.h", ""), code.get("flipq_bitserial_conv2d.h", "")
     need("ARRAY_PARTITION variable = rom complete dim = 1" in pe, "weight ROMs not partitioned per PE")
     need("ARRAY_PARTITION variable = buf complete dim = 3" in pe, "activation buffer not partitioned per lane")
-    need("const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth]" in pe, "ROM words not ap_uint<SIMD>")
+    # table_word<SIMD> is ap_uint<SIMD> under synthesis (test_tables_are_ap_words_in_synthesis)
+    need("const typename CONFIG_T::rom_word_t rom[CONFIG_T::pe][CONFIG_T::rom_depth]" in pe
+         and "static const bool tables_as_c_integers = false;" in pe, "ROM words not ap_uint<SIMD>")
     # (6) bias/threshold/descending banks [NB][PE], partitioned on the PE dimension
     need("bias[CONFIG_T::n_blocks][CONFIG_T::pe]" in pe and "ARRAY_PARTITION variable = bias complete dim = 2" in pe,
          "bias not [NB][PE] banks")
@@ -418,6 +422,48 @@ def test_popcount_matvec_equals_lane_loop_on_edge_types(tmp_path):
         outputs.append(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split())
     assert len(outputs[0]) == 27 and len(set(outputs[0])) > 20  # 3 layers x 3 lowest planes x 3 columns
     assert outputs[0] == outputs[1]
+
+
+def test_tables_are_ap_words_in_synthesis(tmp_path):
+    """The layer tables (plane words, steps, thresholds) are ap_[u]int<W> where synthesis reads
+    them, and C integers of the same value in the C-sim (compile time, docs/compile_scale.md);
+    wider than 64 bits they stay ap types in both. Checked by the compiler, both ways."""
+    import shutil
+    import subprocess
+
+    from flipq.hls.bitserial_writer import TEMPLATES
+    from flipq.hls.cxx import ap_types
+
+    source = tmp_path / "words.cpp"
+    # the ap_types headers g++ can compile come first; FLIPQ_AS_SYNTHESIS then defines
+    # __SYNTHESIS__ for the kernel header alone
+    source.write_text("""#include <type_traits>
+#include "ap_fixed.h"
+#include "ap_int.h"
+#include "hls_stream.h"
+#ifdef FLIPQ_AS_SYNTHESIS
+#define __SYNTHESIS__
+#endif
+#include "flipq_bitserial_pe.h"
+using flipq::table_word;
+#ifdef __SYNTHESIS__
+static_assert(std::is_same<table_word<12, false>::type, ap_uint<12> >::value, "rom word");
+static_assert(std::is_same<table_word<64, false>::type, ap_uint<64> >::value, "rom word 64");
+static_assert(std::is_same<table_word<9, true>::type, ap_int<9> >::value, "threshold");
+#else
+static_assert(std::is_same<table_word<12, false>::type, uint64_t>::value, "rom word");
+static_assert(std::is_same<table_word<64, false>::type, uint64_t>::value, "rom word 64");
+static_assert(std::is_same<table_word<9, true>::type, int64_t>::value, "threshold");
+#endif
+static_assert(std::is_same<table_word<65, false>::type, ap_uint<65> >::value, "wide word");
+static_assert(std::is_same<table_word<70, true>::type, ap_int<70> >::value, "wide threshold");
+int main() { return 0; }
+""")
+    gxx = shutil.which("g++")
+    for defines in ([], ["-DFLIPQ_AS_SYNTHESIS"]):
+        run = subprocess.run([gxx, "-std=c++17", "-fsyntax-only", *defines, f"-I{ap_types()}", f"-I{TEMPLATES}",
+                              str(source)], capture_output=True, text=True)
+        assert run.returncode == 0, (defines, run.stderr[-2000:])
 
 
 def test_csim_refuses_bad_calls(cnn, cnn_build):

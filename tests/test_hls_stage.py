@@ -83,12 +83,17 @@ def test_compile_failure_is_a_runtime_error_with_a_one_line_summary(tmp_path):
     from flipq.hls.cxx import CompileError, build_shared_library
 
     unit = tmp_path / "broken.cpp"
-    unit.write_text("int f( { return 0; }\n")
+    # many errors: the message quotes the first few, the log it names keeps them all
+    unit.write_text("".join(f"int f{i}( {{ return {i}; }}\n" for i in range(40)))
     with pytest.raises(RuntimeError) as info:
         build_shared_library([unit], [], tmp_path / "libbroken.so", tmp_path)
     assert isinstance(info.value, CompileError)
     first, _, rest = str(info.value).partition("\n")
-    assert first == f"g++ failed on {unit}:" and "error" in rest
+    log = tmp_path / "broken.csim.log"
+    assert first == f"g++ failed on {unit} (exit status 1; the whole output is in {log}):"
+    assert "error" in rest and len(rest.splitlines()) <= 8
+    whole = log.read_text()
+    assert "f39" in whole and "f39" not in rest and whole.startswith("$ ")
 
 
 def _stub_graph(io_type: str):

@@ -11,11 +11,11 @@ namespace flipq {
 
 template <class data_T, class res_T, class CONFIG_T>
 void bitserial_dense(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_out],
-                     const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth],
-                     const typename CONFIG_T::step_t steps[CONFIG_T::rom_depth],
+                     const typename CONFIG_T::rom_word_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+                     const typename CONFIG_T::step_word_t steps[CONFIG_T::rom_depth],
                      const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
                      const typename CONFIG_T::accum_t bias[CONFIG_T::n_blocks][CONFIG_T::pe],
-                     const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
+                     const typename CONFIG_T::thr_word_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
                      const bool descending[CONFIG_T::thr_blocks][CONFIG_T::thr_pe], unsigned planes) {
 #pragma HLS DATAFLOW
     hls::stream<act_row<CONFIG_T> > rows;
@@ -29,11 +29,11 @@ void bitserial_dense(const data_T data[CONFIG_T::n_in], res_T res[CONFIG_T::n_ou
 
 template <class data_T, class res_T, class CONFIG_T>
 void bitserial_dense(hls::stream<data_T> &data, hls::stream<res_T> &res,
-                     const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth],
-                     const typename CONFIG_T::step_t steps[CONFIG_T::rom_depth],
+                     const typename CONFIG_T::rom_word_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+                     const typename CONFIG_T::step_word_t steps[CONFIG_T::rom_depth],
                      const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
                      const typename CONFIG_T::accum_t bias[CONFIG_T::n_blocks][CONFIG_T::pe],
-                     const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
+                     const typename CONFIG_T::thr_word_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
                      const bool descending[CONFIG_T::thr_blocks][CONFIG_T::thr_pe], unsigned planes) {
 #pragma HLS DATAFLOW
     hls::stream<act_row<CONFIG_T> > rows;

@@ -11,6 +11,32 @@
 
 namespace flipq {
 
+// How a layer's constant tables (weight plane words, the step table, thresholds) are stored.
+// Synthesis: the ap_[u]int<W> the datapath reads, so a SIMD-bit plane word is a SIMD-bit ROM
+// column. C simulation: the C integer that holds the same value where W <= 64, because g++ runs
+// one ap_int constructor per initializer entry (a 100,352-word ROM: about 100 s and 3.9 GB to
+// compile, against 1 s as uint64_t; docs/compile_scale.md). Read back as ap_[u]int<W> (the
+// kernels convert on every read), both give the same bits.
+#ifdef __SYNTHESIS__
+static const bool tables_as_c_integers = false;
+#else
+static const bool tables_as_c_integers = true;
+#endif
+template <int W, bool S, bool C = (tables_as_c_integers && W <= 64)> struct table_word {
+    typedef ap_uint<W> type;
+};
+template <int W> struct table_word<W, true, false> {
+    typedef ap_int<W> type;
+};
+template <int W> struct table_word<W, false, true> {
+    typedef uint64_t type;
+};
+template <int W> struct table_word<W, true, true> {
+    typedef int64_t type;
+};
+template <int W> inline uint64_t word_bits(const ap_uint<W> &w) { return w.to_uint64(); }
+inline uint64_t word_bits(uint64_t w) { return w; }
+
 // One folded layer (docs/cost_model.md): PE output columns and SIMD fan-in rows a step, one
 // weight plane a step. rom[pe][j] is the SIMD-bit plane word of the column PE pe computes at step
 // j: steps are numbered through all column blocks' schedules at full precision (fold.py gives
@@ -31,6 +57,9 @@ struct bitserial_config {
     static const unsigned rom_depth = 1;  // steps at full precision = words per PE ROM (at least 1)
     static const unsigned row_bits = 1;   // bits of a step's activation row in steps[]
     typedef ap_uint<5> step_t;            // row | plane << row_bits
+    // the tables' storage (table_word): override with the layer's simd, step and threshold widths
+    typedef table_word<1, false>::type rom_word_t;
+    typedef table_word<5, false>::type step_word_t;
     static const unsigned max_iterations = 1; // the MVAU loop's trip count at full precision
     static const unsigned mvau_depth = 1; // its pipeline depth
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
@@ -51,6 +80,7 @@ struct bitserial_config {
     static const unsigned thr_pe = 1;
     static const unsigned thr_cols = 1;
     typedef ap_int<2> thr_t;
+    typedef table_word<2, true>::type thr_word_t;
 };
 
 // A fixed-size vector with hls4ml's nnet::array interface (value_type, size, operator[]): the
@@ -127,7 +157,7 @@ template <unsigned LO> struct count_tree<LO, 0> {
 // column's thresholds) and count_tree sums their one-bit results.
 template <class CONFIG_T>
 inline typename CONFIG_T::rq_t threshold_count(const typename CONFIG_T::accum_t &acc,
-                                               const typename CONFIG_T::thr_t column[CONFIG_T::thr_cols],
+                                               const typename CONFIG_T::thr_word_t column[CONFIG_T::thr_cols],
                                                bool descending) {
 #pragma HLS INLINE
     typedef typename CONFIG_T::thr_t thr_t;
@@ -138,7 +168,7 @@ inline typename CONFIG_T::rq_t threshold_count(const typename CONFIG_T::accum_t 
 ThresholdLoop:
     for (unsigned k = 0; k < CONFIG_T::thr_cols; k++) {
 #pragma HLS UNROLL
-        hit[k] = k < CONFIG_T::n_thr && v >= column[k];
+        hit[k] = k < CONFIG_T::n_thr && v >= thr_t(column[k]);
     }
     return rq_t(rq_t(CONFIG_T::rq_min) + count_tree<0, CONFIG_T::n_thr>::template sum<rq_t>(hit));
 }
@@ -153,7 +183,7 @@ ThresholdLoop:
 // one; the caller hands it the column's thresholds and direction.
 template <class res_T, class CONFIG_T>
 inline res_T layer_output(const typename CONFIG_T::accum_t &acc,
-                          const typename CONFIG_T::thr_t column[CONFIG_T::thr_cols], bool descending) {
+                          const typename CONFIG_T::thr_word_t column[CONFIG_T::thr_cols], bool descending) {
 #pragma HLS INLINE
     if (CONFIG_T::threshold)
         return from_raw_bits<res_T>(threshold_count<CONFIG_T>(acc, column, descending));
@@ -281,11 +311,11 @@ LaneLoop:
 // table is read at address j and feeds only the datapath (the buffer row and the shift).
 template <class CONFIG_T, class vec_T>
 void mvau(hls::stream<act_row<CONFIG_T> > &rows, hls::stream<vec_T> &vecs,
-          const ap_uint<CONFIG_T::simd> rom[CONFIG_T::pe][CONFIG_T::rom_depth],
-          const typename CONFIG_T::step_t steps[CONFIG_T::rom_depth],
+          const typename CONFIG_T::rom_word_t rom[CONFIG_T::pe][CONFIG_T::rom_depth],
+          const typename CONFIG_T::step_word_t steps[CONFIG_T::rom_depth],
           const unsigned blk[CONFIG_T::n_blocks][CONFIG_T::n_planes + 1],
           const typename CONFIG_T::accum_t bias[CONFIG_T::n_blocks][CONFIG_T::pe],
-          const typename CONFIG_T::thr_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
+          const typename CONFIG_T::thr_word_t thresholds[CONFIG_T::thr_blocks][CONFIG_T::thr_pe][CONFIG_T::thr_cols],
           const bool descending[CONFIG_T::thr_blocks][CONFIG_T::thr_pe], unsigned planes) {
 #pragma HLS INLINE off
 #pragma HLS ARRAY_PARTITION variable = rom complete dim = 1
@@ -341,7 +371,7 @@ MvauLoop:
             const bool first = k == 0;
             const bool last = k + 1 >= len; // len 0: the block's one step, bias only
             const bool any = len != 0;
-            const step_t s = steps[j];
+            const step_t s = step_t(steps[j]);
             const unsigned row = s.range(CONFIG_T::row_bits - 1, 0);
             const unsigned plane = s >> CONFIG_T::row_bits;
             const unsigned half = (slot - 1) & 1;
@@ -350,7 +380,7 @@ MvauLoop:
                 for (unsigned p = 0; p < CONFIG_T::pe; p++) {
                     int64_t a = first ? bias[block][p].to_int64() : acc64[p];
                     if (any) {
-                        const int64_t shifted = slices.psum64(half, row, rom[p][j].to_uint64()) * (int64_t(1) << plane);
+                        const int64_t shifted = slices.psum64(half, row, word_bits(rom[p][j])) * (int64_t(1) << plane);
                         a = plane == CONFIG_T::sign_plane ? a - shifted : a + shifted;
                     }
                     acc64[p] = a;
@@ -370,10 +400,10 @@ MvauLoop:
                     if (any) {
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
                         const typename CONFIG_T::psum_t psum = slices.used
-                            ? slices.psum(half, row, rom[p][j].to_uint64())
-                            : lane_psum<CONFIG_T>(buf[half][row], rom[p][j]);
+                            ? slices.psum(half, row, word_bits(rom[p][j]))
+                            : lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
 #else
-                        const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row], rom[p][j]);
+                        const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
 #endif
                         const accum_t shifted = accum_t(psum) << plane;
                         a = plane == CONFIG_T::sign_plane ? accum_t(a - shifted) : accum_t(a + shifted);

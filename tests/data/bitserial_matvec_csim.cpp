@@ -13,6 +13,8 @@ template <class ACT, class PSUM, unsigned K, unsigned G, unsigned SIMD> struct c
     static const unsigned rom_depth = 3 * groups * rows * 3, max_iterations = n_rows + rom_depth, mvau_depth = 4;
     static const unsigned row_bits = 8;
     typedef ap_uint<12> step_t;
+    typedef typename flipq::table_word<SIMD, false>::type rom_word_t;
+    typedef typename flipq::table_word<12, false>::type step_word_t;
     static const unsigned n_planes = 3, sign_plane = 2;
     typedef ACT act_raw_t;
     typedef PSUM psum_t;
@@ -23,8 +25,8 @@ template <class C> void run(unsigned seed) {
     srand(seed);
     typename C::act_raw_t act[C::n_in];
     for (unsigned k = 0; k < C::n_in; k++) act[k] = (long long)(rand() % 61) - 30;
-    static ap_uint<C::simd> rom[1][C::rom_depth];
-    static typename C::step_t steps[C::rom_depth];
+    static typename C::rom_word_t rom[1][C::rom_depth];
+    static typename C::step_word_t steps[C::rom_depth];
     static unsigned blk[C::n_blocks][C::n_planes + 1];
     const uint64_t lanes = C::simd == 64 ? ~0ULL : (1ULL << C::simd) - 1;
     for (unsigned i = 0; i < C::rom_depth; i++) rom[0][i] = (((uint64_t)rand() << 32) ^ (uint64_t)rand()) & lanes;
@@ -38,7 +40,7 @@ template <class C> void run(unsigned seed) {
                     steps[j] = (g * C::rows + r) | (unsigned)p << C::row_bits;
     }
     typename C::accum_t bias[C::n_blocks][1] = {{0}, {0}, {0}}, acc[C::n_out];
-    ap_int<2> thr[1][1][1] = {{{0}}};
+    typename C::thr_word_t thr[1][1][1] = {{{0}}};
     bool desc[1][1] = {{false}};
     for (unsigned planes = 3; planes > 0; planes--) {
         flipq::bitserial_dense<typename C::act_raw_t, typename C::accum_t, C>(act, acc, rom, steps, blk, bias, thr,

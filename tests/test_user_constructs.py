@@ -1,0 +1,235 @@
+"""Networks as users write them in Brevitas and export them (``brevitas.export.export_qonnx``):
+global pooling heads are exact through every stage; branches and grouped convolutions are
+refused for what they are, named by the torch module the export recorded, before anything
+secondary (issue 22)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fuzz_models import torch_outputs  # noqa: E402
+
+torch = pytest.importorskip("torch")
+qnn = pytest.importorskip("brevitas.nn")
+
+
+def _quants():
+    from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint
+
+    return Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint, Int8ActPerTensorFixedPoint
+
+
+def _conv(ci, co, **kw):
+    wq, _, _ = _quants()
+    return qnn.QuantConv2d(ci, co, 3, padding=1, bias=False, weight_quant=wq, weight_bit_width=4, **kw)
+
+
+def _relu(bits=4, quant_tensor=True):
+    _, aq, _ = _quants()
+    return qnn.QuantReLU(act_quant=aq, bit_width=bits, return_quant_tensor=quant_tensor)
+
+
+def _linear(i, o):
+    wq, _, _ = _quants()
+    return qnn.QuantLinear(i, o, bias=False, weight_quant=wq, weight_bit_width=4)
+
+
+def _input_quant():
+    _, _, sq = _quants()
+    return qnn.QuantIdentity(act_quant=sq, bit_width=4, return_quant_tensor=True)
+
+
+class GlobalPoolNet(torch.nn.Module):
+    """conv-relu-conv-relu, a global pooling head written one of the ways users write it, a
+    quantizer, a dense layer."""
+
+    def __init__(self, head: str):
+        super().__init__()
+        self.head = head
+        self.inq, self.c1, self.r1, self.c2, self.r2 = _input_quant(), _conv(3, 8), _relu(), _conv(8, 16), _relu()
+        self.pool = torch.nn.AdaptiveMaxPool2d(1) if head == "adaptive_max" else torch.nn.AdaptiveAvgPool2d(1)
+        self.q2, self.fc = _relu(), _linear(16, 10)
+
+    def forward(self, x):
+        x = self.r2(self.c2(self.r1(self.c1(self.inq(x)))))
+        if self.head in ("adaptive_avg", "adaptive_max"):
+            x = self.pool(x)
+        elif self.head == "mean_keepdim":
+            x = torch.mean(x, (2, 3), keepdim=True)
+        else:  # "mean": (N, C), no flatten needed before the dense layer
+            x = torch.mean(x, (2, 3))
+        return self.fc(torch.flatten(self.q2(x), 1))
+
+
+def _export(net, shape, path: Path):
+    from brevitas.export import export_qonnx
+
+    from flipq.hls.prepare import load_qonnx
+
+    torch.manual_seed(1)
+    net.eval()
+    export_qonnx(net, input_t=torch.randn(1, *shape), export_path=str(path))
+    return load_qonnx(path)
+
+
+@pytest.mark.parametrize("head", ["adaptive_avg", "mean_keepdim", "mean", "adaptive_max"])
+def test_global_pooling_heads_are_exact_through_every_stage(head, tmp_path):
+    """ReduceMean / ReduceMax over H and W (torch's export of each head) run as a pool over the
+    whole 8x8 map: torch = QONNX = emulator = C-sim at every planes (the RTL twin too, on one)."""
+    from flipq.hls.verify import verify_model
+
+    torch.manual_seed(0)
+    net = GlobalPoolNet(head)
+    raw = _export(net, (3, 8, 8), tmp_path / "model.onnx")
+    ops = {n.op_type for n in raw.graph.node}
+    assert ("ReduceMax" if head == "adaptive_max" else "ReduceMean") in ops  # what torch wrote
+    verdict = verify_model(raw, tmp_path / "work", rows=24, qonnx_rows=24, rtl=head == "adaptive_max",
+                           reference=lambda intmodel, q: torch_outputs(net, intmodel, q))
+    assert verdict.status == "exact", (verdict.reason, verdict.message, verdict.first_bad)
+    assert "torch=emulator" in verdict.stages and any(k.startswith("csim=emulator") for k in verdict.stages)
+    if head == "adaptive_max":
+        assert any(k.startswith("rtl=emulator") for k in verdict.stages)
+
+
+def test_a_reduction_over_channels_is_refused_naming_the_axes(tmp_path):
+    from flipq.hls.verify import lower_model, is_flipq_refusal
+
+    class ChannelMean(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inq, self.c1, self.r1, self.fc = _input_quant(), _conv(3, 4), _relu(), _linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.mean(self.r1(self.c1(self.inq(x))), 1), 1))
+
+    raw = _export(ChannelMean(), (3, 8, 8), tmp_path / "m.onnx")
+    with pytest.raises(ValueError) as info:
+        lower_model(raw)
+    assert is_flipq_refusal(info.value)
+    assert "reduces axes [1]" in str(info.value) and "[2, 3]" in str(info.value)
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c, float_scale: bool):
+        super().__init__()
+        from brevitas.quant import Uint8ActPerTensorFloat
+
+        self.conv, self.relu = _conv(c, c), _relu()
+        # a float-scaled quantizer after the add: a secondary obstacle, refused only after the add
+        self.add_q = (qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=True)
+                      if float_scale else _relu())
+
+    def forward(self, x):
+        return self.add_q(x + self.relu(self.conv(x)))
+
+
+class Residual(torch.nn.Module):
+    def __init__(self, float_scale: bool = True):
+        super().__init__()
+        self.inq, self.stem, self.r0 = _input_quant(), _conv(3, 8), _relu()
+        self.s1, self.fc = Block(8, float_scale), _linear(8 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.s1(self.r0(self.stem(self.inq(x)))), 1))
+
+
+class Depthwise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inq, self.c1, self.r1 = _input_quant(), _conv(3, 8), _relu()
+        self.dw, self.r2, self.fc = _conv(8, 8, groups=8), _relu(), _linear(8 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.r2(self.dw(self.r1(self.c1(self.inq(x))))), 1))
+
+
+class Concat(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inq, self.a, self.b = _input_quant(), _conv(3, 8), _conv(3, 8)
+        self.ra, self.rb, self.fc = _relu(quant_tensor=False), _relu(quant_tensor=False), _linear(16 * 64, 10)
+
+    def forward(self, x):
+        x = self.inq(x)
+        return self.fc(torch.flatten(torch.cat([self.ra(self.a(x)), self.rb(self.b(x))], 1), 1))
+
+
+@pytest.mark.parametrize("name, net, construct, module", [
+    ("residual", Residual, "a residual add of two activation tensors", "s1.add"),
+    ("depthwise", Depthwise, "a depthwise convolution (groups = channels = 8)", "dw"),
+    ("concat", Concat, "a concatenation of 2 activation tensors", "cat"),
+])
+def test_branches_and_grouped_convs_are_refused_first_by_construct_and_module(name, net, construct, module,
+                                                                              tmp_path):
+    """The real obstacle, in one line, naming the ONNX node and the torch module path the
+    export recorded (``s1.add``: the add in block ``s1``), before the residual net's float-scaled
+    quantizer (a secondary obstacle) and before any C++ is written."""
+    from flipq.hls.verify import is_flipq_refusal, lower_model
+
+    raw = _export(net(), (3, 8, 8), tmp_path / f"{name}.onnx")
+    with pytest.raises(ValueError) as info:
+        lower_model(raw)
+    text = str(info.value)
+    assert is_flipq_refusal(info.value), text
+    assert re.match(rf"node '[^']+' \(op type \w+\) from '{re.escape(module)}': ", text), text
+    assert construct in text and "scale" not in text
+    assert not list(tmp_path.rglob("*.cpp"))
+
+
+def test_module_path_metadata_is_read_as_data_only():
+    """torch.onnx's scopes are Python literals in the file: parsed with literal_eval, anything
+    else ignored, and what reaches a message is one printable line."""
+    from onnx import helper
+
+    from flipq.hls.lower import _where, torch_module_path
+
+    def node(scopes, classes):
+        n = helper.make_node("Add", ["a", "b"], ["c"], name="n")
+        for key, value in (("pkg.torch.onnx.name_scopes", scopes), ("pkg.torch.onnx.class_hierarchy", classes)):
+            entry = n.metadata_props.add()
+            entry.key, entry.value = key, value
+        return n
+
+    layer = node("['', 'features', 'features.3', 'conv2d']",
+                 "['m.Net', 'torch.nn.Sequential', 'brevitas.nn.quant_conv.QuantConv2d', 'aten.conv2d.default']")
+    assert torch_module_path(layer) == "features.3"
+    assert torch_module_path(node("['', 's1', 'add']", "['m.Net', 'm.Block', 'aten.add.Tensor']")) == "s1.add"
+    assert torch_module_path(node("['', 'add']", "['m.Net', 'aten.add.Tensor']")) == "add"
+    for hostile in ("__import__('os').system('true')", "[1, 2", "{'a': 1}", "x" * 5000):
+        assert torch_module_path(node(hostile, hostile)) == ""
+    odd = node("['', 'a\\nb\\x07']", "['m.Net', 'm.Block']")
+    assert torch_module_path(odd) == "ab" and "\n" not in _where(odd)
+    assert _where(helper.make_node("Add", ["a", "b"], ["c"], name="plain")) == "node 'plain' (op type Add)"
+
+
+def test_global_pool_keeps_a_user_flatten_and_places_its_own_after_the_quantizer():
+    """keepdims=0 without a flatten in the model: the Flatten goes after the ReLU and quantizer
+    that follow the pool (the layout flipq's dense layers take), never before them."""
+    from onnx import TensorProto, helper, numpy_helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    from flipq.hls.global_pool import GlobalPoolToPool
+
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.float32), n) for n, v in
+             (("s", 0.25), ("z", 0.0), ("b", 4.0), ("w", np.ones((4, 3))))]
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], name="gap", axes=[2, 3], keepdims=0),
+             helper.make_node("Relu", ["m"], ["r"], name="relu"),
+             helper.make_node("Quant", ["r", "s", "z", "b"], ["q"], name="quant", domain="qonnx.custom_op.general",
+                              signed=0, narrow=0, rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["q", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    model = ModelWrapper(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    model = model.transform(InferShapes()).transform(GlobalPoolToPool()).transform(InferShapes())
+    ops = [(n.op_type, dict((a.name, helper.get_attribute_value(a)) for a in n.attribute)) for n in model.graph.node]
+    assert [op for op, _ in ops] == ["AveragePool", "Relu", "Quant", "Flatten", "MatMul"]
+    assert ops[0][1]["kernel_shape"] == [5, 3] and ops[0][1]["strides"] == [5, 3]
+    assert model.get_tensor_shape("q") == [1, 4, 1, 1] and model.get_tensor_shape("y") == [1, 3]
