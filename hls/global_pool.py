@@ -49,6 +49,8 @@ def reduce_axes(model, node) -> list[int] | None:
 def check_global_pool(model, node, where: str) -> None:
     """Refuse a reduction that is not over exactly H and W of an NCHW tensor."""
     shape = model.get_tensor_shape(node.input[0])
+    if shape is not None and len(shape) == 3 and reduce_axes(model, node) == [2]:
+        return  # global pooling over L of a 1-D network (flipq.hls.conv1d makes it H x W = 1 x L)
     if shape is None or len(shape) != 4:
         raise GlobalPoolError(f"{where}: global pooling is mapped on NCHW tensors only (this input has shape "
                               f"{shape}); for a 1-D network pool with MaxPool1d/AvgPool1d over the length")

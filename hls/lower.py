@@ -470,8 +470,18 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                          "float32": True, "onnx_nodes": []}
     shape = tuple(in_shape[1:])
     return IntModel(input_shape=shape, input_quant=input_quant, layers=layers, output_exp=st.exp,
-                    plan=plan, input_layout="NCHW" if len(shape) == 3 else "NC", input_affine=input_affine,
+                    plan=plan, input_layout=_input_layout(model, shape), input_affine=input_affine,
                     output_affine=output_affine)
+
+
+def _input_layout(model: ModelWrapper, shape: tuple) -> str:
+    """What users feed: NCL where preparation held a 1-D network as H = 1 (flipq.hls.conv1d),
+    NCHW for other images, NC for vectors."""
+    from flipq.hls.conv1d import LAYOUT_KEY
+
+    if any(e.key == LAYOUT_KEY and e.value == "NCL" for e in model.model.metadata_props) and len(shape) == 3:
+        return "NCL"
+    return "NCHW" if len(shape) == 3 else "NC"
 
 
 @dataclass

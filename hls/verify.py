@@ -400,9 +400,7 @@ def verify_file(path: str | Path, x: np.ndarray | None = None, rows: int = 64, i
 
 
 def _check_inputs(x: np.ndarray, intmodel) -> None:
-    shape = tuple(intmodel.input_shape)
-    if intmodel.input_layout == "NCHW" and len(shape) == 3:
-        shape = (shape[2], shape[0], shape[1])  # users feed the model's own layout
+    shape = intmodel.user_input_shape()  # users feed the model's own layout
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise VerifyInputError(f"--input has shape {tuple(x.shape)}; the model takes (rows, "
                                f"{', '.join(map(str, shape))}) real values in its own layout")

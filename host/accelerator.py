@@ -202,9 +202,8 @@ class Accelerator:
     # -- inputs -----------------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample in the user's layout (NCHW models: (C, H, W))."""
-        s = self.model.input_shape
-        return (s[2], s[0], s[1]) if self.model.input_layout == "NCHW" and len(s) == 3 else tuple(s)
+        """One sample in the user's layout (NCHW models: (C, H, W); 1-D models: (C, L))."""
+        return self.model.user_input_shape()
 
     @property
     def chunk_rows(self) -> int:
@@ -245,7 +244,7 @@ class Accelerator:
                     f"{spec.qmin}..{spec.qmax} ({spec.bits}-bit {'signed' if spec.signed else 'unsigned'}); "
                     "without quantized=True (--quantized) inputs are real values and get quantized")
             q = x.astype(np.int64)
-            return q.transpose(0, 2, 3, 1) if q.ndim == 4 and self.model.input_layout == "NCHW" else q
+            return self.model.to_channels_last(q)
         if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) \
                 or x.dtype == np.bool_:
             raise AcceleratorInputError(f"input dtype {x.dtype} is not numeric (floats or integers)")

@@ -27,7 +27,7 @@ from flipq.host.names import UnsafeNameError, check_layer_name
 from flipq.host.packing import PackingError, PackingSpec
 
 FORMAT_VERSION = 1
-USER_LAYOUTS = ("NCHW", "NC", "NHWC")
+USER_LAYOUTS = ("NCHW", "NCL", "NC", "NHWC")
 DEFAULT_IP_NAME = "flipq_accel_0"
 DEFAULT_IP_VLNV = "flipq.org:hls:flipq_top:1.0"
 DEFAULT_DMA_NAME = "axi_dma_0"

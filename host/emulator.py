@@ -189,9 +189,7 @@ class Emulator:
     # -- public ---------------------------------------------------------------------------
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Floats in the model's own layout -> integer NHWC inputs."""
-        x = np.asarray(x)
-        if self.model.input_layout == "NCHW" and x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1)
+        x = self.model.to_channels_last(np.asarray(x))
         return quantize(self.model.apply_input_affine(x), self.model.input_quant)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

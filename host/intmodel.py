@@ -122,6 +122,10 @@ class IntLayer:
         return s
 
 
+# the layouts users feed: NCHW (images), NCL (1-D signals, held as H = 1), NC (vectors), NHWC
+INPUT_LAYOUTS = ("NCHW", "NCL", "NC", "NHWC")
+
+
 @dataclass
 class IntModel:
     """A feed-forward integer network; ``input_shape`` is channels-last without batch."""
@@ -131,17 +135,37 @@ class IntModel:
     layers: list[IntLayer]
     output_exp: int
     plan: BitPlan | None = None
-    input_layout: str = "NCHW"  # the layout users feed (the torch model's own)
+    input_layout: str = "NCHW"  # the layout users feed (the torch model's own): INPUT_LAYOUTS
     input_affine: list = field(default_factory=list)  # [(op, float)], op in AFFINE_OPS, float32
     output_affine: dict | None = None  # {"scale": [C], "bias": [C], "bound": [C]} floats, "relu": bool
 
     def __post_init__(self):
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise ValueError(f"input_layout {self.input_layout!r} is not one of {INPUT_LAYOUTS}")
         for i, layer in enumerate(self.layers):
             _check_layer_names(layer.name, layer.attrs, "integer model", f"layers[{i}]")
         self.input_affine = [(str(op), float(v)) for op, v in self.input_affine]
         for op, v in self.input_affine:
             if op not in AFFINE_OPS:
                 raise ValueError(f"input_affine op {op!r}: expected one of {', '.join(AFFINE_OPS)}")
+
+    def user_input_shape(self) -> tuple[int, ...]:
+        """One sample as users feed it: (C, H, W) for NCHW models, (C, L) for 1-D (NCL) ones
+        (held as H = 1 channels-last), else ``input_shape``."""
+        s = tuple(self.input_shape)
+        if self.input_layout == "NCHW" and len(s) == 3:
+            return (s[2], s[0], s[1])
+        if self.input_layout == "NCL" and len(s) == 3:
+            return (s[2], s[1])
+        return s
+
+    def to_channels_last(self, x: np.ndarray) -> np.ndarray:
+        """A batch in the user's layout -> the channels-last batch the datapath reads."""
+        if self.input_layout == "NCHW" and x.ndim == 4:
+            return x.transpose(0, 2, 3, 1)
+        if self.input_layout == "NCL" and x.ndim == 3:
+            return x.transpose(0, 2, 1)[:, None]
+        return x
 
     def apply_input_affine(self, x: np.ndarray) -> np.ndarray:
         """The float32 elementwise ops before the input quantizer, in the reference's order."""

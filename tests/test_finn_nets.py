@@ -4,7 +4,8 @@ output affine), compiled to the bit-serial C-sim, and compared row by row: C-sim
 (every row, full precision and ``planes=1``), emulator = Brevitas forward up to the output
 affine's documented bound with the argmax equal on every row. 1W2A (bipolar weights) is
 exact; 1W1A's 1-bit input quantizer is refused in one line saying what to use instead. FINN's
-FC also runs on its own (1, 28, 28) input, which it flattens before the input quantizer.
+FC also runs on its own (1, 28, 28) input, which it flattens before the input quantizer. CNV-W1A1
+and CNV-W1A2 (8-bit inputs, bipolar activations inside) are exact.
 
 Random seeded parameters (tests/finn_nets.py); FINN's inputs (uint8 images / 255); io_parallel
 only and a few rows, to keep the compiles few. CNV-2W2A is benchmarks/finn_cnv.py's.
@@ -30,7 +31,7 @@ ROWS = 24
 _chains: dict = {}
 
 
-def run_chain(name: str, folder: Path, flat: bool = True) -> dict:
+def run_chain(name: str, folder: Path, flat: bool = True, rows: int = ROWS) -> dict:
     """Build, lower, compile and run FINN network ``name`` once per session (``flat``: see
     finn_nets.finn_model)."""
     if (name, flat) in _chains:
@@ -44,7 +45,7 @@ def run_chain(name: str, folder: Path, flat: bool = True) -> dict:
     raw, intmodel, prepared, plan = export_and_lower(model, shape, folder)
     with contextlib.redirect_stdout(io.StringIO()):
         build = build_bitserial(intmodel, prepared, folder / "hls", io_type="io_parallel", plan=plan)
-    x = random_images(ROWS, shape, seed=1)
+    x = random_images(rows, shape, seed=1)
     emu = Emulator(intmodel)
     q = emu.quantize_input(x)
     with CsimBackend(build.lib_path, build.meta) as csim:
@@ -106,3 +107,15 @@ def test_tfc_2w2a_on_finn_s_own_4d_input(tmp_path_factory):
     """FINN's FC flattens its (1, 28, 28) input before 2*x - 1 and the input quantizer: the flatten
     moves behind them (flipq.hls.input_reshape), then folds into the first layer's rows."""
     check_chain(run_chain("tfc_2w2a", tmp_path_factory.mktemp("tfc4d"), flat=False))
+
+
+@pytest.mark.parametrize("name", ["cnv_1w1a", "cnv_1w2a"])
+def test_cnv_1bit_nets_are_exact(name, tmp_path_factory):
+    """FINN's CNV-W1A1 (the network FINN runs at about 3,000 images/s on the PYNQ-Z2) and
+    CNV-W1A2 as brevitas_examples ships them: bipolar weights as 2-bit {-1, +1}, bipolar
+    activations as thresholds onto {-1, +1}; the channels-last conversion moves its layout
+    changes through BipolarQuant as through a Quant. C-sim = emulator on every row (and at
+    planes=1), emulator = Brevitas within the output affine's bound, argmax equal."""
+    chain = run_chain(name, tmp_path_factory.mktemp(name), rows=8)  # CNV's C-sim: a few rows a second
+    check_chain(chain)
+    assert any(layer.op == "threshold" for layer in chain["intmodel"].layers)

@@ -469,7 +469,7 @@ def test_verify_inputs_are_finite_real_numbers(x):
 
     from flipq.hls.verify import VerifyInputError, _check_inputs
 
-    model = SimpleNamespace(input_shape=(3,), input_layout="NC")
+    model = SimpleNamespace(input_shape=(3,), input_layout="NC", user_input_shape=lambda: (3,))
     with pytest.raises(VerifyInputError, match=r"finite real numbers \(dtype "):
         _check_inputs(x, model)
     _check_inputs(np.zeros((2, 3), dtype=np.float32), model)  # real values pass

@@ -41,9 +41,9 @@ def _linear(i, o):
     return qnn.QuantLinear(i, o, bias=False, weight_quant=wq, weight_bit_width=4)
 
 
-def _input_quant():
+def _input_quant(quant_tensor=True):
     _, _, sq = _quants()
-    return qnn.QuantIdentity(act_quant=sq, bit_width=4, return_quant_tensor=True)
+    return qnn.QuantIdentity(act_quant=sq, bit_width=4, return_quant_tensor=quant_tensor)
 
 
 class GlobalPoolNet(torch.nn.Module):
@@ -233,3 +233,72 @@ def test_global_pool_keeps_a_user_flatten_and_places_its_own_after_the_quantizer
     assert [op for op, _ in ops] == ["AveragePool", "Relu", "Quant", "Flatten", "MatMul"]
     assert ops[0][1]["kernel_shape"] == [5, 3] and ops[0][1]["strides"] == [5, 3]
     assert model.get_tensor_shape("q") == [1, 4, 1, 1] and model.get_tensor_shape("y") == [1, 3]
+
+
+class Conv1dNet(torch.nn.Module):
+    """QuantConv1d stacks as keyword-spotting and sensor nets have them: conv, pool, conv, then
+    a flatten or a global average pool over the length."""
+
+    def __init__(self, head: str):
+        super().__init__()
+        wq, _, _ = _quants()
+        self.head = head
+        self.inq = _input_quant()
+        self.c1 = qnn.QuantConv1d(4, 8, 3, padding=1, bias=False, weight_quant=wq, weight_bit_width=4)
+        self.r1, self.pool = _relu(), torch.nn.MaxPool1d(2)
+        self.c2 = qnn.QuantConv1d(8, 8, 3, stride=2, bias=False, weight_quant=wq, weight_bit_width=3)
+        self.r2 = _relu()
+        self.gap, self.q3 = torch.nn.AdaptiveAvgPool1d(1), _relu()
+        self.fc = _linear(8 if head == "gap" else 8 * 3, 5)
+
+    def forward(self, x):
+        x = self.r2(self.c2(self.pool(self.r1(self.c1(self.inq(x))))))
+        if self.head == "gap":
+            x = self.q3(self.gap(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+@pytest.mark.parametrize("head", ["flatten", "gap"])
+def test_conv1d_networks_are_exact_on_their_own_ncl_inputs(head, tmp_path):
+    """(N, C, L) networks run as H = 1: torch = QONNX = emulator = C-sim at every planes on random
+    integer rows and on real (N, C, L) inputs in the user's layout, the RTL twin on one head."""
+    from flipq.host.emulator import Emulator
+    from flipq.hls.verify import lower_model, real_inputs, verify_model
+
+    torch.manual_seed(0)
+    net = Conv1dNet(head).eval()
+    raw = _export(net, (4, 16), tmp_path / "model.onnx")
+    intmodel = lower_model(raw)[0]
+    assert intmodel.input_layout == "NCL" and intmodel.user_input_shape() == (4, 16)
+
+    def reference(im, q):
+        x = real_inputs(im, q)[:, 0].transpose(0, 2, 1)  # (N, 1, L, C) -> (N, C, L)
+        with torch.no_grad():
+            return net(torch.from_numpy(np.ascontiguousarray(x))).numpy().astype(np.float64)
+
+    x = np.random.default_rng(2).normal(0.0, 1.0, (6, 4, 16)).astype(np.float32)
+    verdict = verify_model(raw, tmp_path / "work", rows=24, qonnx_rows=30, x=x, rtl=head == "flatten",
+                           reference=reference)
+    assert verdict.status == "exact", (verdict.reason, verdict.message, verdict.first_bad)
+    assert verdict.stages["qonnx=emulator"] == [30, 30]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy().astype(np.float64)
+    assert np.array_equal(Emulator(intmodel).forward(x), want)
+
+
+def test_a_1d_op_outside_the_rewrite_is_refused_naming_it(tmp_path):
+    from flipq.hls.verify import is_flipq_refusal, lower_model
+
+    class Transposed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inq, self.fc = _input_quant(quant_tensor=False), _linear(4, 3)
+
+        def forward(self, x):  # (N, C, L) -> (N, L, C): a layout change on a 1-D tensor
+            return torch.flatten(self.fc(torch.transpose(self.inq(x), 1, 2)), 1)
+
+    raw = _export(Transposed(), (4, 6), tmp_path / "t.onnx")
+    with pytest.raises(ValueError) as info:
+        lower_model(raw)
+    assert is_flipq_refusal(info.value), str(info.value)
+    assert "(op type Transpose)" in str(info.value) and "(N, C, L)" in str(info.value)
