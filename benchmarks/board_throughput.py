@@ -107,6 +107,10 @@ def write_doc(path: Path, result: dict, report: dict) -> None:
         f"{FINN_W1A1_FPS[1]:,} images/s on the same chip at 100 MHz (measured by FINN); flipq's "
         f"{result['model'].replace('_', '-')} has {result['weight_bits']}-bit weights as bit-planes ("
         "bit-serial; bipolar weights are 2-bit {-1, +1}: two planes)",
+        *([f"- bipolar weights: flipq holds {{-1, +1}} as 2-bit two's complement, so a weight takes two "
+           "planes and `planes` 1 (the sign plane alone) is not this network; a native 1-bit datapath "
+           "(sum(w x) = 2 sum(b x) - sum(x), one plane plus the activation sum, FINN's XNOR-popcount "
+           "idea) would halve the MVAU cycles and is not built"] if "1W" in result["model"] else []),
         "",
         *layer_table(report),
         "",

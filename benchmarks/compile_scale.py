@@ -144,8 +144,9 @@ def write_docs(result: dict, out_md: Path) -> None:
              "A layer's constant tables (weight-plane ROM words, the step table, thresholds) are "
              "`ap_uint<W>`/`ap_int<W>` where synthesis reads them. Written that way for the C-sim, g++ "
              "runs one constructor per entry: FINN's TFC on its 1x28x28 input (SIMD 1, a 100,352-word "
-             "ROM) took 5.5 minutes to compile, and the MLPerf Tiny autoencoder at 8 bits (ten "
-             "128x255 threshold tables) crashed g++ 12 after 14.5 minutes and 6.5 GB. The C-sim "
+             "ROM) took 5.4 minutes to compile (this machine, before the change), and the MLPerf Tiny "
+             "autoencoder at 8 bits (ten 128x255 threshold tables) crashed g++ 12 after 14.5 minutes "
+             "and 6.5 GB (as issue 22 reports it). The C-sim "
              "now stores them as C integers of the same values (`flipq::table_word`, "
              "flipq_bitserial_pe.h; the kernels convert on every read); synthesis still sees the "
              "ap types (tests/test_bitserial.py checks both with the compiler).", "",
