@@ -19,6 +19,8 @@ import numpy as np
 from onnx import helper, numpy_helper
 from qonnx.transformation.base import Transformation
 
+from flipq.hls.global_pool import constant_axes, keepdims
+
 LAYOUT_KEY = "flipq.input_layout"
 _SPATIAL = ("Conv", "MaxPool", "AveragePool")
 # ops that take an (N, C, L) tensor as it is, with constants broadcast against it
@@ -72,10 +74,9 @@ class Conv1dTo2d(Transformation):
 
         dropped = []
         for node in list(graph.node):
-            where = _where(node)
             # torch's AdaptiveAvgPool1d: Unsqueeze(axis 2) -> 2-D pool -> Squeeze(axis 2); with
             # H = 1 already there both go, and what follows the Squeeze is (N, C, 1, 1)
-            if node.op_type == "Squeeze" and _axes(model, node) in ([2], [-2]) \
+            if node.op_type == "Squeeze" and constant_axes(model, node) in ([2], [-2]) \
                     and len(model.get_tensor_shape(node.output[0]) or []) == 3:
                 _bypass(model, node)
                 dropped.append(node)
@@ -84,10 +85,11 @@ class Conv1dTo2d(Transformation):
             live = [i for i in node.input if i in rank3]
             if not live:
                 continue
-            if node.op_type == "Unsqueeze" and _axes(model, node) in ([2], [-2]):
+            if node.op_type == "Unsqueeze" and constant_axes(model, node) in ([2], [-2]):
                 _bypass(model, node)
                 dropped.append(node)
                 continue
+            where = _where(node)
             if node.op_type in _SPATIAL:
                 a = _attrs(node)
                 k = list(a.get("kernel_shape", []))
@@ -114,7 +116,7 @@ class Conv1dTo2d(Transformation):
                 raise Conv1dError(f"{where}: on an (N, C, L) tensor this op cannot be mapped (1-D networks: "
                                   "QuantConv1d, MaxPool1d/AvgPool1d, activations, global pooling over L, "
                                   "flatten, QuantLinear)")
-            if node.op_type in ("Flatten", "Reshape") or (node.op_type in _REDUCE and not _keeps_dims(node)):
+            if node.op_type in ("Flatten", "Reshape") or (node.op_type in _REDUCE and not keepdims(node)):
                 continue  # (N, C*L) or (N, C): rank 2 either way
             rank3.update(node.output)
         for node in dropped:
@@ -134,17 +136,13 @@ class Conv1dTo2d(Transformation):
 
     @staticmethod
     def _reduce_over_length(model, node, where: str) -> None:
-        a = _attrs(node)
-        axes = list(a["axes"]) if "axes" in a else None
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            init = model.get_initializer(node.input[1])
-            axes = None if init is None else [int(v) for v in init.reshape(-1)]
+        axes = constant_axes(model, node)
         if axes is not None and len(axes) == 2 and sorted(x % 4 for x in axes) == [2, 3]:
             return  # over (1, L) already: AdaptiveAvgPool1d's export, its Unsqueeze gone
         if axes is None or sorted(x % 3 for x in axes) != [2]:
             raise Conv1dError(f"{where}: reduces axes {axes} of an (N, C, L) tensor; only the length axis [2] "
                               "(global pooling over L) can be mapped")
-        if "axes" in a:
+        if any(a.name == "axes" for a in node.attribute):
             _set_attr(node, "axes", [2, 3])
         else:
             name = model.make_new_valueinfo_name()
@@ -172,26 +170,9 @@ class Conv1dTo2d(Transformation):
                         model.graph.value_info.remove(vi)
 
 
-def _axes(model, node) -> list[int] | None:
-    a = _attrs(node)
-    if "axes" in a:
-        return list(a["axes"])
-    if len(node.input) > 1 and node.input[1]:
-        init = model.get_initializer(node.input[1])
-        return None if init is None else [int(v) for v in init.reshape(-1)]
-    return None
-
-
 def _bypass(model, node) -> None:
     """Consumers of the node's output read its input instead (the node is dropped after)."""
     for user in model.find_consumers(node.output[0]) or []:
         for k, name in enumerate(user.input):
             if name == node.output[0]:
                 user.input[k] = node.input[0]
-
-
-def _keeps_dims(node) -> bool:
-    for a in node.attribute:
-        if a.name == "keepdims":
-            return bool(helper.get_attribute_value(a))
-    return True

@@ -25,22 +25,28 @@ class GlobalPoolError(ValueError):
     """A reduction that is not a pool over the whole map; names the node and the axes."""
 
 
+def constant_axes(model, node) -> list[int] | None:
+    """The ``axes`` of a Reduce*/Squeeze/Unsqueeze node as written (an attribute or, from opset
+    13/18, a constant second input); ``None`` when it has none or they are computed at run time."""
+    for a in node.attribute:
+        if a.name == "axes":
+            return list(helper.get_attribute_value(a))
+    if len(node.input) > 1 and node.input[1]:
+        value = model.get_initializer(node.input[1])
+        return None if value is None else [int(v) for v in value.reshape(-1)]
+    return None
+
+
 def reduce_axes(model, node) -> list[int] | None:
-    """The axes a Reduce* node reduces (attribute or, from opset 18, a constant second input),
-    normalised to non-negative; ``None`` for the Global* ops (always H and W)."""
+    """The axes a Reduce* node reduces, normalised to non-negative; ``None`` for the Global* ops
+    (always H and W)."""
     if node.op_type.startswith("Global"):
         return None
     rank = len(model.get_tensor_shape(node.input[0]) or [])
-    axes = None
-    for a in node.attribute:
-        if a.name == "axes":
-            axes = list(helper.get_attribute_value(a))
+    axes = constant_axes(model, node)
     if axes is None and len(node.input) > 1 and node.input[1]:
-        value = model.get_initializer(node.input[1])
-        if value is None:
-            raise GlobalPoolError(f"node '{node.name}' (op type {node.op_type}): its axes are computed at run "
-                                  "time; only constant axes can be mapped")
-        axes = [int(v) for v in value.reshape(-1)]
+        raise GlobalPoolError(f"node '{node.name}' (op type {node.op_type}): its axes are computed at run "
+                              "time; only constant axes can be mapped")
     if axes is None:  # no axes: every axis
         axes = list(range(rank))
     return sorted(a + rank if a < 0 else a for a in axes)
@@ -60,7 +66,8 @@ def check_global_pool(model, node, where: str) -> None:
                               "(global pooling, e.g. AdaptiveAvgPool2d(1) or x.mean((2, 3))) can be mapped")
 
 
-def _keepdims(node) -> bool:
+def keepdims(node) -> bool:
+    """A Reduce* node's ``keepdims`` (ONNX default 1)."""
     for a in node.attribute:
         if a.name == "keepdims":
             return bool(helper.get_attribute_value(a))
@@ -92,7 +99,7 @@ class GlobalPoolToPool(Transformation):
                 continue
             check_global_pool(model, node, f"node '{node.name}' (op type {node.op_type})")
             _, _, h, w = model.get_tensor_shape(node.input[0])
-            keep = node.op_type.startswith("Global") or _keepdims(node)
+            keep = node.op_type.startswith("Global") or keepdims(node)
             pool = helper.make_node(GLOBAL_OPS[node.op_type], [node.input[0]], [node.output[0]], name=node.name,
                                     kernel_shape=[h, w], strides=[h, w], pads=[0, 0, 0, 0])
             pool.metadata_props.extend(node.metadata_props)

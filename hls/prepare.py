@@ -10,7 +10,6 @@ input, or MatMul -> Add); lowering folds it into the layer.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from pathlib import Path
@@ -136,9 +135,7 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(AvgPoolToConv()).transform(InferShapes())
     # FINN's FC: a flatten on the input before 2*x - 1 and the quantizer moves behind them
     model = model.transform(MoveInputReshapePastElementwise())
-    with _bipolar_moves_like_quant(model):
-        model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
-    _restore_bipolar(model)
+    model = _to_channels_last(model)
     model = model.transform(RemoveTransposePairAroundElementwise())
     # a flatten before a dense layer's own input quantizer: the quantizer first, so that the
     # Transpose channels-last conversion left in front of the flatten can move past it
@@ -162,36 +159,30 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     return cleanup_model(model)
 
 
-@contextlib.contextmanager
-def _bipolar_moves_like_quant(model: ModelWrapper):
-    """qonnx's channels-last conversion moves layout Transposes through a Quant and folds them
-    into a Quant's weight initializer, but knows nothing of BipolarQuant (FINN's 1-bit weights and
-    activations, CNV-W1A1/W1A2), and left a Transpose in front of the first dense layer. Where
-    every BipolarQuant has a scalar scale it is element-wise like a Quant: for the conversion
-    only, each is held as a Quant (same inputs, marked), then restored."""
-    marked = [n for n in model.graph.node if n.op_type == "BipolarQuant"]
-    scalar = all(model.get_initializer(n.input[1]) is not None and model.get_initializer(n.input[1]).size == 1
-                 for n in marked)
-    if not marked or not scalar:
-        yield
-        return
-    for n in marked:
-        n.op_type = "Quant"
-        entry = n.metadata_props.add()
-        entry.key, entry.value = _BIPOLAR_KEY, "1"
-    yield
+_BIPOLAR_KEY = "flipq.bipolar"
 
 
-def _restore_bipolar(model: ModelWrapper) -> None:
+def _to_channels_last(model: ModelWrapper) -> ModelWrapper:
+    """qonnx's channels-last conversion. It moves layout Transposes through a Quant and folds
+    them into a Quant's weight initializer, but knows nothing of BipolarQuant (FINN's 1-bit
+    weights and activations, CNV-W1A1/W1A2) and left a Transpose in front of the first dense
+    layer. Where every BipolarQuant has a scalar scale it is element-wise like a Quant: for the
+    conversion only, each is held as a Quant (same inputs, marked in its metadata), then restored."""
+    bipolar = [n for n in model.graph.node if n.op_type == "BipolarQuant"]
+    if bipolar and all(model.get_initializer(n.input[1]) is not None and model.get_initializer(n.input[1]).size == 1
+                       for n in bipolar):
+        for n in bipolar:
+            n.op_type = "Quant"
+            entry = n.metadata_props.add()
+            entry.key, entry.value = _BIPOLAR_KEY, "1"
+    model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
     for n in model.graph.node:
         keep = [e for e in n.metadata_props if e.key != _BIPOLAR_KEY]
         if len(keep) != len(n.metadata_props):
             n.op_type = "BipolarQuant"
             del n.metadata_props[:]
             n.metadata_props.extend(keep)
-
-
-_BIPOLAR_KEY = "flipq.bipolar"
+    return model
 
 
 def _record_source_names(model: ModelWrapper) -> None:
