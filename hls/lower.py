@@ -87,8 +87,8 @@ def torch_module_path(node) -> str:
     '' when the export recorded none. The Brevitas layer (``brevitas.nn.*``) a node belongs to
     wins over the modules inside it (its quantizer proxies)."""
     meta = {e.key: e.value for e in node.metadata_props}
-    if SOURCE_MODULE_KEY in meta:
-        return meta[SOURCE_MODULE_KEY]
+    if SOURCE_MODULE_KEY in meta:  # recorded by preparation, or written into the file by anyone
+        return _printable(meta[SOURCE_MODULE_KEY])
     scopes = _literal_list(meta.get(TORCH_SCOPES_KEY, ""))
     classes = _literal_list(meta.get(TORCH_CLASSES_KEY, ""))
     if len(scopes) < 2:

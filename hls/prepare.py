@@ -23,7 +23,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.avgpool_to_conv import AvgPoolToConv
-from flipq.hls.conv1d import Conv1dTo2d
+from flipq.hls.conv1d import LAYOUT_KEY, Conv1dTo2d
 from flipq.hls.input_reshape import MoveInputReshapePastElementwise
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
 from flipq.hls.global_pool import GlobalPoolToPool
@@ -124,6 +124,9 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     >>> intmodel = lower_qonnx(prepared)                                 # doctest: +SKIP
     """
     model = ModelWrapper(copy.deepcopy(model.model))
+    # the layout mark is preparation's own (flipq.hls.conv1d): never taken from the file
+    for entry in [e for e in model.model.metadata_props if e.key == LAYOUT_KEY]:
+        model.model.metadata_props.remove(entry)
     _record_source_names(model)
     model = cleanup_model(model)
     # a 1-D network (N, C, L) as a 2-D one with H = 1

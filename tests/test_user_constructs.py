@@ -205,6 +205,10 @@ def test_module_path_metadata_is_read_as_data_only():
     for hostile in ("__import__('os').system('true')", "[1, 2", "{'a': 1}", "x" * 5000):
         assert torch_module_path(node(hostile, hostile)) == ""
     odd = node("['', 'a\\nb\\x07']", "['m.Net', 'm.Block']")
+    planted = helper.make_node("Add", ["a", "b"], ["c"], name="p")
+    entry = planted.metadata_props.add()
+    entry.key, entry.value = "flipq.source_module", "x\ny"  # written into the file, not by preparation
+    assert torch_module_path(planted) == "xy" and "\n" not in _where(planted)
     assert torch_module_path(odd) == "ab" and "\n" not in _where(odd)
     assert _where(helper.make_node("Add", ["a", "b"], ["c"], name="plain")) == "node 'plain' (op type Add)"
 
@@ -302,3 +306,15 @@ def test_a_1d_op_outside_the_rewrite_is_refused_naming_it(tmp_path):
         lower_model(raw)
     assert is_flipq_refusal(info.value), str(info.value)
     assert "(op type Transpose)" in str(info.value) and "(N, C, L)" in str(info.value)
+
+
+def test_a_layout_mark_written_into_the_file_is_ignored(tmp_path):
+    """``flipq.input_layout`` is preparation's own mark for 1-D networks: a 2-D model's file
+    carrying it still takes NCHW inputs."""
+    from flipq.hls.verify import lower_model
+
+    raw = _export(GlobalPoolNet("adaptive_avg"), (3, 8, 8), tmp_path / "m.onnx")
+    entry = raw.model.metadata_props.add()
+    entry.key, entry.value = "flipq.input_layout", "NCL"
+    intmodel = lower_model(raw)[0]
+    assert intmodel.input_layout == "NCHW" and intmodel.user_input_shape() == (3, 8, 8)
