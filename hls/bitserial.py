@@ -94,8 +94,9 @@ def _quant_after(intmodel: IntModel) -> dict:
     ``threshold`` layer always counts: its graph hands hls4ml a Quant to merge in its place."""
     out = {}
     layers = intmodel.layers
-    for layer, nxt in zip(layers, layers[1:]):
-        if layer.is_mac and (nxt.op == "threshold" or nxt.op == "requant" and not nxt.attrs.get("relu", False)):
+    for index, (layer, nxt) in enumerate(zip(layers, layers[1:])):
+        if layer.is_mac and intmodel.inputs_of(index + 1) == [index] and (
+                nxt.op == "threshold" or nxt.op == "requant" and not nxt.attrs.get("relu", False)):
             out[layer.name] = nxt.out_quant.to_dict()
     return out
 

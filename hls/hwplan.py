@@ -40,6 +40,14 @@ def bits_for(lo: int, hi: int) -> int:
     return max(int(max(-lo - 1, hi)).bit_length() + 1, 2)
 
 
+def add_range(a: "ValueRange", b: "ValueRange") -> "ValueRange":
+    """The sum of two tensors on the finer of their grids (an ``add`` layer, exact)."""
+    exp = min(a.exp, b.exp)
+    sa, sb = a.exp - exp, b.exp - exp
+    lo, hi = (a.lo << sa) + (b.lo << sb), (a.hi << sa) + (b.hi << sb)
+    return ValueRange(lo, hi, exp, lo < 0 or a.signed or b.signed, bits_for(lo, hi))
+
+
 def signed_bits(bound: int) -> int:
     """Width of a two's-complement integer holding ``-bound .. bound``."""
     return bits_for(-int(bound), int(bound))
@@ -255,15 +263,19 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: d
             raise HardwarePlanError(f"{key} names layer '{unknown[0]}', which the model does not have "
                                     f"(layers: {', '.join(names)})")
     q = intmodel.input_quant
-    cur = ValueRange(q.qmin, q.qmax, q.exp, q.signed, q.bits)
+    first = ValueRange(q.qmin, q.qmax, q.exp, q.signed, q.bits)
     shape = tuple(int(d) for d in intmodel.input_shape)
-    beat = shape[-1]  # elements per stream beat: a flatten keeps the pixel beats hls4ml streams
-    first = cur
+    # per tensor (layer index, -1 the input): its range, shape and the elements of a stream beat
+    # (a flatten keeps the pixel beats hls4ml streams)
+    tensors = {-1: (first, shape, shape[-1])}
     layers = []
     for index, layer in enumerate(intmodel.layers):
+        ins = intmodel.inputs_of(index)
+        cur, shape, beat = tensors[ins[0]]
         if layer.is_mac:
             nxt = intmodel.layers[index + 1] if index + 1 < len(intmodel.layers) else None
-            threshold = nxt if nxt is not None and nxt.op == "threshold" else None
+            threshold = nxt if nxt is not None and nxt.op == "threshold" and intmodel.inputs_of(index + 1) == [index] \
+                else None
             layers.append(_mac_layer(layer, cur, shape, beat, pe.get(layer.name, 1), simd.get(layer.name),
                                      group_size, threshold))
             hw = layers[-1]
@@ -271,17 +283,21 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: d
             cur = ValueRange(hw.out_lo, hw.out_hi, cur.exp + hw.w_exp, True,
                              bits_for(min(hw.out_lo, -1), hw.out_hi))
         elif layer.op in ("requant", "threshold"):
-            if layer.op == "threshold" and (index == 0 or not intmodel.layers[index - 1].is_mac):
+            if layer.op == "threshold" and (ins[0] != index - 1 or ins[0] < 0 or not intmodel.layers[ins[0]].is_mac):
                 raise HardwarePlanError(f"threshold layer '{layer.name}' does not directly follow a dense or "
                                         "conv layer: the bit-serial kernels compare only accumulators")
             s = layer.out_quant
             cur = ValueRange(s.qmin, s.qmax, s.exp, s.signed, s.bits)
         elif layer.op == "relu":
             cur = ValueRange(max(cur.lo, 0), max(cur.hi, 0), cur.exp, cur.signed, cur.bits)
+        elif layer.op == "add":
+            cur = add_range(cur, tensors[ins[1]][0])
         if layer.attrs.get("out_shape"):
             shape = tuple(int(d) for d in layer.attrs["out_shape"])
             if layer.op != "flatten":
                 beat = shape[-1]
+        tensors[index] = (cur, shape, beat)
+    cur = tensors[len(intmodel.layers) - 1][0]
     output = ValueRange(cur.lo, cur.hi, cur.exp, cur.signed, max(cur.bits, 2))
     return HardwarePlan(tuple(layers), first, output)
 

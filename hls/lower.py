@@ -6,7 +6,7 @@ Brevitas = QONNX = C-sim = emulator exact. Anything else is refused with the nod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from onnx import helper
@@ -132,12 +132,13 @@ def _structural_obstacle(model: ModelWrapper) -> None:
     const = _constant_tensors(model)
     for node in model.graph.node:
         live = [i for i in node.input if i and i not in const]
-        if node.op_type in ("Add", "Sub", "Mul", "Div") and len(live) > 1:
-            what = ("a residual add of two activation tensors (a skip connection)" if node.op_type in ("Add", "Sub")
-                    else "an element-wise product of two activation tensors (e.g. squeeze-and-excitation)")
+        if node.op_type in ("Sub", "Mul", "Div") and len(live) > 1:
+            what = ("a difference of two activation tensors" if node.op_type == "Sub"
+                    else "an element-wise product or quotient of two activation tensors (e.g. squeeze-and-"
+                         "excitation)")
             raise UnsupportedNodeError(
-                f"{_where(node)}: {what} cannot be mapped yet: flipq's datapath is a chain of layers, one "
-                "tensor flowing from each to the next; deploy the network without the branch")
+                f"{_where(node)}: {what} cannot be mapped yet: flipq's datapath combines two tensors only by "
+                "a residual add; deploy the network without it")
         if node.op_type == "Concat" and len(live) > 1:
             raise UnsupportedNodeError(
                 f"{_where(node)}: a concatenation of {len(live)} activation tensors cannot be mapped yet: flipq's "
@@ -363,18 +364,39 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     macs = []  # (layer, weight bits, input act bits)
     mac_out = None  # output tensor of the MAC layer last lowered, while nothing else followed it
     output_affine = None
-    for node in graph.node:
+    # the graph: ONNX tensor -> (index of the layer that computes it, -1 the input; its state)
+    tensors = {first.output[0]: (-1, replace(st))}
+    for node in _depth_first(model):
         if node is first or node.output[0] in const_quants or node.name in skip:
             continue
         out_shape = model.get_tensor_shape(node.output[0])
         attrs = _attrs(node)
         base = {"onnx_node": node.name, "out_shape": list(out_shape[1:]) if out_shape else None}
         op = node.op_type
+        live = [i for i in node.input if i in tensors]
+        if op == "Add" and len(live) == 2:
+            layers.append(_residual_add(node, base, tensors[live[0]], tensors[live[1]]))
+            st = replace(tensors[live[0]][1])
+            st.set_sum(tensors[live[0]][1], tensors[live[1]][1])
+            tensors[node.output[0]] = (len(layers) - 1, replace(st))
+            mac_out = None
+            continue
+        if not live:
+            raise UnsupportedNodeError(f"{_where(node)} reads no tensor the integer datapath computes (e.g. a "
+                                       "computation on constants that preparation could not fold)")
+        # the tensor this node reads: the last layer's output in a chain, an earlier one's in a branch
+        producer, state = tensors[live[0]]
+        st = replace(state)
+        if mac_out != live[0]:
+            mac_out = None
+        n_before = len(layers)
         if op == "Add":
             _add_bias(model, node, layers[-1] if layers else None, mac_out, st.exp)
             mac_out = node.output[0]
+            tensors[node.output[0]] = (len(layers) - 1, replace(st))
             continue
         mac_out = None
+        out_tensor = node.output[0]
         if op in MAC_NODE_OPS:
             if node.input[1] not in const_quants:
                 raise UnsupportedNodeError(
@@ -404,32 +426,35 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 bias = 0 if layer.bias is None else np.asarray(layer.bias)
                 st.lo, st.hi = int((lo + bias).min()), int((hi + bias).max())
                 mac_out = node.output[0]
-                continue
-            layer.bias = None  # the chain holds the bias
-            if w_exp is None:
-                layer.attrs.update(w_int=True, w_exp=0)
-            acc_exp = st.exp + layer.attrs["w_exp"]
-            if chain.to_output:
-                own = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-                a, b, relu = compose_affine(model, chain, node.output[0], st.real * w_scale, _const_value,
-                                            _refuse_at, own)
-                lo, hi = channel_ranges(w_kn, wbits, st.lo, st.hi)
-                # float32 reference vs float64 here: the MAC's float32 sum of K terms plus a few
-                # rounded ops, each within 2**-24 of the largest magnitude the channel reaches
-                bound = (w_kn.shape[0] + 8) * 2.0**-24 * (np.abs(a) * np.maximum(-lo, hi) + np.abs(b))
-                output_affine = {"scale": [float(v) for v in a / 2.0**acc_exp], "bias": [float(v) for v in b],
-                                 "bound": [float(v) for v in bound], "relu": relu,
-                                 "onnx_nodes": [n.name for n in chain.nodes]}
-                st.exp = acc_exp
-            elif chain.quant is None:
-                stop = chain.stop
-                raise UnsupportedNodeError(
-                    f"{_where(node)}: its output reaches "
-                    f"{'several nodes' if stop is None else _where(stop)} before any quantizer; put an "
-                    "activation quantizer (QuantIdentity/QuantReLU) after the layer's bias, scale or BatchNorm")
             else:
-                layers += _threshold_layers(model, node, chain, st, w_kn, wbits, w_scale, base)
-            skip.update(n.name for n in chain.nodes)
+                layer.bias = None  # the chain holds the bias
+                if w_exp is None:
+                    layer.attrs.update(w_int=True, w_exp=0)
+                acc_exp = st.exp + layer.attrs["w_exp"]
+                if chain.to_output:
+                    own = _const_value(model, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                    a, b, relu = compose_affine(model, chain, node.output[0], st.real * w_scale, _const_value,
+                                                _refuse_at, own)
+                    lo, hi = channel_ranges(w_kn, wbits, st.lo, st.hi)
+                    # float32 reference vs float64 here: the MAC's float32 sum of K terms plus a few
+                    # rounded ops, each within 2**-24 of the largest magnitude the channel reaches
+                    bound = (w_kn.shape[0] + 8) * 2.0**-24 * (np.abs(a) * np.maximum(-lo, hi) + np.abs(b))
+                    output_affine = {"scale": [float(v) for v in a / 2.0**acc_exp], "bias": [float(v) for v in b],
+                                     "bound": [float(v) for v in bound], "relu": relu,
+                                     "onnx_nodes": [n.name for n in chain.nodes]}
+                    st.exp = acc_exp
+                elif chain.quant is None:
+                    stop = chain.stop
+                    raise UnsupportedNodeError(
+                        f"{_where(node)}: its output reaches "
+                        f"{'several nodes' if stop is None else _where(stop)} before any quantizer; put an "
+                        "activation quantizer (QuantIdentity/QuantReLU) after the layer's bias, scale or "
+                        "BatchNorm")
+                else:
+                    layers += _threshold_layers(model, node, chain, st, w_kn, wbits, w_scale, base)
+                if chain.nodes:
+                    out_tensor = chain.nodes[-1].output[0]
+                skip.update(n.name for n in chain.nodes)
         elif op == "Relu":
             layers.append(IntLayer("relu", node.name, base))
             st.lo, st.hi = max(st.lo, 0), max(st.hi, 0)
@@ -439,14 +464,17 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
                 raise UnsupportedNodeError(
                     f"{_where(node)}: a quantizer on values with a non-power-of-two scale that no layer "
                     "feeds directly (e.g. after a pool) cannot be mapped; quantize right after the layer")
-            relu = bool(layers) and layers[-1].op == "relu"
+            # a ReLU right before, read by nothing else, folds into the requantization
+            relu = (producer == len(layers) - 1 and bool(layers) and layers[-1].op == "relu"
+                    and len(model.find_consumers(node.input[0]) or []) == 1)
+            inherited = {}
             if relu:
-                layers.pop()
+                inherited = {k: v for k, v in layers.pop().attrs.items() if k == "inputs"}
             if spec.narrow and not spec.signed:
                 raise UnsupportedNodeError(
                     f"{_where(node)}: a narrow-range unsigned quantizer that no layer feeds directly "
                     "cannot be mapped; use narrow_range=False, or quantize right after the layer")
-            layers.append(IntLayer("requant", node.name, dict(base, quant=spec.to_dict(), relu=relu)))
+            layers.append(IntLayer("requant", node.name, dict(base, quant=spec.to_dict(), relu=relu, **inherited)))
             st.set_quant(spec, 2.0**spec.exp, True)
         elif op == "MaxPool":
             layers.append(_maxpool(node, attrs, base))
@@ -458,6 +486,9 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
             raise UnsupportedNodeError(
                 f"{_where(node)} cannot be mapped to flipq's integer datapath "
                 f"({_HINTS.get(op, 'supported: ' + ', '.join(MAPPED_OPS))})")
+        if len(layers) > n_before and producer != n_before - 1:
+            layers[n_before].attrs["inputs"] = [producer]  # the first layer of a branch
+        tensors[out_tensor] = (len(layers) - 1, replace(st))
     if not macs:
         raise UnsupportedNodeError("the graph has no Conv/MatMul layer with quantized weights")
 
@@ -472,6 +503,36 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     return IntModel(input_shape=shape, input_quant=input_quant, layers=layers, output_exp=st.exp,
                     plan=plan, input_layout=_input_layout(model, shape), input_affine=input_affine,
                     output_affine=output_affine)
+
+
+def _depth_first(model: ModelWrapper) -> list:
+    """The graph's nodes in a topological order that finishes a branch before starting the
+    next (Kahn's algorithm with a stack): a layer's own chain -- its bias, ReLU, quantizer --
+    follows it directly in the integer model, as a chain's would, whatever order the export
+    interleaved parallel branches in. A chain keeps its order."""
+    nodes = list(model.graph.node)
+    available = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
+    waiting = {id(n): sum(1 for i in set(n.input) if i not in available) for n in nodes}
+    consumers: dict = {}
+    for n in nodes:
+        for i in set(n.input):
+            if i not in available:
+                consumers.setdefault(i, []).append(n)
+    stack = [n for n in reversed(nodes) if waiting[id(n)] == 0]
+    order = []
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        ready = []
+        for out in node.output:
+            for c in consumers.get(out, []):
+                waiting[id(c)] -= 1
+                if waiting[id(c)] == 0:
+                    ready.append(c)
+        stack += reversed(ready)  # the first consumer in file order next
+    if len(order) != len(nodes):  # a cycle, or an input nothing produces: keep the file's order
+        return nodes
+    return order
 
 
 def _input_layout(model: ModelWrapper, shape: tuple) -> str:
@@ -499,6 +560,36 @@ class _State:
     def set_quant(self, spec: QuantSpec, real: float, exact: bool) -> None:
         self.exp, self.act_bits, self.real, self.exact = spec.exp, spec.bits, real, exact
         self.lo, self.hi = spec.qmin, spec.qmax
+
+    def set_sum(self, a: "_State", b: "_State") -> None:
+        """The state of ``a + b`` on the finer of their grids (see :func:`_residual_add`)."""
+        self.exp = min(a.exp, b.exp)
+        sa, sb = a.exp - self.exp, b.exp - self.exp
+        self.lo, self.hi = (a.lo << sa) + (b.lo << sb), (a.hi << sa) + (b.hi << sb)
+        self.act_bits, self.real, self.exact = None, 2.0**self.exp, True
+
+
+# the widest alignment shift of a residual add's operands (beyond it a grid is surely a mistake)
+MAX_ADD_SHIFT = 16
+
+
+def _residual_add(node, base: dict, a: tuple, b: tuple) -> IntLayer:
+    """``Add`` of two tensors the datapath computes (a residual connection): exact in integers
+    when both have power-of-two real scales -- the operands move onto the finer grid by a left
+    shift. A float scale on either side is refused naming the add."""
+    (pa, sa), (pb, sb) = a, b
+    for side, st in (("first", sa), ("second", sb)):
+        if not st.exact:
+            raise UnsupportedNodeError(
+                f"{_where(node)}: a residual add whose {side} operand has the float scale {st.real:g}: the sum "
+                "of two tensors is exact in integers only on power-of-two grids; quantize both operands with "
+                "power-of-two scales (Brevitas *FixedPoint quantizers, e.g. Int8ActPerTensorFixedPoint)")
+    shift = abs(sa.exp - sb.exp)
+    if shift > MAX_ADD_SHIFT:
+        raise UnsupportedNodeError(
+            f"{_where(node)}: a residual add of operands on grids 2^{sa.exp} and 2^{sb.exp}, {shift} bits apart "
+            f"(at most {MAX_ADD_SHIFT}); quantize the two operands on closer scales")
+    return IntLayer("add", node.name, dict(base, inputs=[pa, pb], exps=[sa.exp, sb.exp]))
 
 
 def _upstream_of(model: ModelWrapper, node, target) -> bool:

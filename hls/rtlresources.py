@@ -458,6 +458,12 @@ def _features_other(module: str, p: dict) -> tuple[str, dict, dict]:
         return "eltwise", {"const": 1.0, "lane": p["N"] * (p["IW"] + p["OW"]) if active else 0.0}, {
             "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["IW"] / 4) if p.get("SHIFT", 0) > 0 else 0,
             "bram36": 0, "lutram": 0}
+    if module == "flipq_add":
+        # a residual add, N lanes of an OW-bit adder (the operands' alignment shift is wiring):
+        # no RTL module yet, so not fitted on Yosys -- priced as an element-wise stage of the
+        # adder's width, with a carry chain a lane (modeled)
+        return "eltwise", {"const": 1.0, "lane": p["N"] * (p["AW"] + p["BW"] + p["OW"])}, {
+            "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["OW"] / 4), "bram36": 0, "lutram": 0}
     if module == "flipq_poolmax":
         return "poolmax", {"const": 1.0, "lane": p["N"] * p["AW"]}, {
             "ff": 2 * p["N"] * p["AW"] + max(1, _clog2(p["KK"])) + 1, "carry4": p["N"] * math.ceil(p["AW"] / 4),

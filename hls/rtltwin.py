@@ -239,10 +239,17 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
     layers_in = intmodel.layers
     rtl_layers: list[RtlLayer] = []
     mac_index = {hw.name: hw for hw in plan.layers}
+    readers = _readers(intmodel)
+    outs = {-1: (cur, exp)}  # per integer-model layer: the stream its output leaves on, its exponent
+
+    def fusable(j: int) -> bool:  # layer j reads layer j - 1 only, and nothing else reads j - 1
+        return j < len(layers_in) and intmodel.inputs_of(j) == [j - 1] and readers.get(j - 1, 0) == 1
+
     i = 0
     while i < len(layers_in):
         layer = layers_in[i]
         a = layer.attrs
+        cur, exp = outs[intmodel.inputs_of(i)[0]]
         start = cur
         stages: list[Stage] = []
         fused: list[str] = []
@@ -264,12 +271,11 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
             else:
                 relu = False
                 j = i + 1
-                if j < len(layers_in) and layers_in[j].op == "relu" and j + 1 < len(layers_in) \
-                        and layers_in[j + 1].op == "requant":
+                if fusable(j) and layers_in[j].op == "relu" and fusable(j + 1) and layers_in[j + 1].op == "requant":
                     relu = True
                     fused.append(layers_in[j].name)
                     j += 1
-                if j < len(layers_in) and layers_in[j].op == "requant":
+                if fusable(j) and layers_in[j].op == "requant":
                     spec = layers_in[j].requant
                     relu = relu or bool(layers_in[j].attrs.get("relu", False))
                     requant = {"relu": relu, "shift": spec.exp - acc_exp, "qmin": spec.qmin, "qmax": spec.qmax}
@@ -322,15 +328,32 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
             cur = StreamShape(cur.ew, cur.signed, c, (oh, ow, c))
         elif layer.op == "flatten":
             cur = StreamShape(cur.ew, cur.signed, cur.lanes, (cur.size,))
+            outs[i] = (cur, exp)
             i += 1
             continue  # the stream order is already the flattened order
+        elif layer.op == "add":
+            # priced, not generated (generate_rtl refuses graphs): the skip operand waits in a
+            # FIFO as deep as its whole map (hls4ml's depth for the same stream: the fork never
+            # stalls the branch), both operands meet at one pixel (C lanes) a beat, then the
+            # sum on the finer grid
+            skip, skip_exp = outs[intmodel.inputs_of(i)[1]]
+            c = int(cur.shape[-1])
+            depth = skip.size // skip.lanes
+            stages.append(Stage("flipq_fifo", {"W": skip.width, "DEPTH": depth}, skip.width, skip.width))
+            stages += _dwc(skip.ew, skip.lanes, c) + _dwc(cur.ew, cur.lanes, c)
+            e = min(exp, skip_exp)
+            ow = max(cur.ew + exp - e + int(not cur.signed), skip.ew + skip_exp - e + int(not skip.signed)) + 1
+            stages.append(Stage("flipq_add", {"N": c, "AW": cur.ew, "BW": skip.ew, "OW": ow}, cur.ew * c, ow * c))
+            cur, exp = StreamShape(ow, True, c, cur.shape), e
         else:
             raise RtlError(f"layer '{layer.name}': the RTL twin has no '{layer.op}' stage")
         index = len(rtl_layers)
         rtl_layers.append(RtlLayer(index=index, name=layer.name, kind=kind, module=f"flipq_L{index}_{kind}",
                                    mac=mac, fused=fused, in_stream=vars(start).copy(), out_stream=vars(cur).copy(),
                                    beats_out=cur.size // cur.lanes, stages=stages))
+        outs[i] = (cur, exp)
         i += 1
+    cur = outs[len(layers_in) - 1][0]
     n_out = cur.size
     if n_out != int(np.prod(intmodel.output_shape())):
         raise RtlError(f"the RTL chain ends in {n_out} values a sample, the model has {intmodel.output_shape()}")
@@ -343,6 +366,7 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
     docstring); returns the design (also saved as ``out_dir/rtl.json``)."""
     from flipq.hls.rtlmvau import mvau_instance
 
+    check_rtl_chain(intmodel)
     rp = plan_rtl(intmodel, plan, word_bits=word_bits, output_bits=output_bits)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +391,28 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
                        fifo_depth=fifo_depth)
     (out_dir / "rtl.json").write_text(json.dumps(_jsonable(design.to_dict()), indent=1))
     return design
+
+
+def _readers(intmodel: IntModel) -> dict:
+    """Layer index -> how many layers read its output."""
+    out: dict = {}
+    for i in range(len(intmodel.layers)):
+        for j in intmodel.inputs_of(i):
+            out[j] = out.get(j, 0) + 1
+    return out
+
+
+def check_rtl_chain(intmodel: IntModel) -> None:
+    """The RTL twin stitches a chain: a model with branches (a residual add) is refused, naming
+    the layer, before anything is written."""
+    if intmodel.is_chain:
+        return
+    add = next((lay for lay in intmodel.layers if lay.op == "add"), None)
+    what = (f"layer '{add.name}' (a residual add, ONNX node '{add.attrs.get('onnx_node')}')" if add is not None
+            else "a layer that reads an earlier layer's output")
+    raise RtlError(f"the RTL twin builds chains of layers; {what} has no RTL module yet, so the rtl backend, "
+                   "`flipq verify --rtl` and `flipq overlay build --kernel rtl` refuse this model (the HLS path "
+                   "builds it: C-sim, `--kernel hls`)")
 
 
 _HEADER = ("// Generated by flipq.hls.rtltwin from the hardware plan; do not edit.\n"

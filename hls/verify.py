@@ -34,6 +34,7 @@ QONNX_ROWS = 16  # QONNX execution runs row by row at ~100 rows/s: a sample of t
 _REASONS = (
     (r"before any quantizer|a quantizer on values with a non-power-of-two scale|narrow-range unsigned quantizer "
      r"that no layer feeds", "no quantizer after a float chain"),
+    (r"a residual add whose \w+ operand has the float scale", "float-scaled residual add"),
     (r"op type BatchNormalization", "BatchNorm"),
     (r"op type AveragePool", "AvgPool"),
     (r"per-channel", "per-channel scale"),
@@ -60,6 +61,7 @@ class Verdict:
     message: str | None = None  # the refusal's or crash's first line
     stages: dict = field(default_factory=dict)  # "a=b [planes=k]" -> [equal rows, rows]
     first_bad: dict | None = None  # {"pair", "planes", "row", "layer"}
+    notes: list = field(default_factory=list)  # stages not run, and why (one line each)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,23 +175,35 @@ def first_differing_layer(prepared, intmodel, q_row: np.ndarray) -> str | None:
         theirs = np.asarray(ctx[first.output[0]], dtype=np.float64).ravel()
         if not np.array_equal((q_row.astype(np.float64).ravel() * real).astype(np.float32), theirs):
             return f"the input quantizer (ONNX node '{first.name}')"
+    at = {-1: (exp, real)}  # per layer output: its grid exponent and real scale (None: no QONNX twin)
     for i, layer in enumerate(intmodel.layers):
+        ins = intmodel.inputs_of(i)
+        exp, real = at[ins[0]]
+        if layer.op == "add":
+            (ea, ra), (eb, rb) = at[ins[0]], at[ins[1]]
+            exp = min(ea, eb)
+            real = None if ra is None or rb is None else 2.0**exp
         if layer.is_mac:
             exp += layer.attrs["w_exp"]
             # an accumulator whose chain became thresholds or the output affine has no QONNX twin
             real = None if layer.attrs.get("w_int") or real is None else real * 2.0 ** layer.attrs["w_exp"]
             nxt = intmodel.layers[i + 1] if i + 1 < len(intmodel.layers) else None
             if (nxt is not None and nxt.op == "threshold") or (nxt is None and intmodel.output_affine):
+                at[i] = (exp, real)
                 continue
         elif layer.op == "requant":
             exp, real = layer.requant.exp, 2.0 ** layer.requant.exp
         elif layer.op == "threshold":
             exp, real = layer.out_quant.exp, float(layer.attrs["scale"])
+        at[i] = (exp, real)
         tensor = producers.get(layer.attrs.get("onnx_node"))
         if tensor not in ctx or real is None:
             continue
-        prefix = IntModel(intmodel.input_shape, intmodel.input_quant, intmodel.layers[:i + 1], exp,
-                          input_layout=intmodel.input_layout)
+        try:  # in a graph, a prefix that leaves a branch unread is no model: that layer is not checked
+            prefix = IntModel(intmodel.input_shape, intmodel.input_quant, intmodel.layers[:i + 1], exp,
+                              input_layout=intmodel.input_layout)
+        except ValueError:
+            continue
         mine = Emulator(prefix, reference=True).run(q_row[None]).astype(np.float64) * real
         theirs = np.asarray(ctx[tensor], dtype=np.float64)
         if mine.size != theirs.size or not np.array_equal(mine.astype(np.float32).ravel(),
@@ -248,6 +262,7 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
             return Verdict("refused", refusal_reason(e), str(e).strip())
         return _crash(e, "lowering")
     stages = _Stages()
+    notes: list = []
     try:
         q = random_inputs(intmodel, rows, seed)
         if x is not None:
@@ -264,7 +279,14 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
         stages.add("qonnx=emulator", got, real[:nq], bound=bound)
         if csim:
             _check_csim(stages, intmodel, prepared, plan, q, full, work_dir, io_type, csim_backend)
-        if rtl:
+        if rtl and not intmodel.is_chain:
+            from flipq.hls.rtltwin import RtlError, check_rtl_chain
+
+            try:
+                check_rtl_chain(intmodel)
+            except RtlError as e:
+                notes.append(f"rtl not run: {e}")
+        elif rtl:
             check_rtl(stages, intmodel, plan, q, full, Path(work_dir) / "rtl")
     except Exception as e:  # noqa: BLE001
         crash = _crash(e, "comparison", stages)
@@ -273,12 +295,13 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
         message = f"then {crash.reason}: {crash.message}"  # the mismatch found first is the verdict
     else:
         if stages.first_bad is None:
-            return Verdict("exact", stages=stages.stages)
+            return Verdict("exact", stages=stages.stages, notes=notes)
         message = None
     bad = stages.first_bad
     with contextlib.suppress(Exception):  # locating is a courtesy: the mismatch stands without it
         bad["layer"] = first_differing_layer(prepared, intmodel, q[bad["row"]])
-    return Verdict("mismatch", reason=_pair_reason(bad), message=message, stages=stages.stages, first_bad=bad)
+    return Verdict("mismatch", reason=_pair_reason(bad), message=message, stages=stages.stages, first_bad=bad,
+                   notes=notes)
 
 
 def _pair_reason(bad: dict) -> str:
@@ -348,6 +371,7 @@ def format_verdict(v: Verdict) -> str:
     """The agreement table and the verdict, as ``flipq verify`` prints them."""
     lines = [f"  {pair:<28}{ok:>6}/{total} rows {'agree' if 'bound' in pair else 'equal'}"
              for pair, (ok, total) in v.stages.items()]
+    lines += [f"  {note}" for note in v.notes]
     if v.status == "exact":
         lines.append("exact: every stage pair agrees on every row" + (
             " (the float output affine within its bound, docs/datapath.md)" if any("bound" in p for p in v.stages)

@@ -173,9 +173,10 @@ class Emulator:
 
     def bytes_per_row(self) -> int:
         """Upper bound on the working memory one input row takes inside :meth:`run` (float64
-        or int64 values: a layer's input, its conv patches and its output alive together)."""
+        or int64 values: a layer's input, its conv patches and its output alive together; in a
+        graph, every layer's output besides, as if all were alive at once)."""
         cur = int(np.prod(self.model.input_shape))
-        worst = cur
+        worst = held = cur
         for layer in self.model.layers:
             out = int(np.prod(layer.attrs.get("out_shape") or [cur]))
             patches = 0
@@ -183,8 +184,9 @@ class Emulator:
                 kh, kw, cin = layer.weight.shape[:3]
                 patches = out // layer.weight.shape[-1] * kh * kw * cin
             worst = max(worst, cur + 2 * patches + out)
+            held += out
             cur = out
-        return 8 * worst
+        return 8 * (worst + (0 if self.model.is_chain else held))
 
     # -- public ---------------------------------------------------------------------------
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
@@ -206,27 +208,50 @@ class Emulator:
 
     # -- the obvious definition -------------------------------------------------------------
     def _run_reference(self, q: np.ndarray) -> np.ndarray:
-        exp = self.model.input_quant.exp
-        for layer in self.model.layers:
-            a = layer.attrs
-            if layer.is_mac:
-                w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self._planes_of(layer))
-                if layer.op == "conv":
-                    kh, kw = w.shape[:2]
-                    cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
-                    q = np.einsum("nhwk,km->nhwm", cols, w.reshape(-1, w.shape[-1]))
-                else:
-                    q = np.einsum("nk,km->nm", q.reshape(q.shape[0], -1), w)
-                if layer.bias is not None:
-                    q = q + layer.bias.astype(np.int64)
-                exp += a["w_exp"]
-            elif layer.op == "requant":
-                q, exp = requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
-            elif layer.op == "threshold":
-                q, exp = apply_thresholds(q, layer), layer.out_quant.exp
+        return self._run_graph(q, self.model.input_quant.exp, self._step_reference)
+
+    def _step_reference(self, index: int, layer: IntLayer, q: np.ndarray, exp: int):
+        a = layer.attrs
+        if layer.is_mac:
+            w = truncate_planes(layer.weight.astype(np.int64), a["weight_bits"], self._planes_of(layer))
+            if layer.op == "conv":
+                kh, kw = w.shape[:2]
+                cols = im2col(q, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
+                q = np.einsum("nhwk,km->nhwm", cols, w.reshape(-1, w.shape[-1]))
             else:
-                q = self._shape_op(layer, q)
-        return q
+                q = np.einsum("nk,km->nm", q.reshape(q.shape[0], -1), w)
+            if layer.bias is not None:
+                q = q + layer.bias.astype(np.int64)
+            return q, exp + a["w_exp"]
+        if layer.op == "requant":
+            return requantize(q, exp, layer.requant, a.get("relu", False)), layer.requant.exp
+        if layer.op == "threshold":
+            return apply_thresholds(q, layer), layer.out_quant.exp
+        return self._shape_op(layer, q), exp
+
+    def _run_graph(self, q, exp, step, bound=None):
+        """Run the layers in order, each on the tensors it reads (:meth:`IntModel.inputs_of`);
+        a tensor is dropped after its last reader. ``step(index, layer, x, exp[, bound])``
+        computes one single-input layer; ``add`` is done here."""
+        model = self.model
+        with_bound = bound is not None
+        state = {-1: (q, exp, bound)}
+        last = model.last_uses() if not model.is_chain else None
+        for index, layer in enumerate(model.layers):
+            ins = model.inputs_of(index)
+            if layer.op == "add":
+                out = _add(state[ins[0]], state[ins[1]], with_bound)
+            else:
+                x, e, b = state[ins[0]]
+                out = step(index, layer, x, e, b) if with_bound else step(index, layer, x, e) + (None,)
+            if last is None:
+                state = {index: out}
+            else:
+                state[index] = out
+                for j in set(ins):
+                    if last.get(j) == index:
+                        del state[j]
+        return state[len(model.layers) - 1][0]
 
     @staticmethod
     def _shape_op(layer: IntLayer, q: np.ndarray) -> np.ndarray:
@@ -263,49 +288,65 @@ class Emulator:
     def _run_fast(self, q: np.ndarray) -> np.ndarray:
         spec = self.model.input_quant
         bound = max(abs(spec.qmin), abs(spec.qmax))  # largest |value| the current tensor can hold
-        x = q.astype(np.float32)
-        exp = spec.exp
-        for index, layer in enumerate(self.model.layers):
-            a = layer.attrs
-            if layer.is_mac:
-                colsum = self._matrix(index, layer)[1]
-                bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
-                bound = bound * colsum + bias
-                if bound < _F32_EXACT:
-                    dtype = np.float32
-                elif bound < _F64_EXACT:
-                    dtype = np.float64
-                else:  # beyond float exactness: integers
-                    dtype = np.int64
-                x = x.astype(dtype, copy=False)
-                if layer.op == "conv":
-                    kh, kw = layer.weight.shape[:2]
-                    cols = im2col(x, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
-                    n, ho, wo, k = cols.shape
-                    x = (cols.reshape(-1, k) @ self._matrix(index, layer, dtype)[0]).reshape(n, ho, wo, -1)
-                else:
-                    x = x.reshape(x.shape[0], -1) @ self._matrix(index, layer, dtype)[0]
-                if layer.bias is not None:
-                    x = x + layer.bias.astype(dtype)
-                exp += a["w_exp"]
-            elif layer.op == "requant":
-                rq = layer.requant
-                if x.dtype == np.int64:
-                    x = requantize(x, exp, rq, a.get("relu", False)).astype(np.float32)
-                else:
-                    if a.get("relu", False):
-                        x = np.maximum(x, 0)
-                    # Scaling an exact integer by a power of two is exact in binary floating
-                    # point, and np.round is round-half-to-even: QONNX Quant(ROUND) exactly.
-                    x = np.clip(np.round(x * x.dtype.type(2.0 ** (exp - rq.exp))), rq.qmin, rq.qmax)
-                    x = x.astype(np.float32, copy=False)
-                exp = rq.exp
-                bound = max(abs(rq.qmin), abs(rq.qmax))
-            elif layer.op == "threshold":
-                rq = layer.out_quant
-                x = thresholds_fast(x, layer)
-                exp = rq.exp
-                bound = max(abs(rq.qmin), abs(rq.qmax))
+        return self._run_graph(q.astype(np.float32), spec.exp, self._step_fast, bound).astype(np.int64)
+
+    def _step_fast(self, index: int, layer: IntLayer, x: np.ndarray, exp: int, bound: int):
+        a = layer.attrs
+        if layer.is_mac:
+            colsum = self._matrix(index, layer)[1]
+            bias = 0 if layer.bias is None else int(np.abs(layer.bias).max(initial=0))
+            bound = bound * colsum + bias
+            dtype = _exact_dtype(bound)
+            x = x.astype(dtype, copy=False)
+            if layer.op == "conv":
+                kh, kw = layer.weight.shape[:2]
+                cols = im2col(x, kh, kw, tuple(a["stride"]), tuple(a["pads"]))
+                n, ho, wo, k = cols.shape
+                x = (cols.reshape(-1, k) @ self._matrix(index, layer, dtype)[0]).reshape(n, ho, wo, -1)
             else:
-                x = self._shape_op(layer, x)
-        return x.astype(np.int64)
+                x = x.reshape(x.shape[0], -1) @ self._matrix(index, layer, dtype)[0]
+            if layer.bias is not None:
+                x = x + layer.bias.astype(dtype)
+            return x, exp + a["w_exp"], bound
+        if layer.op == "requant":
+            rq = layer.requant
+            if x.dtype == np.int64:
+                x = requantize(x, exp, rq, a.get("relu", False)).astype(np.float32)
+            else:
+                if a.get("relu", False):
+                    x = np.maximum(x, 0)
+                # Scaling an exact integer by a power of two is exact in binary floating
+                # point, and np.round is round-half-to-even: QONNX Quant(ROUND) exactly.
+                x = np.clip(np.round(x * x.dtype.type(2.0 ** (exp - rq.exp))), rq.qmin, rq.qmax)
+                x = x.astype(np.float32, copy=False)
+            return x, rq.exp, max(abs(rq.qmin), abs(rq.qmax))
+        if layer.op == "threshold":
+            rq = layer.out_quant
+            return thresholds_fast(x, layer), rq.exp, max(abs(rq.qmin), abs(rq.qmax))
+        return self._shape_op(layer, x), exp, bound
+
+
+def _exact_dtype(bound: int):
+    """The narrowest type holding integers up to ``bound`` exactly: float32, float64, int64."""
+    if bound < _F32_EXACT:
+        return np.float32
+    if bound < _F64_EXACT:
+        return np.float64
+    return np.int64
+
+
+def _add(a: tuple, b: tuple, with_bound: bool) -> tuple:
+    """An ``add`` layer: both tensors moved onto the finer grid (a left shift: exact), summed.
+    With bounds (the fast path) the sum rides the narrowest exact type; else int64."""
+    (xa, ea, ba), (xb, eb, bb) = a, b
+    exp = min(ea, eb)
+    sa, sb = ea - exp, eb - exp
+    if not with_bound:
+        return (xa.astype(np.int64) << sa) + (xb.astype(np.int64) << sb), exp, None
+    bound = (ba << sa) + (bb << sb)
+    dtype = _exact_dtype(bound)
+    if dtype == np.int64:
+        out = (xa.astype(np.int64) << sa) + (xb.astype(np.int64) << sb)
+    else:
+        out = xa.astype(dtype) * dtype(2.0**sa) + xb.astype(dtype) * dtype(2.0**sb)
+    return out, exp, bound

@@ -18,6 +18,15 @@ is ``q * 2**exp``. Layers (channels-last, NHWC):
   power of two: the next threshold absorbs it).
 - ``maxpool``: kernel and stride.
 - ``flatten``: NHWC -> (N, H*W*C).
+- ``add``: the element-wise sum of two integer tensors of one shape (a residual connection), on
+  the finer of their two grids: ``a << (exp_a - exp) + b << (exp_b - exp)`` with
+  ``exp = min(exp_a, exp_b)``; exact, no rounding.
+
+The model is a graph whose layers are in topological order. A layer reads the output of the
+layer before it (the first layer: the model's input) unless ``attrs["inputs"]`` lists the
+indices of the layers it reads (``-1``: the model's input), as an ``add`` always does and as the
+first layer of a branch does. A chain has no ``inputs`` anywhere; the last layer's output is the
+model's output.
 
 Around the integer layers, two float steps run on the host: ``input_affine`` (elementwise float32
 ops before the input quantizer, e.g. FINN's ``2 * x - 1``), exact because they are the same IEEE
@@ -41,8 +50,12 @@ from flipq.host.bitplan import BitPlan
 from flipq.host.files import replacing, write_json
 from flipq.host.names import check_layer_name
 
-FORMAT_VERSION = 1
+# 2: layers may name their inputs (a graph); format-1 files are chains and still load
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MAC_OPS = ("conv", "dense")
+# how many tensors each op reads
+ARITY = {"add": 2}
 AFFINE_OPS = ("mul", "div", "add", "sub")
 
 
@@ -144,6 +157,7 @@ class IntModel:
             raise ValueError(f"input_layout {self.input_layout!r} is not one of {INPUT_LAYOUTS}")
         for i, layer in enumerate(self.layers):
             _check_layer_names(layer.name, layer.attrs, "integer model", f"layers[{i}]")
+        _check_graph(self.layers, "integer model")
         self.input_affine = [(str(op), float(v)) for op, v in self.input_affine]
         for op, v in self.input_affine:
             if op not in AFFINE_OPS:
@@ -196,6 +210,25 @@ class IntModel:
             if self.output_affine.get("float32"):  # q * scale, rounded once as float32 computes it
                 y = y.astype(np.float32).astype(np.float64)
         return y
+
+    def inputs_of(self, index: int) -> list[int]:
+        """The indices of the layers layer ``index`` reads (``-1``: the model's input)."""
+        given = self.layers[index].attrs.get("inputs")
+        return [int(i) for i in given] if given is not None else [index - 1]
+
+    @property
+    def is_chain(self) -> bool:
+        """Every layer reads the one before it: no branch anywhere."""
+        return not any("inputs" in layer.attrs for layer in self.layers)
+
+    def last_uses(self) -> dict[int, int]:
+        """Layer index (``-1``: the input) -> the index of the last layer that reads it: when
+        an executor may drop a tensor."""
+        last = {}
+        for i in range(len(self.layers)):
+            for j in self.inputs_of(i):
+                last[j] = i
+        return last
 
     @property
     def mac_layers(self) -> list[IntLayer]:
@@ -261,14 +294,19 @@ class IntModel:
             meta = json.loads(jpath.read_text())
         except ValueError as e:
             raise ValueError(f"{jpath}: corrupt integer model ({e})") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-            found = meta.get("format") if isinstance(meta, dict) else None
-            raise ValueError(f"{jpath}: format {found!r}, expected {FORMAT_VERSION}")
+        found = meta.get("format") if isinstance(meta, dict) else None
+        if isinstance(found, bool) or found not in READABLE_FORMATS:
+            raise ValueError(f"{jpath}: format {found!r}, this flipq reads {' and '.join(map(str, READABLE_FORMATS))} "
+                             f"(a newer flipq wrote it: rerun `flipq hls` with this one, or upgrade)")
         entries = meta.get("layers")
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ValueError(f"{jpath}: field 'layers' must be a list of layer objects")
         for i, e in enumerate(entries):  # before any name reaches a message, a generator or the C++
             _check_layer_names(e.get("name"), e.get("attrs"), str(jpath), f"layers[{i}]")
+            if found == 1 and isinstance(e.get("attrs"), dict) and "inputs" in e["attrs"]:
+                raise ValueError(f"{jpath}: layers[{i}].attrs.inputs in a format-1 file (a chain): a graph is "
+                                 "format 2; the file was edited")
+        _check_graph([_Shape(e.get("op"), e.get("attrs")) for e in entries], str(jpath))
         try:
             arrays = dict(np.load(npath))
         except Exception as e:  # zipfile/pickle errors differ by numpy version
@@ -340,6 +378,36 @@ class IntModel:
                 if arr is not None:
                     h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
         return h.hexdigest()
+
+
+@dataclass
+class _Shape:
+    op: object
+    attrs: object
+
+
+def _check_graph(layers, source: str) -> None:
+    """Every layer reads earlier layers only (topological order), as many as its op takes, and
+    every layer's output is read by a later one except the last (the model's output)."""
+    used = set()
+    for i, layer in enumerate(layers):
+        attrs = layer.attrs if isinstance(layer.attrs, dict) else {}
+        arity = ARITY.get(layer.op, 1)
+        given = attrs.get("inputs")
+        if given is None:
+            if arity != 1:
+                raise ValueError(f"{source}: layers[{i}] ({layer.op}) reads {arity} tensors but names no inputs")
+            used.add(i - 1)
+            continue
+        if (not isinstance(given, list) or len(given) != arity
+                or not all(isinstance(j, int) and not isinstance(j, bool) and -1 <= j < i for j in given)):
+            raise ValueError(f"{source}: layers[{i}].attrs.inputs = {given!r}: expected {arity} index(es) of "
+                             f"earlier layers (-1 .. {i - 1}; -1 is the model's input)")
+        used.update(given)
+    unread = sorted(set(range(len(layers) - 1)) - used)
+    if unread:
+        raise ValueError(f"{source}: the output of layers[{unread[0]}] is read by no later layer (only the last "
+                         "layer's output leaves the model)")
 
 
 def _check_layer_names(name, attrs, source: str, where: str) -> None:

@@ -8,7 +8,10 @@ list of layers: ``conv``/``linear`` (weight bits, scale kind, bias kind, optiona
 ``act`` (QuantIdentity / QuantReLU / QuantHardTanh; bits, signed, narrow, scale kind),
 ``pool`` (QuantMaxPool2d, nn.MaxPool2d, nn.AvgPool2d), ``gpool`` (a global pooling head:
 AdaptiveAvgPool2d(1) / AdaptiveMaxPool2d(1), or ``x.mean``/``x.amax`` over H and W with or
-without keepdim) and ``flatten``; plus io_type, group size and PEs for the C-sim.
+without keepdim), ``res`` (a residual block: one or two 3x3 convs with their quantizers on the
+branch, the block's input or a 1x1 projection conv with its own quantizer on the skip, their
+sum, and a quantizer after it or none) and ``flatten``; plus io_type, group size and PEs for
+the C-sim.
 
     >>> spec = spec_from_seed(3)
     >>> verdict = check_spec(spec, Path("/tmp/fuzz3"))      # doctest: +SKIP
@@ -169,7 +172,66 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
         requant = (_act(c, ascales, **mid) if head["pool"] == "avg"
                    else _act(c, ("pow2",), **dict(mid, unsigned_narrow=False)))
         spec["layers"][at:at] = [head] + ([requant] if head["api"] != "adaptive" else [])
+    if form == "conv" and c.choice((False, False, True)):  # drawn after the head, for the same reason
+        _insert_residual(c, spec, bn, mid)
     return spec
+
+
+def _shape_at(spec: dict, at: int) -> list:
+    """(C, H, W) of the tensor entering ``spec["layers"][at]`` in a conv-first spec."""
+    shape = list(spec["in_shape"])
+    for layer in spec["layers"][:at]:
+        if layer["kind"] == "conv":
+            h, w = ((d + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1 for d in shape[1:])
+            shape = [layer["out"], h, w]
+        elif layer["kind"] == "pool":
+            shape = [shape[0], shape[1] // 2, shape[2] // 2]
+        elif layer["kind"] == "res":
+            shape = [layer["out"], -(-shape[1] // layer["stride"]), -(-shape[2] // layer["stride"])]
+    return shape
+
+
+def _fits_after(spec: dict, at: int, stride: int) -> bool:
+    """Every conv kernel and pool after position ``at`` still fits its map when a block there
+    divides the map by ``stride``."""
+    trial = dict(spec, layers=spec["layers"][:at] + [{"kind": "res", "out": 1, "stride": stride}]
+                 + spec["layers"][at:])
+    for i in range(at + 1, len(trial["layers"])):
+        layer = trial["layers"][i]
+        _, h, w = _shape_at(trial, i)
+        if layer["kind"] == "conv" and min(h, w) + 2 * layer["pad"] < layer["k"]:
+            return False
+        if layer["kind"] == "pool" and min(h, w) < 2:
+            return False
+    return True
+
+
+def _insert_residual(c: Chooser, spec: dict, bn, mid: dict) -> None:
+    """A residual block right after one of the conv section's activation quantizers (made
+    power-of-two: it is one operand of the add; a float-scaled operand is refused by name)."""
+    end = next(i for i, layer in enumerate(spec["layers"]) if layer["kind"] in ("flatten", "gpool"))
+    acts = [i for i, layer in enumerate(spec["layers"][:end]) if layer["kind"] == "act"]
+    at = c.choice(acts) + 1
+    spec["layers"][at - 1]["scale"] = "pow2"
+    cin, h, w = _shape_at(spec, at)
+    stride = c.choice((1, 2)) if h >= 2 and w >= 2 and _fits_after(spec, at, 2) else 1
+    out = c.choice((cin, c.integer(1, 4)))
+    pow2 = ("pow2",)
+    body = [_mac(c, "conv", pow2, ("none",), bn, out=out, k=3, stride=stride, pad=1), _act(c, pow2, **mid)]
+    if c.choice((False, True)):
+        body += [_mac(c, "conv", pow2, ("none",), bn, out=out, k=3, stride=1, pad=1), _act(c, pow2, **mid)]
+    proj = None
+    if stride != 1 or out != cin or c.choice((False, False, True)):
+        proj = [_mac(c, "conv", pow2, ("none",), (False,), out=out, k=1, stride=stride, pad=0),
+                _act(c, pow2, **mid)]
+    # the sum quantized by the block (not narrow unsigned: no layer feeds it, as after a max
+    # pool), or, in front of a plain pool, left as integers for the pool and the quantizer after
+    nxt = spec["layers"][at:at + 2]
+    bare = (len(nxt) == 2 and nxt[0]["kind"] == "pool" and nxt[0]["pool"] in ("maxpool", "avgpool")
+            and nxt[1]["kind"] == "act" and c.choice((False, True)))
+    post = None if bare else _act(c, pow2, **dict(mid, unsigned_narrow=False))
+    spec["layers"].insert(at, {"kind": "res", "out": out, "stride": stride, "body": body, "proj": proj,
+                               "post": post})
 
 
 def spec_from_seed(seed: int, avoid: dict | None = None, full_vocabulary: bool = True) -> dict:
@@ -246,6 +308,69 @@ def _global_pool(layer: dict):
     return Reduce()
 
 
+def _stack(specs: list, shape: list):
+    """Modules for a list of conv/act layer specs (a residual block's branch) from ``shape``:
+    each conv followed by its BatchNorm where the spec has one."""
+    mods = []
+    for layer in specs:
+        if layer["kind"] != "conv":
+            mods.append(_act_module(layer))
+            continue
+        mods.append(_conv_module(layer, shape))
+        h, w = ((d + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1 for d in shape[1:])
+        shape = [layer["out"], h, w]
+        if layer["bn"]:
+            mods.append(_batchnorm(layer["out"], 2))
+    return mods, shape
+
+
+def _conv_module(layer: dict, shape: list):
+    import brevitas.nn as qnn
+    import torch
+
+    conv = qnn.QuantConv2d(shape[0], layer["out"], layer["k"], stride=layer["stride"], padding=layer["pad"],
+                           weight_quant=_weight_quant(layer["wscale"]), weight_bit_width=layer["wbits"],
+                           bias=layer["bias"] != "none", bias_quant=_bias_quant(layer["bias"]))
+    with torch.no_grad():
+        conv.weight.normal_(0.0, 1.0)
+    return conv
+
+
+def _residual(layer: dict, shape: list):
+    """A residual block as users write one: ``post(branch(x) + skip(x))``, the two operands
+    added as plain tensors (Brevitas adds quant tensors of one scale only)."""
+    import torch.nn as nn
+
+    body, out_shape = _stack(layer["body"], shape)
+    proj = _stack(layer["proj"], shape)[0] if layer["proj"] else []
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.proj = nn.Sequential(*body), nn.Sequential(*proj)
+            self.post = _act_module(layer["post"]) if layer["post"] else nn.Identity()
+
+        def forward(self, x):
+            y = self.body(x)
+            s = self.proj(x) if len(self.proj) else x
+            return self.post(getattr(y, "value", y) + getattr(s, "value", s))
+
+    return Block(), out_shape
+
+
+def _batchnorm(c: int, dims: int):
+    import torch
+    import torch.nn as nn
+
+    bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(c)
+    with torch.no_grad():
+        bn.running_mean.normal_(0.0, 1.0)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(-1.5, 1.5)
+        bn.bias.normal_(0.0, 0.5)
+    return bn
+
+
 def build_torch(spec: dict):
     """The Brevitas network of ``spec``, with random weights, BatchNorm statistics and
     calibrated activation scales, in eval mode."""
@@ -289,6 +414,9 @@ def build_torch(spec: dict):
                      "truncavgpool": lambda: qnn.TruncAvgPool2d(2, return_quant_tensor=True)}
             mods.append(pools[layer["pool"]]())
             shape = [shape[0], shape[1] // 2, shape[2] // 2]
+        elif kind == "res":
+            block, shape = _residual(layer, shape)
+            mods.append(block)
         elif kind == "gpool":
             mods.append(_global_pool(layer))
             shape = [shape[0]] if layer["api"] == "reduce_flat" else [shape[0], 1, 1]

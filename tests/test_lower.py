@@ -6,6 +6,7 @@ from onnx import TensorProto, helper
 
 from flipq.hls.lower import UnsupportedNodeError, check_mappable, lower_qonnx
 from flipq.hls.prepare import ModelFileError, load_qonnx
+from flipq.host.intmodel import IntModel
 
 
 def _graph_with(node_op: str, scale: float = 0.25, extra=()):
@@ -226,12 +227,21 @@ def test_bias_add_on_graph_is_folded_and_exact():
     assert np.all(np.abs(Emulator(im).forward(x) - want) <= im.output_bound())
 
 
-def test_add_of_two_activations_is_refused():
+def test_add_of_two_activations_is_a_residual_add_layer():
+    """mm + mm: not a constant bias but the sum of two tensors the datapath computes (here the
+    same one twice): an ``add`` layer reading the MAC layer twice, exact."""
+    from flipq.host.emulator import Emulator
+
     model = _graph_with("Add")
     add = model.graph.node[-1]
-    add.input.append("mm")  # mm + mm: not a constant bias
-    with pytest.raises(UnsupportedNodeError, match=r"node 'Odd_0' \(op type Add\): only a constant bias"):
-        lower_qonnx(model)
+    add.input.append("mm")
+    im = lower_qonnx(model)
+    assert [layer.op for layer in im.layers] == ["dense", "add"]
+    assert im.inputs_of(1) == [0, 0] and not im.is_chain
+    q = np.random.default_rng(0).integers(-128, 128, (16, 6))
+    acc = Emulator(IntModel(im.input_shape, im.input_quant, im.layers[:1], im.output_exp)).run(q)
+    np.testing.assert_array_equal(Emulator(im).run(q), 2 * acc)
+    np.testing.assert_array_equal(Emulator(im, reference=True).run(q), 2 * acc)
 
 
 def test_input_that_does_not_feed_a_quantizer_is_named():
