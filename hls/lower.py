@@ -145,15 +145,6 @@ def _structural_obstacle(model: ModelWrapper) -> None:
                 "datapath is a chain of layers; deploy the network without the parallel branches")
         if node.op_type == "Conv":
             a = _attrs(node)
-            group, w = int(a.get("group", 1)), model.get_initializer(node.input[1])
-            if group > 1:
-                shape = model.get_tensor_shape(node.input[1]) if w is None else list(w.shape)
-                depthwise = shape is not None and len(shape) > 1 and shape[1] == 1
-                what = (f"a depthwise convolution (groups = channels = {group})" if depthwise
-                        else f"a grouped convolution (groups={group})")
-                raise UnsupportedNodeError(
-                    f"{_where(node)}: {what} cannot be mapped yet: flipq's bit-serial conv reads every input "
-                    "channel; use groups=1 (a depthwise-separable block as one QuantConv2d)")
             if any(int(d) != 1 for d in a.get("dilations", [])):
                 raise UnsupportedNodeError(f"{_where(node)}: a dilated convolution (dilations "
                                            f"{list(a['dilations'])}) cannot be mapped; use dilation=1")
@@ -614,22 +605,39 @@ def _mac_layer(model, node, attrs, base, w, w_exp) -> IntLayer:
     if len(node.input) > 2 and node.input[2]:
         bias = node.input[2]  # resolved by _simple (grid) or the chain (thresholds)
     if op == "Conv":
-        if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
-            raise UnsupportedNodeError(
-                f"{_where(node)}: grouped or dilated convolution is not supported (use groups=1, "
-                "dilation=1)")
+        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            raise UnsupportedNodeError(f"{_where(node)}: dilated convolution is not supported (use dilation=1)")
         if node.domain != "qonnx.custom_op.channels_last":
             raise UnsupportedNodeError(
                 f"{_where(node)}: expected a channels-last Conv; "
                 "run flipq.hls.prepare.prepare_qonnx first")
+        groups = int(attrs.get("group", 1))
+        extra = {}
+        if groups > 1:  # depthwise / grouped: the block-diagonal weights of an ordinary conv
+            w = ungroup_weights(w, groups)
+            extra["groups"] = groups
         pads = attrs.get("pads", [0, 0, 0, 0])  # ONNX: top, left, bottom, right
         layer = IntLayer("conv", node.name, dict(base, stride=list(attrs.get("strides", [1, 1])),
-                                                 pads=list(pads), w_exp=w_exp),
+                                                 pads=list(pads), w_exp=w_exp, **extra),
                          weight=w.transpose(1, 2, 3, 0).copy())  # OHWI (channels last) -> HWIO
     else:
         layer = IntLayer("dense", node.name, dict(base, w_exp=w_exp), weight=w)
     layer.bias = bias
     return layer
+
+
+def ungroup_weights(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's channels-last weights ``(O, kh, kw, I / groups)`` as the block-diagonal
+    ``(O, kh, kw, I)`` of the ordinary conv that computes the same: output channel ``o`` of group
+    ``g = o // (O / groups)`` reads input channels ``g * I/groups .. (g+1) * I/groups - 1``,
+    every other weight 0. Exact; a depthwise conv (groups = channels) so costs ``channels``
+    times the MACs of a vector-vector unit."""
+    o, kh, kw, ig = w.shape
+    og = o // groups
+    full = np.zeros((o, kh, kw, ig * groups), dtype=w.dtype)
+    for g in range(groups):
+        full[g * og:(g + 1) * og, :, :, g * ig:(g + 1) * ig] = w[g * og:(g + 1) * og]
+    return full
 
 
 def _simple(model, node, chain, st: _State, w_exp, layer: IntLayer) -> bool:

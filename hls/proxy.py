@@ -60,7 +60,9 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
         # node references go stale when the repeated field changes: look names up each time
         if layer.is_mac:
             prev_mac = layer.attrs["onnx_node"]
-            if layer.attrs.get("w_int"):
+            if layer.attrs.get("groups"):
+                _ungrouped(model, _by_name(model)[prev_mac], layer)
+            elif layer.attrs.get("w_int"):
                 _integer_weights(model, _by_name(model)[prev_mac])
         elif layer.op == "threshold" and layer.attrs.get("chain"):
             # (without a chain the graph already has the Quant right after the MAC)
@@ -87,7 +89,8 @@ def _drop_dangling(model: ModelWrapper) -> None:
 def _needs_rewrite(intmodel) -> bool:
     return bool(intmodel.input_affine or intmodel.output_affine or intmodel.input_quant.narrow and not
                 intmodel.input_quant.signed or any(
-                    layer.op == "threshold" or layer.attrs.get("w_int") for layer in intmodel.layers))
+                    layer.op == "threshold" or layer.attrs.get("w_int") or layer.attrs.get("groups")
+                    for layer in intmodel.layers))
 
 
 def _strip_input(model: ModelWrapper, intmodel) -> None:
@@ -132,6 +135,26 @@ def _integer_weights(model: ModelWrapper, mac) -> None:
         return
     quant.input[0] = _set_init(model, quant.input[0], np.round(w / scale))
     quant.input[1] = _set_init(model, quant.input[1], 1.0)
+
+
+def _ungrouped(model: ModelWrapper, mac, layer) -> None:
+    """A grouped (depthwise) conv as the ordinary conv the integer model holds: group 1, its
+    block-diagonal integer weights at scale 1 (the bit-serial kernel reads its planes from the
+    plan; hls4ml needs only the layer's shape)."""
+    quant = model.find_producer(mac.input[1])
+    w = np.asarray(layer.weight, dtype=np.float64).transpose(3, 0, 1, 2)  # HWIO -> OHWI (channels last)
+    new = helper.make_node("Quant", [_set_init(model, quant.input[0], w), _set_init(model, "", 1.0),
+                                     _set_init(model, "", 0.0), _set_init(model, "", float(layer.attrs["weight_bits"]))],
+                           list(quant.output), domain="qonnx.custom_op.general", name=quant.name, signed=1, narrow=0,
+                           rounding_mode="ROUND")
+    nodes = [new if n.name == quant.name else copy.deepcopy(n) for n in model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    conv = _by_name(model)[mac.name]
+    for a in conv.attribute:
+        if a.name == "group":
+            a.i = 1
+    model.set_tensor_shape(quant.output[0], list(w.shape))
 
 
 def _threshold(model: ModelWrapper, mac_name: str, layer) -> None:

@@ -8,7 +8,7 @@ list of layers: ``conv``/``linear`` (weight bits, scale kind, bias kind, optiona
 ``act`` (QuantIdentity / QuantReLU / QuantHardTanh; bits, signed, narrow, scale kind),
 ``pool`` (QuantMaxPool2d, nn.MaxPool2d, nn.AvgPool2d), ``gpool`` (a global pooling head:
 AdaptiveAvgPool2d(1) / AdaptiveMaxPool2d(1), or ``x.mean``/``x.amax`` over H and W with or
-without keepdim), ``res`` (a residual block: one or two 3x3 convs with their quantizers on the
+without keepdim), a depthwise-separable block (``conv`` with ``groups``), ``res`` (a residual block: one or two 3x3 convs with their quantizers on the
 branch, the block's input or a 1x1 projection conv with its own quantizer on the skip, their
 sum, and a quantizer after it or none) and ``flatten``; plus io_type, group size and PEs for
 the C-sim.
@@ -174,7 +174,30 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
         spec["layers"][at:at] = [head] + ([requant] if head["api"] != "adaptive" else [])
     if form == "conv" and c.choice((False, False, True)):  # drawn after the head, for the same reason
         _insert_residual(c, spec, bn, mid)
+    if form == "conv" and c.choice((False, False, True)):  # and after the block
+        _insert_separable(c, spec, wscales, biases, bn, ascales, mid)
     return spec
+
+
+def _insert_separable(c: Chooser, spec: dict, wscales, biases, bn, ascales, mid: dict) -> None:
+    """A depthwise-separable block right after one of the conv section's activation quantizers:
+    a depthwise 3x3 conv (groups = channels, depth multiplier 1 or 2, stride 1 or 2) and its
+    quantizer, then a pointwise 1x1 conv and its quantizer or not."""
+    end = next(i for i, layer in enumerate(spec["layers"]) if layer["kind"] in ("flatten", "gpool"))
+    # after a residual block, whose skip was drawn for the channels in front of it
+    start = max([i for i, layer in enumerate(spec["layers"]) if layer["kind"] == "res"], default=-1)
+    acts = [i for i, layer in enumerate(spec["layers"][:end]) if layer["kind"] == "act" and i > start]
+    if not acts:
+        return
+    at = c.choice(acts) + 1
+    cin, h, w = _shape_at(spec, at)
+    stride = c.choice((1, 2)) if h >= 2 and w >= 2 and _fits_after(spec, at, 2) else 1
+    block = [_mac(c, "conv", wscales, biases, bn, out=cin * c.choice((1, 2)), k=3, stride=stride, pad=1,
+                  groups=cin), _act(c, ascales, **mid)]
+    if c.choice((False, True)):
+        block += [_mac(c, "conv", wscales, biases, bn, out=c.integer(1, 4), k=1, stride=1, pad=0),
+                  _act(c, ascales, **mid)]
+    spec["layers"][at:at] = block
 
 
 def _shape_at(spec: dict, at: int) -> list:
@@ -389,7 +412,7 @@ def build_torch(spec: dict):
                       "bias": layer["bias"] != "none", "bias_quant": _bias_quant(layer["bias"])}
             if kind == "conv":
                 mods.append(qnn.QuantConv2d(shape[0], layer["out"], layer["k"], stride=layer["stride"],
-                                            padding=layer["pad"], **common))
+                                            padding=layer["pad"], groups=layer.get("groups", 1), **common))
                 h, w = ((s + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1 for s in shape[1:])
                 shape = [layer["out"], h, w]
             else:

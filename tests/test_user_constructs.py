@@ -1,6 +1,5 @@
 """Networks as users write them in Brevitas and export them (``brevitas.export.export_qonnx``):
-global pooling heads are exact through every stage; concatenations and grouped convolutions are
-refused for what they are, named by the torch module the export recorded, before anything
+global pooling heads are exact through every stage; concatenations are refused for what they are, named by the torch module the export recorded, before anything
 secondary (issue 22)."""
 
 from __future__ import annotations
@@ -140,16 +139,6 @@ class Residual(torch.nn.Module):
         return self.fc(torch.flatten(self.s1(self.r0(self.stem(self.inq(x)))), 1))
 
 
-class Depthwise(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inq, self.c1, self.r1 = _input_quant(), _conv(3, 8), _relu()
-        self.dw, self.r2, self.fc = _conv(8, 8, groups=8), _relu(), _linear(8 * 64, 10)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.r2(self.dw(self.r1(self.c1(self.inq(x))))), 1))
-
-
 class Concat(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -162,14 +151,13 @@ class Concat(torch.nn.Module):
 
 
 @pytest.mark.parametrize("name, net, construct, module", [
-    ("depthwise", Depthwise, "a depthwise convolution (groups = channels = 8)", "dw"),
     ("concat", Concat, "a concatenation of 2 activation tensors", "cat"),
 ])
 def test_branches_and_grouped_convs_are_refused_first_by_construct_and_module(name, net, construct, module,
                                                                               tmp_path):
     """The real obstacle, in one line, naming the ONNX node and the torch module path the
-    export recorded (``dw``, ``cat``: a functional op named after itself), before any C++ is
-    written. (Residual adds map: tests/test_residual.py.)"""
+    export recorded (``cat``: a functional op named after itself), before any C++ is written.
+    (Residual adds and depthwise convs map: tests/test_residual.py, tests/test_grouped_conv.py.)"""
     from flipq.hls.verify import is_flipq_refusal, lower_model
 
     raw = _export(net(), (3, 8, 8), tmp_path / f"{name}.onnx")
