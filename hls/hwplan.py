@@ -48,6 +48,14 @@ def add_range(a: "ValueRange", b: "ValueRange") -> "ValueRange":
     return ValueRange(lo, hi, exp, lo < 0 or a.signed or b.signed, bits_for(lo, hi))
 
 
+def concat_range(parts: list) -> "ValueRange":
+    """Tensors joined on the channels, each on the finest of their grids (a ``concat`` layer)."""
+    exp = min(r.exp for r in parts)
+    lo = min(r.lo << (r.exp - exp) for r in parts)
+    hi = max(r.hi << (r.exp - exp) for r in parts)
+    return ValueRange(lo, hi, exp, any(r.signed for r in parts) or lo < 0, bits_for(lo, hi))
+
+
 def signed_bits(bound: int) -> int:
     """Width of a two's-complement integer holding ``-bound .. bound``."""
     return bits_for(-int(bound), int(bound))
@@ -292,6 +300,8 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: d
             cur = ValueRange(max(cur.lo, 0), max(cur.hi, 0), cur.exp, cur.signed, cur.bits)
         elif layer.op == "add":
             cur = add_range(cur, tensors[ins[1]][0])
+        elif layer.op == "concat":
+            cur = concat_range([tensors[j][0] for j in ins])
         if layer.attrs.get("out_shape"):
             shape = tuple(int(d) for d in layer.attrs["out_shape"])
             if layer.op != "flatten":

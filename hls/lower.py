@@ -140,9 +140,12 @@ def _structural_obstacle(model: ModelWrapper) -> None:
                 f"{_where(node)}: {what} cannot be mapped yet: flipq's datapath combines two tensors only by "
                 "a residual add; deploy the network without it")
         if node.op_type == "Concat" and len(live) > 1:
-            raise UnsupportedNodeError(
-                f"{_where(node)}: a concatenation of {len(live)} activation tensors cannot be mapped yet: flipq's "
-                "datapath is a chain of layers; deploy the network without the parallel branches")
+            axis = int(_attrs(node).get("axis", 1))
+            rank = len(model.get_tensor_shape(node.output[0]) or [0, 0])
+            if axis % max(rank, 1) != 1:
+                raise UnsupportedNodeError(
+                    f"{_where(node)}: a concatenation of {len(live)} activation tensors on axis {axis} cannot be "
+                    "mapped: flipq joins tensors on the channels (axis 1) only")
         if node.op_type == "Conv":
             a = _attrs(node)
             if any(int(d) != 1 for d in a.get("dilations", [])):
@@ -224,6 +227,9 @@ def _quant_params(model: ModelWrapper, node) -> tuple[int, bool, bool, np.ndarra
     b = float(np.asarray(bits).ravel()[0])
     if b != int(b):
         raise UnsupportedNodeError(f"{_where(node)}: fractional bit width {b} (use an integer bit width)")
+    if b < 1 or b > 32:
+        raise UnsupportedNodeError(f"{_where(node)}: bit width {b:g} is outside 1..32 (a quantizer of no levels, "
+                                   "or wider than any datapath here)")
     sc = np.asarray(scale, dtype=np.float64)
     if not (np.all(sc > 0) and np.all(np.isfinite(sc))):
         raise UnsupportedNodeError(f"{_where(node)}: scale {float(sc.ravel()[0])} is not > 0")
@@ -365,6 +371,16 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
         base = {"onnx_node": node.name, "out_shape": list(out_shape[1:]) if out_shape else None}
         op = node.op_type
         live = [i for i in node.input if i in tensors]
+        if op == "Concat" and len(live) >= 2:
+            if len(live) != len(node.input):
+                raise UnsupportedNodeError(f"{_where(node)}: a concatenation of activations with constants cannot "
+                                           "be mapped")
+            layers.append(_concat(node, base, attrs, [tensors[t] for t in live], out_shape))
+            st = replace(tensors[live[0]][1])
+            st.set_concat([tensors[t][1] for t in live])
+            tensors[node.output[0]] = (len(layers) - 1, replace(st))
+            mac_out = None
+            continue
         if op == "Add" and len(live) == 2:
             layers.append(_residual_add(node, base, tensors[live[0]], tensors[live[1]]))
             st = replace(tensors[live[0]][1])
@@ -558,6 +574,39 @@ class _State:
         sa, sb = a.exp - self.exp, b.exp - self.exp
         self.lo, self.hi = (a.lo << sa) + (b.lo << sb), (a.hi << sa) + (b.hi << sb)
         self.act_bits, self.real, self.exact = None, 2.0**self.exp, True
+
+
+    def set_concat(self, parts: list) -> None:
+        """The state of tensors joined on the channels (see :func:`_concat`)."""
+        self.exp = min(p.exp for p in parts)
+        self.lo = min(p.lo << (p.exp - self.exp) for p in parts)
+        self.hi = max(p.hi << (p.exp - self.exp) for p in parts)
+        self.exact = all(p.exact for p in parts)
+        self.real = 2.0**self.exp if self.exact else parts[0].real
+        same = len({(p.exp, p.act_bits) for p in parts}) == 1
+        self.act_bits = parts[0].act_bits if same else None
+
+
+def _concat(node, base: dict, attrs: dict, parts: list, out_shape) -> IntLayer:
+    """``Concat`` on the channels of tensors the datapath computes: exact on power-of-two grids
+    (each moved onto the finest by a left shift), or on one float grid (the same real scale and
+    exponent: joined as they are); anything else is refused naming the node."""
+    axis = int(attrs.get("axis", -1))
+    rank = len(out_shape) if out_shape else 0
+    if rank and axis % rank != rank - 1:
+        raise UnsupportedNodeError(f"{_where(node)}: a concatenation on axis {axis} of the channels-last tensor "
+                                   "(only the channels can be joined)")
+    states = [st for _, st in parts]
+    if not all(st.exact for st in states) and len({(st.real, st.exp) for st in states}) != 1:
+        scales = ", ".join(f"{st.real:g}" for st in states)
+        raise UnsupportedNodeError(
+            f"{_where(node)}: a concatenation of tensors with the scales {scales}: joined tensors must share one "
+            "grid, or all have power-of-two scales; quantize the branches with one quantizer (or *FixedPoint ones)")
+    shift = max(st.exp for st in states) - min(st.exp for st in states)
+    if shift > MAX_ADD_SHIFT:
+        raise UnsupportedNodeError(f"{_where(node)}: a concatenation of tensors on grids {shift} bits apart "
+                                   f"(at most {MAX_ADD_SHIFT}); quantize the branches on closer scales")
+    return IntLayer("concat", node.name, dict(base, inputs=[i for i, _ in parts], exps=[st.exp for st in states]))
 
 
 # the widest alignment shift of a residual add's operands (beyond it a grid is surely a mistake)

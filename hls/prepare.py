@@ -23,6 +23,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.avgpool_to_conv import AvgPoolToConv
+from flipq.hls.concat import ConcatToChannelsLast
 from flipq.hls.conv1d import LAYOUT_KEY, Conv1dTo2d
 from flipq.hls.input_reshape import MoveInputReshapePastElementwise
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
@@ -140,6 +141,8 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(MoveInputReshapePastElementwise())
     model = _to_channels_last(model)
     model = model.transform(RemoveTransposePairAroundElementwise())
+    # a concatenation of branches: on the channels-last tensors, one Transpose after it
+    model = model.transform(ConcatToChannelsLast()).transform(InferShapes())
     # a flatten before a dense layer's own input quantizer: the quantizer first, so that the
     # Transpose channels-last conversion left in front of the flatten can move past it
     model = model.transform(MoveQuantAboveFlatten())

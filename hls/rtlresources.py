@@ -464,6 +464,9 @@ def _features_other(module: str, p: dict) -> tuple[str, dict, dict]:
         # adder's width, with a carry chain a lane (modeled)
         return "eltwise", {"const": 1.0, "lane": p["N"] * (p["AW"] + p["BW"] + p["OW"])}, {
             "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["OW"] / 4), "bram36": 0, "lutram": 0}
+    if module == "flipq_concat":
+        # joined beats are wiring into the output register (no RTL module yet: modeled)
+        return "eltwise", {"const": 1.0}, {"ff": p["N"] * p["OW"] + 1, "carry4": 0, "bram36": 0, "lutram": 0}
     if module == "flipq_poolmax":
         return "poolmax", {"const": 1.0, "lane": p["N"] * p["AW"]}, {
             "ff": 2 * p["N"] * p["AW"] + max(1, _clog2(p["KK"])) + 1, "carry4": p["N"] * math.ceil(p["AW"] / 4),

@@ -345,6 +345,21 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
             ow = max(cur.ew + exp - e + int(not cur.signed), skip.ew + skip_exp - e + int(not skip.signed)) + 1
             stages.append(Stage("flipq_add", {"N": c, "AW": cur.ew, "BW": skip.ew, "OW": ow}, cur.ew * c, ow * c))
             cur, exp = StreamShape(ow, True, c, cur.shape), e
+        elif layer.op == "concat":
+            # priced, not generated: every operand but the first waits in a FIFO of its whole
+            # map, one pixel of each joins a beat (wiring, and the output register)
+            parts = [outs[j] for j in intmodel.inputs_of(i)]
+            e = min(pe for _, pe in parts)
+            ow = max(ps.ew + pe - e + int(not ps.signed and any(q.signed for q, _ in parts)) for ps, pe in parts)
+            for ps, _ in parts[1:]:
+                stages.append(Stage("flipq_fifo", {"W": ps.width, "DEPTH": ps.size // ps.lanes}, ps.width, ps.width))
+            c_out = sum(int(ps.shape[-1]) for ps, _ in parts)
+            for ps, _ in parts:
+                stages += _dwc(ps.ew, ps.lanes, int(ps.shape[-1]))
+            stages.append(Stage("flipq_concat", {"N": c_out, "OW": ow}, sum(ps.ew * int(ps.shape[-1]) for ps, _ in parts),
+                                ow * c_out))
+            cur = StreamShape(ow, any(ps.signed for ps, _ in parts), c_out, tuple(cur.shape[:-1]) + (c_out,))
+            exp = e
         else:
             raise RtlError(f"layer '{layer.name}': the RTL twin has no '{layer.op}' stage")
         index = len(rtl_layers)
@@ -407,8 +422,9 @@ def check_rtl_chain(intmodel: IntModel) -> None:
     the layer, before anything is written."""
     if intmodel.is_chain:
         return
-    add = next((lay for lay in intmodel.layers if lay.op == "add"), None)
-    what = (f"layer '{add.name}' (a residual add, ONNX node '{add.attrs.get('onnx_node')}')" if add is not None
+    join = next((lay for lay in intmodel.layers if lay.op in ("add", "concat")), None)
+    kind = {"add": "a residual add", "concat": "a concatenation"}.get(join.op if join else "", "")
+    what = (f"layer '{join.name}' ({kind}, ONNX node '{join.attrs.get('onnx_node')}')" if join is not None
             else "a layer that reads an earlier layer's output")
     raise RtlError(f"the RTL twin builds chains of layers; {what} has no RTL module yet, so the rtl backend, "
                    "`flipq verify --rtl` and `flipq overlay build --kernel rtl` refuse this model (the HLS path "

@@ -10,7 +10,8 @@ list of layers: ``conv``/``linear`` (weight bits, scale kind, bias kind, optiona
 AdaptiveAvgPool2d(1) / AdaptiveMaxPool2d(1), or ``x.mean``/``x.amax`` over H and W with or
 without keepdim), a depthwise-separable block (``conv`` with ``groups``), ``res`` (a residual block: one or two 3x3 convs with their quantizers on the
 branch, the block's input or a 1x1 projection conv with its own quantizer on the skip, their
-sum, and a quantizer after it or none) and ``flatten``; plus io_type, group size and PEs for
+sum, and a quantizer after it or none), ``cat`` (two or three conv branches from one quantizer joined on
+the channels, a quantizer after or none) and ``flatten``; plus io_type, group size and PEs for
 the C-sim.
 
     >>> spec = spec_from_seed(3)
@@ -176,7 +177,32 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
         _insert_residual(c, spec, bn, mid)
     if form == "conv" and c.choice((False, False, True)):  # and after the block
         _insert_separable(c, spec, wscales, biases, bn, ascales, mid)
+    if form == "conv" and c.choice((False, False, True)):  # and after those
+        _insert_concat(c, spec, bn, mid)
     return spec
+
+
+def _insert_concat(c: Chooser, spec: dict, bn, mid: dict) -> None:
+    """Two or three branches from one activation quantizer (a 1x1 or a 3x3 conv, its power-of-two
+    quantizer), joined on the channels, then a quantizer or none (the join is integers already)."""
+    end = next(i for i, layer in enumerate(spec["layers"]) if layer["kind"] in ("flatten", "gpool"))
+    # after the blocks drawn before, whose channels are fixed (a skip, a depthwise conv's groups)
+    start = max([i for i, layer in enumerate(spec["layers"]) if layer["kind"] in ("res", "cat")
+                 or layer.get("groups", 1) > 1], default=-1)
+    acts = [i for i, layer in enumerate(spec["layers"][:end]) if layer["kind"] == "act" and i > start]
+    if not acts:
+        return
+    at = c.choice(acts) + 1
+    spec["layers"][at - 1]["scale"] = "pow2"
+    pow2 = ("pow2",)
+    branches = []
+    for _ in range(c.integer(2, 3)):
+        k = c.choice((1, 3))
+        branches.append([_mac(c, "conv", pow2, ("none",), bn, out=c.integer(1, 4), k=k, stride=1, pad=k // 2),
+                         _act(c, pow2, **mid)])
+    post = _act(c, pow2, **dict(mid, unsigned_narrow=False)) if c.choice((False, True)) else None
+    spec["layers"].insert(at, {"kind": "cat", "out": sum(b[0]["out"] for b in branches), "stride": 1,
+                               "branches": branches, "post": post})
 
 
 def _insert_separable(c: Chooser, spec: dict, wscales, biases, bn, ascales, mid: dict) -> None:
@@ -209,7 +235,7 @@ def _shape_at(spec: dict, at: int) -> list:
             shape = [layer["out"], h, w]
         elif layer["kind"] == "pool":
             shape = [shape[0], shape[1] // 2, shape[2] // 2]
-        elif layer["kind"] == "res":
+        elif layer["kind"] in ("res", "cat"):
             shape = [layer["out"], -(-shape[1] // layer["stride"]), -(-shape[2] // layer["stride"])]
     return shape
 
@@ -381,6 +407,25 @@ def _residual(layer: dict, shape: list):
     return Block(), out_shape
 
 
+def _join(layer: dict, shape: list):
+    """Branches joined on the channels, as users write it: ``post(torch.cat([b(x) ...], 1))``."""
+    import torch
+    import torch.nn as nn
+
+    branches = [nn.Sequential(*_stack(b, shape)[0]) for b in layer["branches"]]
+
+    class Join(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.branches = nn.ModuleList(branches)
+            self.post = _act_module(layer["post"]) if layer["post"] else nn.Identity()
+
+        def forward(self, x):
+            return self.post(torch.cat([getattr(y, "value", y) for y in (b(x) for b in self.branches)], 1))
+
+    return Join(), [layer["out"], shape[1], shape[2]]
+
+
 def _batchnorm(c: int, dims: int):
     import torch
     import torch.nn as nn
@@ -439,6 +484,9 @@ def build_torch(spec: dict):
             shape = [shape[0], shape[1] // 2, shape[2] // 2]
         elif kind == "res":
             block, shape = _residual(layer, shape)
+            mods.append(block)
+        elif kind == "cat":
+            block, shape = _join(layer, shape)
             mods.append(block)
         elif kind == "gpool":
             mods.append(_global_pool(layer))

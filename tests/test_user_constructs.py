@@ -1,5 +1,6 @@
 """Networks as users write them in Brevitas and export them (``brevitas.export.export_qonnx``):
-global pooling heads are exact through every stage; concatenations are refused for what they are, named by the torch module the export recorded, before anything
+global pooling heads are exact through every stage; element-wise products and dilated convolutions
+are refused for what they are, named by the torch module the export recorded, before anything
 secondary (issue 22)."""
 
 from __future__ import annotations
@@ -139,25 +140,43 @@ class Residual(torch.nn.Module):
         return self.fc(torch.flatten(self.s1(self.r0(self.stem(self.inq(x)))), 1))
 
 
-class Concat(torch.nn.Module):
+class Gate(torch.nn.Module):
+    """Squeeze-and-excitation's shape: a block's output multiplied by another activation."""
+
     def __init__(self):
         super().__init__()
-        self.inq, self.a, self.b = _input_quant(), _conv(3, 8), _conv(3, 8)
-        self.ra, self.rb, self.fc = _relu(quant_tensor=False), _relu(quant_tensor=False), _linear(16 * 64, 10)
+        from brevitas.quant import Uint8ActPerTensorFloat
+
+        self.inq, self.a, self.ra = _input_quant(), _conv(3, 8), _relu(quant_tensor=False)
+        self.g, self.rg = _conv(8, 8), _relu(quant_tensor=False)
+        # a float-scaled quantizer after the product: a secondary obstacle, named only after it
+        self.q = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=4, return_quant_tensor=True)
+        self.fc = _linear(8 * 64, 10)
 
     def forward(self, x):
-        x = self.inq(x)
-        return self.fc(torch.flatten(torch.cat([self.ra(self.a(x)), self.rb(self.b(x))], 1), 1))
+        x = self.ra(self.a(self.inq(x)))
+        return self.fc(torch.flatten(self.q(x * self.rg(self.g(x))), 1))
+
+
+class Dilated(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inq, self.dil, self.r, self.fc = _input_quant(), _conv(3, 8, dilation=2), _relu(), _linear(8 * 36, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.r(self.dil(self.inq(x))), 1))
 
 
 @pytest.mark.parametrize("name, net, construct, module", [
-    ("concat", Concat, "a concatenation of 2 activation tensors", "cat"),
+    ("product", Gate, "an element-wise product or quotient of two activation tensors", "mul"),
+    ("dilated", Dilated, "a dilated convolution", "dil"),
 ])
-def test_branches_and_grouped_convs_are_refused_first_by_construct_and_module(name, net, construct, module,
-                                                                              tmp_path):
+def test_unmapped_constructs_are_refused_first_by_construct_and_module(name, net, construct, module, tmp_path):
     """The real obstacle, in one line, naming the ONNX node and the torch module path the
-    export recorded (``cat``: a functional op named after itself), before any C++ is written.
-    (Residual adds and depthwise convs map: tests/test_residual.py, tests/test_grouped_conv.py.)"""
+    export recorded (``mul``: a functional op named after itself), before a secondary one (the
+    float-scaled quantizer after the product) and before any C++ is written. (Residual adds,
+    concatenations and depthwise convs map: tests/test_residual.py, test_concat.py,
+    test_grouped_conv.py.)"""
     from flipq.hls.verify import is_flipq_refusal, lower_model
 
     raw = _export(net(), (3, 8, 8), tmp_path / f"{name}.onnx")
