@@ -14,6 +14,7 @@ With ``--rtl`` every mappable model also goes through the RTL twin in Verilator 
 stalls, every planes); ``rtl_rows`` sums its ``rtl=emulator`` rows over the models.
 
 Writes ``{"models", "exact", "refused", "mismatch", "crash", "refusals": {reason: n},
+"constructs": {gpool|res|cat|depthwise: {status: n}},
 "mismatches": {reason: n}, "crashes": {reason: n}, "failures": [{seed, spec, verdict,
 known_bugs}], "seconds"}``.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fuzz_models import KNOWN_BUGS, check_spec, features, spec_from_seed  # noqa: E402
+from fuzz_models import KNOWN_BUGS, check_spec, constructs, features, spec_from_seed  # noqa: E402
 
 REFUSAL_BUGS = ("quantized_bias", "dense_first_4d")
 FAMILIES = {  # name -> (avoid, full vocabulary)
@@ -56,7 +57,7 @@ def one(seed: int, work: str, rtl: bool = False, csim: bool = True) -> dict:
     t0 = time.perf_counter()
     verdict = check_spec(spec, Path(work) / str(seed), rtl=rtl, csim=csim)
     return {"seed": seed, "family": kind, "spec": spec, "verdict": verdict.to_dict(),
-            "known_bugs": sorted(features(spec)),
+            "known_bugs": sorted(features(spec)), "constructs": sorted(constructs(spec)),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -68,6 +69,9 @@ def summarize(results: list[dict], seconds: float) -> dict:
             "refusals": count(by["refused"]), "mismatches": count(by["mismatch"]), "crashes": count(by["crash"]),
             "families": {f: dict(Counter(r["verdict"]["status"] for r in results if r["family"] == f))
                          for f in FAMILIES},
+            # per graph construct, the verdicts of the models holding it (a model may hold several)
+            "constructs": {c: dict(Counter(r["verdict"]["status"] for r in results if c in r.get("constructs", ())))
+                           for c in ("gpool", "res", "cat", "depthwise")},
             "rtl_models": sum(1 for r in results if any(k.startswith("rtl=") for k in r["verdict"]["stages"])),
             "rtl_rows": [sum(v[0] for r in results for k, v in r["verdict"]["stages"].items() if k.startswith("rtl=")),
                          sum(v[1] for r in results for k, v in r["verdict"]["stages"].items() if k.startswith("rtl="))],

@@ -150,6 +150,8 @@ def prepare_qonnx(model: ModelWrapper) -> ModelWrapper:
     # first dense layer's row order once it is past the input quantizer
     model = model.transform(MoveInputTransposePastQuant())
     model = model.transform(MoveChanFirstDownstream())
+    # a Transpose that moved down past a quantizer after a concatenation meets its inverse here
+    model = model.transform(ConcatToChannelsLast())
     model = model.transform(AbsorbChanFirstIntoMatMul())
     model = model.transform(InferShapes())
     model = model.transform(GemmWithoutBiasToMatMul())

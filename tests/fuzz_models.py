@@ -88,6 +88,15 @@ def features(spec: dict) -> set[str]:
     return out
 
 
+def constructs(spec: dict) -> set[str]:
+    """The graph constructs a spec's model holds: ``gpool``, ``res``, ``cat``, ``depthwise``."""
+    kinds = {layer["kind"] for layer in spec["layers"]}
+    out = kinds & {"gpool", "res", "cat"}
+    if any(layer.get("groups", 1) > 1 for layer in spec["layers"]):
+        out.add("depthwise")
+    return out
+
+
 class Chooser:
     """``choice(seq)`` and ``integer(lo, hi)`` (inclusive) over a numpy generator."""
 
@@ -200,7 +209,10 @@ def _insert_concat(c: Chooser, spec: dict, bn, mid: dict) -> None:
         k = c.choice((1, 3))
         branches.append([_mac(c, "conv", pow2, ("none",), bn, out=c.integer(1, 4), k=k, stride=1, pad=k // 2),
                          _act(c, pow2, **mid)])
-    post = _act(c, pow2, **dict(mid, unsigned_narrow=False)) if c.choice((False, True)) else None
+    # no quantizer after the join where the next layer is one, or a conv that needs no input scale
+    nxt = spec["layers"][at]
+    bare_ok = nxt["kind"] == "act" or nxt["kind"] == "conv" and nxt["bias"] in ("none", "float")
+    post = _act(c, pow2, **dict(mid, unsigned_narrow=False)) if not bare_ok or c.choice((False, True)) else None
     spec["layers"].insert(at, {"kind": "cat", "out": sum(b[0]["out"] for b in branches), "stride": 1,
                                "branches": branches, "post": post})
 
