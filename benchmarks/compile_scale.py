@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from finn_cnv import PeakMemory, rows_equal, say  # noqa: E402
 
-AD_HIDDEN = (128, 128, 128, 128, 8, 128, 128, 128, 128)
 AD_FEATURES = 640
 
 
@@ -83,15 +82,10 @@ def autoencoder(bits: int, seed: int = 0):
     with seeded random weights and BatchNorm statistics."""
     import torch
 
-    from flipq.host.bitplan import BitPlan, LayerBits
-    from flipq.quant.archs import mac_names
-    from flipq.quant.models import QuantNet
+    from flipq.quant.mlperf import ad_autoencoder
 
-    hidden = {"bias": "float", "bn": True}
-    arch = tuple(("fc", units, hidden) for units in AD_HIDDEN) + (("fc", AD_FEATURES, {"bias": "float"}),)
-    plan = BitPlan(tuple(LayerBits(name, bits, bits) for name in mac_names(arch)))
     torch.manual_seed(seed)
-    net = QuantNet(arch, (AD_FEATURES,), plan, num_classes=AD_FEATURES, signed_input=True)
+    net = ad_autoencoder(bits, bits)
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm1d):
