@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -68,9 +69,38 @@ class BuildConfig:
         """``simd`` parsed: layer name -> SIMD lanes."""
         return _layer_counts(self.simd, "--simd")
 
+    # What a saved config.json that lacks a field meant: builds from before the weight-scale rule
+    # was a field were trained with absmax scales, and rebuilding their networks with another rule
+    # would quantize the weights differently.
+    LEGACY_DEFAULTS: ClassVar[dict] = {"weight_scale": "absmax"}
+
     @property
     def folder(self) -> Path:
         return Path(self.out)
+
+    def need(self, name: str, stage: str) -> Path:
+        """``folder / name``, which stage ``stage`` writes; a clear error when it is not there."""
+        path = self.folder / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first")
+        return path
+
+    def outputs_dir(self) -> Path:
+        """``outputs/``, where each checking stage leaves its outputs on the check rows."""
+        p = self.folder / "outputs"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def test_split(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.need("data.npz", "train")) as d:
+            return d["x_test"], d["y_test"]
+
+    def check_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows every stage check runs on: the first ``check_rows`` of the test split (all of
+        it when 0). Every checking stage uses the same rows, so the report compares like with like."""
+        x, y = self.test_split()
+        n = len(y) if not self.check_rows else min(int(self.check_rows), len(y))
+        return x[:n], y[:n]
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -89,46 +119,24 @@ class BuildConfig:
             raise ValueError(f"{path}: corrupt build config (a JSON {type(data).__name__}, expected an object); "
                              f"rerun `flipq train --out {out}`")
         known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in {**_LEGACY_DEFAULTS, **data, "out": str(out)}.items() if k in known})
+        cfg = cls(**{k: v for k, v in {**cls.LEGACY_DEFAULTS, **data, "out": str(out)}.items() if k in known})
         rows = cfg.check_rows
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
             raise ValueError(f"{path}: field 'check_rows' = {rows!r} must be an int >= 0 (0: the whole test split)")
         return replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
 
 
-# What a saved config.json that lacks a field meant: builds from before the weight-scale rule was a
-# field were trained with absmax scales, and rebuilding their networks with another rule would
-# quantize the weights differently.
-_LEGACY_DEFAULTS = {"weight_scale": "absmax"}
-
-
-def _need(path: Path, stage: str) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the '{stage}' stage first")
-    return path
-
-
 def _record(cfg: BuildConfig, name: str, info: dict) -> None:
     write_json(cfg.folder / f"{name}.json", info)
 
 
-def _outputs(cfg: BuildConfig) -> Path:
-    p = cfg.folder / "outputs"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 def load_test_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(_need(cfg.folder / "data.npz", "train")) as d:
-        return d["x_test"], d["y_test"]
+    return cfg.test_split()
 
 
 def load_check_split(cfg: BuildConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The rows every stage check runs on: the first ``cfg.check_rows`` of the test split (all
-    of it when 0). Every checking stage uses the same rows, so the report compares like with like."""
-    x, y = load_test_split(cfg)
-    n = len(y) if not cfg.check_rows else min(int(cfg.check_rows), len(y))
-    return x[:n], y[:n]
+    """:meth:`BuildConfig.check_split` (the stages call the method: they never import this module)."""
+    return cfg.check_split()
 
 
 # -- stages --------------------------------------------------------------------------------
@@ -158,9 +166,9 @@ def stage_emulate(cfg: BuildConfig) -> None:
     from flipq.host.intmodel import IntModel
 
     t0 = time.perf_counter()
-    emu = Emulator(IntModel.load(_need(cfg.folder / "hls" / "intmodel.json", "hls").parent))
-    x, _ = load_check_split(cfg)
-    with replacing(_outputs(cfg) / "emulator.npy") as tmp:
+    emu = Emulator(IntModel.load(cfg.need("hls/intmodel.json", "hls").parent))
+    x, _ = cfg.check_split()
+    with replacing(cfg.outputs_dir() / "emulator.npy") as tmp:
         np.save(tmp, emu.forward(x))
     _record(cfg, "emulate", {"seconds": time.perf_counter() - t0})
 
@@ -171,7 +179,7 @@ PAIRS = (("torch", "qonnx"), ("qonnx", "csim"), ("csim", "emulator"))
 def stage_report(cfg: BuildConfig) -> dict:
     from flipq.host.intmodel import IntModel, outputs_agree
 
-    _, y = load_check_split(cfg)
+    _, y = cfg.check_split()
     outs = {}
     for name in ("torch", "qonnx", "csim", "emulator"):
         f = cfg.folder / "outputs" / f"{name}.npy"

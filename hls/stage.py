@@ -164,11 +164,10 @@ def _lower(cfg, model_path):
 def _check_inputs(cfg, intmodel) -> np.ndarray | None:
     """The build's check rows as integers on the input grid; None when the build has no data."""
     from flipq.host.emulator import Emulator
-    from flipq.pipeline import load_check_split
 
     if not (cfg.folder / "data.npz").is_file():
         return None
-    return Emulator(intmodel).quantize_input(load_check_split(cfg)[0])
+    return Emulator(intmodel).quantize_input(cfg.check_split()[0])
 
 
 def _say(cfg, text: str) -> None:

@@ -37,9 +37,9 @@ import numpy as np
 from flipq.host.bitplan import MAX_BITS, MIN_BITS
 from flipq.quant.candidate import Hardware, Training
 from flipq.quant.searchcache import SearchCache
+from flipq.quant.searchout import OBJECTIVES  # re-exported: the search's objectives
 from flipq.quant.train import check_counts
 
-OBJECTIVES = ("error", "energy_uj", "interval_cycles", "weight_bits")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from flipq.host.files import write_atomic, write_json
 
+# what the search minimizes, in the order of its objective vectors (flipq.quant.search)
+OBJECTIVES = ("error", "energy_uj", "interval_cycles", "weight_bits")
+
 CSV_FIELDS = ("index", "bits", "fold_level", "val_accuracy", "error", "energy_uj", "interval_cycles", "fps",
               "latency_cycles", "weight_bits", "lut", "ff", "bram36", "dsp", "simd", "pe", "cache_key")
 
@@ -69,7 +72,6 @@ def layer_map(values: dict) -> str:
 def write_result(result, cfg, arch: str, out: Path) -> None:
     """search.json, pareto.json, pareto.csv and search.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    from flipq.quant.search import OBJECTIVES
 
     head = {"label": "modeled energy, interval and resources (flipq.hls.energy, flipq.hls.cost); "
                      "validation accuracy measured", "config": asdict(cfg), "arch": arch, "layers": result.names,

@@ -51,14 +51,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 def check_resumable(cfg) -> None:
     """Raise :class:`StaleBuildError` when ``cfg.out`` holds a checkpoint whose saved
     config.json differs from ``cfg`` in a field that changes what the checkpoint means."""
-    from flipq.pipeline import _LEGACY_DEFAULTS
-
     ckpt = cfg.folder / "checkpoint.pt"
     saved = cfg.folder / "config.json"
     if not ckpt.is_file() or not saved.is_file():
         return
     try:
-        old = {**_LEGACY_DEFAULTS, **json.loads(saved.read_text())}
+        old = {**type(cfg).LEGACY_DEFAULTS, **json.loads(saved.read_text())}
     except ValueError as e:
         raise ValueError(f"{saved}: corrupt build config ({e}); use --fresh to discard the build") from e
     diff = [f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in TRAINING_FIELDS
@@ -183,17 +181,16 @@ def _interrupted_message(ckpt: Path, epochs: int) -> str:
 def trained_model(cfg):
     """The trained network of ``cfg.out`` in eval mode, with its plan (checked against the
     network's layer shapes) and train.json."""
-    from flipq.pipeline import _need
     from flipq.quant.layout import layer_shapes
     from flipq.quant.models import build_model
     from flipq.quant.train import load_checkpoint, load_model_state
 
-    info = json.loads(_need(cfg.folder / "train.json", "train").read_text())
-    plan = BitPlan.load(_need(cfg.folder / "plan.toml", "train"))
+    info = json.loads(cfg.need("train.json", "train").read_text())
+    plan = BitPlan.load(cfg.need("plan.toml", "train"))
     model = build_model(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
                         info["signed_input"], cfg.weight_scale)
     plan.check_shapes(layer_shapes(model))
-    ckpt = _need(cfg.folder / "checkpoint.pt", "train")
+    ckpt = cfg.need("checkpoint.pt", "train")
     state = load_checkpoint(ckpt)
     check_checkpoint_fits(model, state, ckpt, cfg.arch)
     load_model_state(model, state, ckpt)
@@ -205,20 +202,19 @@ def stage_export(cfg) -> None:
     """Export the trained network as QONNX (model.onnx, the plan in its metadata) and run
     Brevitas and the QONNX executor on the stage-check rows (outputs/torch.npy, qonnx.npy)."""
     from flipq.hls.prepare import load_qonnx, prepare_qonnx
-    from flipq.pipeline import _outputs, load_check_split
     from flipq.quant.export import execute_qonnx, export_model
     from flipq.quant.train import evaluate
 
     t0 = time.perf_counter()
     model, plan, info = trained_model(cfg)
-    x, _ = load_check_split(cfg)
+    x, _ = cfg.check_split()
     path = export_model(model, tuple(info["input_shape"]), cfg.folder / "model.onnx", plan)
     t1 = time.perf_counter()
     out_torch, _ = evaluate(model, x)
     prepared = prepare_qonnx(load_qonnx(path))
     out_qonnx = execute_qonnx(prepared, _channels_last(x), progress=cfg.progress)
     for name, values in (("torch", out_torch), ("qonnx", out_qonnx)):
-        with replacing(_outputs(cfg) / f"{name}.npy") as tmp:
+        with replacing(cfg.outputs_dir() / f"{name}.npy") as tmp:
             np.save(tmp, values)
     write_json(cfg.folder / "export.json", {"seconds": time.perf_counter() - t0, "check_rows": int(len(x)),
                                             "seconds_check": time.perf_counter() - t1})
