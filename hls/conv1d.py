@@ -20,8 +20,8 @@ from onnx import helper, numpy_helper
 from qonnx.transformation.base import Transformation
 
 from flipq.hls.global_pool import constant_axes, keepdims
+from flipq.hls.lower import LAYOUT_KEY, _where  # the mark users' files may not carry; the user's node names
 
-LAYOUT_KEY = "flipq.input_layout"
 _SPATIAL = ("Conv", "MaxPool", "AveragePool")
 # ops that take an (N, C, L) tensor as it is, with constants broadcast against it
 _ELEMENTWISE = ("Quant", "Trunc", "BipolarQuant", "Mul", "Div", "Add", "Sub", "Relu", "BatchNormalization",
@@ -70,7 +70,6 @@ class Conv1dTo2d(Transformation):
                 raise Conv1dError(f"graph output '{out.name}' is an (N, C, L) tensor: end a 1-D network with "
                                   "a flatten and a QuantLinear")
         expand: set[str] = set()  # initializers that broadcast against (N, C, L) tensors
-        from flipq.hls.lower import _where  # the user's node name and torch module
 
         dropped = []
         for node in list(graph.node):

@@ -43,6 +43,8 @@ _HINTS = {
 SOURCE_KEY = "flipq.source_name"
 SOURCE_OP_KEY = "flipq.source_op"
 SOURCE_MODULE_KEY = "flipq.source_module"
+# the layout users feed, marked by preparation only (flipq.hls.conv1d holds a 1-D network as H = 1)
+LAYOUT_KEY = "flipq.input_layout"
 # what torch.onnx records of the module a node came from (aligned lists, as Python literals)
 TORCH_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 TORCH_CLASSES_KEY = "pkg.torch.onnx.class_hierarchy"
@@ -545,8 +547,6 @@ def _depth_first(model: ModelWrapper) -> list:
 def _input_layout(model: ModelWrapper, shape: tuple) -> str:
     """What users feed: NCL where preparation held a 1-D network as H = 1 (flipq.hls.conv1d),
     NCHW for other images, NC for vectors."""
-    from flipq.hls.conv1d import LAYOUT_KEY
-
     if any(e.key == LAYOUT_KEY and e.value == "NCL" for e in model.model.metadata_props) and len(shape) == 3:
         return "NCL"
     return "NCHW" if len(shape) == 3 else "NC"

@@ -24,11 +24,12 @@ from qonnx.util.cleanup import cleanup_model
 
 from flipq.hls.avgpool_to_conv import AvgPoolToConv
 from flipq.hls.concat import ConcatToChannelsLast
-from flipq.hls.conv1d import LAYOUT_KEY, Conv1dTo2d
+from flipq.hls.conv1d import Conv1dTo2d
 from flipq.hls.input_reshape import MoveInputReshapePastElementwise
 from flipq.hls.input_transpose import MoveInputTransposePastQuant
 from flipq.hls.global_pool import GlobalPoolToPool
-from flipq.hls.lower import SOURCE_KEY, SOURCE_MODULE_KEY, SOURCE_OP_KEY, source_name, source_op, torch_module_path
+from flipq.hls.lower import (LAYOUT_KEY, SOURCE_KEY, SOURCE_MODULE_KEY, SOURCE_OP_KEY, source_name, source_op,
+                             torch_module_path)
 from flipq.hls.quant_above_flatten import MoveQuantAboveFlatten
 from flipq.hls.transpose_pair import RemoveTransposePairAroundElementwise
 from flipq.hls.transforms import GemmWithoutBiasToMatMul

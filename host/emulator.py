@@ -241,6 +241,8 @@ class Emulator:
             ins = model.inputs_of(index)
             if layer.op == "add":
                 out = _add(state[ins[0]], state[ins[1]], with_bound)
+            elif layer.op == "concat":
+                out = _concat([state[j] for j in ins], with_bound)
             else:
                 x, e, b = state[ins[0]]
                 out = step(index, layer, x, e, b) if with_bound else step(index, layer, x, e) + (None,)
@@ -333,6 +335,21 @@ def _exact_dtype(bound: int):
     if bound < _F64_EXACT:
         return np.float64
     return np.int64
+
+
+def _concat(parts: list, with_bound: bool) -> tuple:
+    """A ``concat`` layer: every tensor moved onto the finest grid (a left shift), joined on the
+    channels (the last axis)."""
+    exp = min(e for _, e, _ in parts)
+    if not with_bound:
+        return np.concatenate([x.astype(np.int64) << (e - exp) for x, e, _ in parts], axis=-1), exp, None
+    bound = max(b << (e - exp) for _, e, b in parts)
+    dtype = _exact_dtype(bound)
+    if dtype == np.int64:
+        out = np.concatenate([x.astype(np.int64) << (e - exp) for x, e, _ in parts], axis=-1)
+    else:
+        out = np.concatenate([x.astype(dtype) * dtype(2.0 ** (e - exp)) for x, e, _ in parts], axis=-1)
+    return out, exp, bound
 
 
 def _add(a: tuple, b: tuple, with_bound: bool) -> tuple:

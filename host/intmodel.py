@@ -21,6 +21,9 @@ is ``q * 2**exp``. Layers (channels-last, NHWC):
 - ``add``: the element-wise sum of two integer tensors of one shape (a residual connection), on
   the finer of their two grids: ``a << (exp_a - exp) + b << (exp_b - exp)`` with
   ``exp = min(exp_a, exp_b)``; exact, no rounding.
+- ``concat``: two or more tensors joined on the channels (the last axis), each moved onto the finest
+  of their grids the same way; tensors on one float grid (``scale``, after threshold layers of one
+  float scale) join unshifted.
 
 The model is a graph whose layers are in topological order. A layer reads the output of the
 layer before it (the first layer: the model's input) unless ``attrs["inputs"]`` lists the
@@ -54,8 +57,8 @@ from flipq.host.names import check_layer_name
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 MAC_OPS = ("conv", "dense")
-# how many tensors each op reads
-ARITY = {"add": 2}
+# how many tensors each op reads: (least, most); one for every op not listed
+ARITY = {"add": (2, 2), "concat": (2, 64)}
 AFFINE_OPS = ("mul", "div", "add", "sub")
 
 
@@ -392,16 +395,18 @@ def _check_graph(layers, source: str) -> None:
     used = set()
     for i, layer in enumerate(layers):
         attrs = layer.attrs if isinstance(layer.attrs, dict) else {}
-        arity = ARITY.get(layer.op, 1)
+        least, most = ARITY.get(layer.op, (1, 1))
         given = attrs.get("inputs")
         if given is None:
-            if arity != 1:
-                raise ValueError(f"{source}: layers[{i}] ({layer.op}) reads {arity} tensors but names no inputs")
+            if least != 1:
+                raise ValueError(f"{source}: layers[{i}] ({layer.op}) reads {least} or more tensors but names no "
+                                 "inputs")
             used.add(i - 1)
             continue
-        if (not isinstance(given, list) or len(given) != arity
+        count = f"{least}" if least == most else f"{least} to {most}"
+        if (not isinstance(given, list) or not least <= len(given) <= most
                 or not all(isinstance(j, int) and not isinstance(j, bool) and -1 <= j < i for j in given)):
-            raise ValueError(f"{source}: layers[{i}].attrs.inputs = {given!r}: expected {arity} index(es) of "
+            raise ValueError(f"{source}: layers[{i}].attrs.inputs = {given!r}: expected {count} index(es) of "
                              f"earlier layers (-1 .. {i - 1}; -1 is the model's input)")
         used.update(given)
     unread = sorted(set(range(len(layers) - 1)) - used)
