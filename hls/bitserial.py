@@ -23,7 +23,7 @@ import numpy as np
 from flipq.hls.bitserial_writer import ABI_VERSION, MAX_PLANES, BitSerialError
 from flipq.hls.cxx import ap_types, build_shared_library
 from flipq.hls.fold import block_step_table, max_iterations, step_row_bits, step_table
-from flipq.hls.hwplan import HardwarePlan, LayerHw, plan_hardware
+from flipq.hls.hwplan import HardwarePlan, LayerHw, bits_for, plan_hardware
 from flipq.host.intmodel import IntModel
 
 __all__ = ["BitSerialBuild", "BitSerialError", "build_bitserial", "compile_project"]
@@ -132,6 +132,16 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
     # the C-ABI feeds integers on the input quantizer's own grid; the input type must hold them exactly
     cfg["LayerName"].setdefault(in_name, {}).setdefault("Precision", {})["result"] = \
         intmodel.input_quant.fixed_type()
+    # hls4ml's merge layers (a residual add, a concatenation) infer their result type from their
+    # inputs' and may carry a quantizer's saturation mode into it (a narrow one's AP_SAT_SYM
+    # clips the most negative value): the exact type of the join's range, from the plan, instead
+    for layer in intmodel.layers:
+        if layer.name in plan.joins:
+            r = plan.joins[layer.name]
+            width = bits_for(r.lo, r.hi)
+            kind = "fixed" if r.lo < 0 else "ufixed"
+            cfg["LayerName"].setdefault(layer.attrs.get("onnx_node", layer.name), {}).setdefault(
+                "Precision", {})["result"] = f"{kind}<{width},{width + r.exp}>"
     # a top-level PIPELINE (hls4ml's io_parallel default) would unroll the plane loops in synthesis
     cfg["Model"]["PipelineStyle"] = "dataflow"
     # hls4ml copies only known top-level keys, but keeps the Model section whole

@@ -117,7 +117,7 @@ def fold_for_board(intmodel, board, target_fps: float | None = None, clock_mhz: 
     tried = [0]
 
     def chip(layers):
-        plan = HardwarePlan(layers=tuple(layers), input=base.input, output=base.output)
+        plan = HardwarePlan(layers=tuple(layers), input=base.input, output=base.output, joins=base.joins)
         c = accelerator_resources(intmodel, plan, board, cache)["chip"]
         return {r: c[r] for r in RESOURCES}
 

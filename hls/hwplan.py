@@ -230,6 +230,9 @@ class HardwarePlan:
     layers: tuple[LayerHw, ...]
     input: ValueRange
     output: ValueRange  # the model's output values, for every planes
+    # the value range of each ``add`` / ``concat`` layer's output (by integer-model layer name):
+    # the exact type its hls4ml merge layer must hold (flipq.hls.bitserial sets it)
+    joins: dict = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerHw:
         for lay in self.layers:
@@ -309,7 +312,8 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: d
         tensors[index] = (cur, shape, beat)
     cur = tensors[len(intmodel.layers) - 1][0]
     output = ValueRange(cur.lo, cur.hi, cur.exp, cur.signed, max(cur.bits, 2))
-    return HardwarePlan(tuple(layers), first, output)
+    joins = {layer.name: tensors[i][0] for i, layer in enumerate(intmodel.layers) if layer.op in ("add", "concat")}
+    return HardwarePlan(tuple(layers), first, output, joins)
 
 
 def _mac_layer(layer, inp: ValueRange, in_shape: tuple, beat: int, n_pe, n_simd, default_group: int,

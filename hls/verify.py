@@ -179,10 +179,11 @@ def first_differing_layer(prepared, intmodel, q_row: np.ndarray) -> str | None:
     for i, layer in enumerate(intmodel.layers):
         ins = intmodel.inputs_of(i)
         exp, real = at[ins[0]]
-        if layer.op == "add":
-            (ea, ra), (eb, rb) = at[ins[0]], at[ins[1]]
-            exp = min(ea, eb)
-            real = None if ra is None or rb is None else 2.0**exp
+        if layer.op in ("add", "concat"):
+            parts = [at[j] for j in ins]
+            exp = min(e for e, _ in parts)
+            real = None if any(r is None for _, r in parts) else (
+                parts[0][1] if len({e for e, _ in parts}) == 1 else 2.0**exp)
         if layer.is_mac:
             exp += layer.attrs["w_exp"]
             # an accumulator whose chain became thresholds or the output affine has no QONNX twin

@@ -170,3 +170,22 @@ def test_a_join_of_unrelated_float_grids_is_refused_naming_the_scales(tmp_path):
         lower_model(_export(net, (3, 8, 8), tmp_path / "m.onnx"))
     assert is_flipq_refusal(info.value), str(info.value)
     assert "a concatenation of tensors with the scales" in str(info.value)
+
+
+def test_a_join_keeps_its_whole_range_in_the_csim(tmp_path):
+    """Found by the fuzzer (seed 335 of the whole vocabulary, tests/data/fuzz_join_sat_sym.json):
+    hls4ml gave two concatenations a narrow quantizer's saturation mode (AP_SAT_SYM), which clips
+    the most negative value, and the C-sim differed from the emulator on 16 of 48 rows. The merge
+    layers' result types now come from the plan's range of each join."""
+    import json
+    import re
+
+    from fuzz_models import check_spec
+
+    spec = json.loads((Path(__file__).parent / "data" / "fuzz_join_sat_sym.json").read_text())
+    verdict = check_spec(spec, tmp_path, rows=48, qonnx_rows=8)
+    assert verdict.status == "exact", (verdict.reason, verdict.first_bad)
+    project = next(tmp_path.rglob("defines.h")).parent
+    types = dict((name, t) for t, name in re.findall(r"typedef (.*) (\w+);", (project / "defines.h").read_text()))
+    joins = re.findall(r"nnet::concatenate3d<\w+, \w+, (\w+), \w+>", (project / "myproject.cpp").read_text())
+    assert len(joins) == 2 and not any("SAT" in types[t] for t in joins), [types[t] for t in joins]
