@@ -144,12 +144,15 @@ def ad_autoencoder(wb=8, ab=8) -> nn.Module:
     return QuantNet(arch, (640,), plan, num_classes=640, signed_input=True)
 
 
-def build(name: str, weight_bits: int = 4, act_bits: int = 4, seed: int = 0) -> nn.Module:
-    """One of :data:`MODELS`, with seeded random parameters and calibrated scales, in eval mode."""
+def build(name: str, weight_bits: int = 4, act_bits: int = 4, seed: int = 0, input_shape: tuple | None = None) -> nn.Module:
+    """One of :data:`MODELS`, with seeded random parameters and scales calibrated on inputs of
+    ``input_shape`` (default: the model's own; the convolutional ones take any size, ending in a
+    global pool), in eval mode."""
     if name not in MODELS:
         raise ValueError(f"unknown MLPerf Tiny model '{name}' (known: {', '.join(MODELS)})")
     torch.manual_seed(seed)
     shape, classes, _ = MODELS[name]
+    shape = tuple(input_shape) if input_shape is not None else shape
     net = {"resnet8": lambda: ResNet8(weight_bits, act_bits, classes),
            "mobilenet_v1": lambda: mobilenet_v1(weight_bits, act_bits, classes),
            "ds_cnn": lambda: ds_cnn(weight_bits, act_bits, classes),

@@ -103,8 +103,9 @@ def test_residual_networks_are_exact_through_every_stage(name, io_type, tmp_path
     from flipq.hls.verify import lower_model, verify_model
     from flipq.host.emulator import Emulator
 
-    if io_type == "io_stream" and name in ("identity", "accumulator"):
-        pytest.skip("io_stream: the projection and ResNet nets cover the stream duplicator")
+    if (io_type == "io_stream") != (name in ("projection", "tiny_resnet")):
+        pytest.skip("one io type a net (CI time): io_stream for the projection and ResNet nets (the stream "
+                    "duplicator), io_parallel for the others")
     torch.manual_seed(3)
     net = NETS[name]()
     raw = _export(net, (3, 8, 8), tmp_path / "model.onnx")
