@@ -239,7 +239,7 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
     layers_in = intmodel.layers
     rtl_layers: list[RtlLayer] = []
     mac_index = {hw.name: hw for hw in plan.layers}
-    readers = _readers(intmodel)
+    readers = intmodel.readers()
     outs = {-1: (cur, exp)}  # per integer-model layer: the stream its output leaves on, its exponent
 
     def fusable(j: int) -> bool:  # layer j reads layer j - 1 only, and nothing else reads j - 1
@@ -406,15 +406,6 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
                        fifo_depth=fifo_depth)
     (out_dir / "rtl.json").write_text(json.dumps(_jsonable(design.to_dict()), indent=1))
     return design
-
-
-def _readers(intmodel: IntModel) -> dict:
-    """Layer index -> how many layers read its output."""
-    out: dict = {}
-    for i in range(len(intmodel.layers)):
-        for j in intmodel.inputs_of(i):
-            out[j] = out.get(j, 0) + 1
-    return out
 
 
 def check_rtl_chain(intmodel: IntModel) -> None:

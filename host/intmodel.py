@@ -224,6 +224,14 @@ class IntModel:
         """Every layer reads the one before it: no branch anywhere."""
         return not any("inputs" in layer.attrs for layer in self.layers)
 
+    def readers(self) -> dict[int, int]:
+        """Layer index (``-1``: the input) -> how many layers read its output (a fork: 2 or more)."""
+        count: dict[int, int] = {}
+        for i in range(len(self.layers)):
+            for j in self.inputs_of(i):
+                count[j] = count.get(j, 0) + 1
+        return count
+
     def last_uses(self) -> dict[int, int]:
         """Layer index (``-1``: the input) -> the index of the last layer that reads it: when
         an executor may drop a tensor."""
