@@ -116,8 +116,10 @@ def build_bitserial(intmodel: IntModel, qonnx_model, out_dir: Path, io_type: str
 
     if io_type not in IO_TYPES:
         raise BitSerialError(f"io_type={io_type!r}: expected 'io_parallel' or 'io_stream'")
+    from flipq.hls.hls4ml_pools import check_stream_pools
     from flipq.hls.proxy import hls_graph
 
+    check_stream_pools(intmodel, io_type)
     qonnx_model = hls_graph(qonnx_model, intmodel)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

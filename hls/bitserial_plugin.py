@@ -141,7 +141,7 @@ class ReplaceWithBitSerial(OptimizerPass):
 
 def _keeps_values(layer) -> bool:
     """A layer whose outputs are some of its inputs (or zero): exact in its input's type."""
-    if isinstance(layer, hl.Reshape):
+    if isinstance(layer, (hl.Reshape, hl.ZeroPadding1D, hl.ZeroPadding2D)):
         return True
     if isinstance(layer, (hl.Pooling1D, hl.Pooling2D)):
         return layer.get_attr("pool_op", "Max") == "Max"

@@ -301,6 +301,9 @@ def plan_hardware(intmodel, pe: dict | None = None, group_size: int = 0, simd: d
             cur = ValueRange(s.qmin, s.qmax, s.exp, s.signed, s.bits)
         elif layer.op == "relu":
             cur = ValueRange(max(cur.lo, 0), max(cur.hi, 0), cur.exp, cur.signed, cur.bits)
+        elif layer.op == "maxpool" and any(layer.attrs.get("pads") or ()) and cur.lo < 0:
+            raise HardwarePlanError(f"maxpool layer '{layer.name}' pads a tensor whose values reach {cur.lo}: the "
+                                    "hardware pads with zero, exact only on values >= 0")
         elif layer.op == "add":
             cur = add_range(cur, tensors[ins[1]][0])
         elif layer.op == "concat":

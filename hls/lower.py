@@ -486,7 +486,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
             layers.append(IntLayer("requant", node.name, dict(base, quant=spec.to_dict(), relu=relu, **inherited)))
             st.set_quant(spec, 2.0**spec.exp, True)
         elif op == "MaxPool":
-            layers.append(_maxpool(node, attrs, base))
+            layers.append(_maxpool(node, attrs, base, st.lo))
         elif op in ("Flatten", "Reshape"):
             if out_shape is None or len(out_shape) != 2:
                 raise UnsupportedNodeError(f"{_where(node)}: only flattening to 2-D is supported")
@@ -727,12 +727,31 @@ def _passes_on(node, chain, w_scale) -> bool:
             and bool(np.all(w_scale == w_scale[0])))
 
 
-def _maxpool(node, attrs, base) -> IntLayer:
-    if any(attrs.get("pads", [0, 0, 0, 0])) or attrs.get("ceil_mode", 0):
-        raise UnsupportedNodeError(f"{_where(node)}: padding or ceil_mode is not supported "
-                                   "(use MaxPool2d(k) without padding, ceil_mode=False)")
+def _maxpool(node, attrs, base, lo: int) -> IntLayer:
+    """A ``maxpool`` layer; ``lo`` the least integer its input holds. Padding (ONNX pads with
+    minus infinity: a padded cell never wins) is taken where ``lo >= 0``: every window then holds
+    a real value >= 0, so the hardware's zero padding (hls4ml's ZeroPadding, the RTL window
+    generator's) is exact (docs/datapath.md)."""
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    if attrs.get("ceil_mode", 0):
+        raise UnsupportedNodeError(f"{_where(node)}: ceil_mode=True is not supported (its last window may hang "
+                                   "over the edge); use ceil_mode=False, with padding if the size must match")
+    if attrs.get("dilations") and any(int(d) != 1 for d in attrs["dilations"]):
+        raise UnsupportedNodeError(f"{_where(node)}: a dilated MaxPool is not supported (dilation=1)")
+    pads = [int(p) for p in attrs.get("pads", [0] * 2 * len(kernel))]
+    extra = {}
+    if any(pads):
+        if len(pads) != 4 or any(not 0 <= p < kernel[i % 2] for i, p in enumerate(pads)):
+            raise UnsupportedNodeError(f"{_where(node)}: pads {pads} for kernel {kernel}: each pad must be "
+                                       "0 <= pad < the kernel's size on its axis")
+        if lo < 0:
+            raise UnsupportedNodeError(
+                f"{_where(node)}: MaxPool with padding on a tensor that can be negative (least value {lo}) is "
+                "not supported (the hardware pads with zero); pool after a ReLU or an unsigned quantizer, or "
+                "without padding")
+        extra["pads"] = pads
     return IntLayer("maxpool", node.name, dict(
-        base, kernel=list(attrs["kernel_shape"]), stride=list(attrs.get("strides", attrs["kernel_shape"]))))
+        base, kernel=kernel, stride=[int(s) for s in attrs.get("strides", kernel)], **extra))
 
 
 def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base) -> list[IntLayer]:
@@ -791,7 +810,7 @@ def _threshold_layers(model, node, chain, st: _State, w_kn, wbits, w_scale, base
     out = [layer]
     for p in pools:
         p_shape = model.get_tensor_shape(p.output[0])
-        out.append(_maxpool(p, _attrs(p), {"onnx_node": p.name, "out_shape": list(p_shape[1:])}))
+        out.append(_maxpool(p, _attrs(p), {"onnx_node": p.name, "out_shape": list(p_shape[1:])}, spec.qmin))
     return out
 
 

@@ -13,7 +13,8 @@ hls4ml only plumbing whose numbers flipq controls:
   threshold's grid (``2**exp``, never narrow when unsigned) follows it directly, which hls4ml
   merges into the layer, and the kernel computes the thresholds there; the chain's MaxPools
   follow that Quant;
-- the float tail after the last MAC layer goes (the host applies ``output_affine``).
+- the float tail after the last MAC layer goes (the host applies ``output_affine``);
+- a padded MaxPool becomes a zero ``Pad`` and the pool (:mod:`flipq.hls.hls4ml_pools`).
 
     >>> hls_model = hls_graph(prepared, intmodel)   # doctest: +SKIP
 """
@@ -51,8 +52,10 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
     """``prepared`` rewritten for hls4ml as the integer model ``intmodel`` says (see module doc);
     the prepared graph itself is left as it was. A model with no thresholds, affines or integer
     weights comes back unchanged."""
+    from flipq.hls.hls4ml_pools import split_maxpool_padding
+
     if not _needs_rewrite(intmodel):
-        return prepared
+        return split_maxpool_padding(prepared)
     model = ModelWrapper(copy.deepcopy(prepared.model))
     _strip_input(model, intmodel)
     prev_mac = None
@@ -70,7 +73,7 @@ def hls_graph(prepared: ModelWrapper, intmodel) -> ModelWrapper:
     if intmodel.output_affine is not None and not intmodel.output_affine.get("float32"):
         _strip_tail(model, prev_mac, intmodel.output_affine["onnx_nodes"])
     _drop_dangling(model)
-    return model.transform(RemoveUnusedTensors()).transform(InferShapes())
+    return split_maxpool_padding(model.transform(RemoveUnusedTensors()).transform(InferShapes()))
 
 
 def _drop_dangling(model: ModelWrapper) -> None:

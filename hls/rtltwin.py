@@ -315,12 +315,14 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
             if len(cur.shape) != 3:
                 raise RtlError(f"maxpool layer '{layer.name}' on a flat tensor")
             (kh, kw), (sy, sx) = a["kernel"], a["stride"]
+            pt, pl, pb, pr = (int(p) for p in a.get("pads") or (0, 0, 0, 0))
             h, w, c = cur.shape
-            oh, ow = (h - kh) // sy + 1, (w - kw) // sx + 1
+            oh, ow = (h + pt + pb - kh) // sy + 1, (w + pl + pr - kw) // sx + 1
             from flipq.hls.fold import ConvGeometry
 
-            geo = ConvGeometry(in_h=h, in_w=w, cin=c, kh=int(kh), kw=int(kw), sy=int(sy), sx=int(sx), pad_top=0,
-                               pad_left=0, out_h=oh, out_w=ow)
+            # the window generator pads with zero: exact where the plan found no negative value
+            geo = ConvGeometry(in_h=h, in_w=w, cin=c, kh=int(kh), kw=int(kw), sy=int(sy), sx=int(sx), pad_top=pt,
+                               pad_left=pl, out_h=oh, out_w=ow, pad_bottom=pb, pad_right=pr)
             stages += _dwc(cur.ew, cur.lanes, c)
             stages.append(_swg(cur.ew, geo, c))
             stages.append(Stage("flipq_poolmax", {"N": c, "AW": cur.ew, "A_SIGNED": int(cur.signed),

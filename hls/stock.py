@@ -32,6 +32,10 @@ def build_stock(prepared, intmodel: IntModel, out_dir: str | Path, io_type: str 
 
     import hls4ml
 
+    from flipq.hls.hls4ml_pools import check_stream_pools, split_maxpool_padding
+
+    check_stream_pools(intmodel, io_type)
+    prepared = split_maxpool_padding(prepared)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = io.StringIO()

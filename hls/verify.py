@@ -258,6 +258,10 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
 
     try:
         intmodel, prepared, plan = lower_model(raw, pe, group_size)
+        if csim:
+            from flipq.hls.hls4ml_pools import check_stream_pools
+
+            check_stream_pools(intmodel, io_type)
     except Exception as e:  # noqa: BLE001 -- the verdict classifies every failure
         if is_flipq_refusal(e):
             return Verdict("refused", refusal_reason(e), str(e).strip())

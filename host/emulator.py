@@ -262,6 +262,17 @@ class Emulator:
             return np.maximum(q, 0)
         if layer.op == "maxpool":
             (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+            pads = a.get("pads")
+            if pads and any(pads):
+                # ONNX pads a max pool with minus infinity: a padded cell never wins (every window
+                # holds a real value, pads < kernel); lowering takes padding only on values >= 0,
+                # where the hardware's zero padding gives the same
+                top, left, bottom, right = (int(p) for p in pads)
+                if not (0 <= top < kh and 0 <= bottom < kh and 0 <= left < kw and 0 <= right < kw):
+                    raise ValueError(f"layer '{layer.name}': maxpool pads {list(pads)} outside 0..kernel-1 "
+                                     f"(kernel {kh}x{kw})")
+                low = -np.inf if q.dtype.kind == "f" else np.iinfo(q.dtype).min
+                q = np.pad(q, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=low)
             n, h, w, c = q.shape
             if (kh, kw) == (sh, sw):  # non-overlapping windows: a reshape, no window copies
                 ho, wo = h // kh, w // kw

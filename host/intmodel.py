@@ -16,7 +16,8 @@ is ``q * 2**exp``. Layers (channels-last, NHWC):
   derives ``T`` from the float32 function QONNX evaluates. ``quant`` gives the output range;
   its ``exp`` is the output's grid in the C++ graph (0 where the real scale, ``scale``, is no
   power of two: the next threshold absorbs it).
-- ``maxpool``: kernel and stride.
+- ``maxpool``: kernel, stride and, optionally, pads ``(top, left, bottom, right)`` (a padded
+  cell never wins; lowering pads only tensors with no negative value).
 - ``flatten``: NHWC -> (N, H*W*C).
 - ``add``: the element-wise sum of two integer tensors of one shape (a residual connection), on
   the finer of their two grids: ``a << (exp_a - exp) + b << (exp_b - exp)`` with

@@ -89,9 +89,12 @@ def features(spec: dict) -> set[str]:
 
 
 def constructs(spec: dict) -> set[str]:
-    """The graph constructs a spec's model holds: ``gpool``, ``res``, ``cat``, ``depthwise``."""
+    """The graph constructs a spec's model holds: ``gpool``, ``res``, ``cat``, ``depthwise``,
+    ``padded_pool``."""
     kinds = {layer["kind"] for layer in spec["layers"]}
     out = kinds & {"gpool", "res", "cat"}
+    if any(layer.get("pad") for layer in spec["layers"] if layer["kind"] == "pool"):
+        out.add("padded_pool")
     if any(layer.get("groups", 1) > 1 for layer in spec["layers"]):
         out.add("depthwise")
     return out
@@ -188,7 +191,19 @@ def draw_spec(c: Chooser, avoid: dict | None = None, full_vocabulary: bool = Tru
         _insert_separable(c, spec, wscales, biases, bn, ascales, mid)
     if form == "conv" and c.choice((False, False, True)):  # and after those
         _insert_concat(c, spec, bn, mid)
+    # drawn last of all: a max pool padded by one (ResNet's stem pool's padding) where it reads an
+    # unsigned quantizer's output (lowering refuses padding on values that can be negative)
+    padded = [i for i, layer in enumerate(spec["layers"]) if layer["kind"] == "pool" and layer["pool"] == "maxpool"
+              and i and spec["layers"][i - 1]["kind"] == "act" and not spec["layers"][i - 1]["signed"]]
+    if padded and c.choice((False, True)):
+        spec["layers"][c.choice(padded)]["pad"] = 1
     return spec
+
+
+def _pooled(shape: list, layer: dict) -> list:
+    """(C, H, W) after a 2x2, stride-2 pool with the layer's padding."""
+    p = layer.get("pad", 0)
+    return [shape[0], (shape[1] + 2 * p - 2) // 2 + 1, (shape[2] + 2 * p - 2) // 2 + 1]
 
 
 def _insert_concat(c: Chooser, spec: dict, bn, mid: dict) -> None:
@@ -246,7 +261,7 @@ def _shape_at(spec: dict, at: int) -> list:
             h, w = ((d + 2 * layer["pad"] - layer["k"]) // layer["stride"] + 1 for d in shape[1:])
             shape = [layer["out"], h, w]
         elif layer["kind"] == "pool":
-            shape = [shape[0], shape[1] // 2, shape[2] // 2]
+            shape = _pooled(shape, layer)
         elif layer["kind"] in ("res", "cat"):
             shape = [layer["out"], -(-shape[1] // layer["stride"]), -(-shape[2] // layer["stride"])]
     return shape
@@ -490,10 +505,10 @@ def build_torch(spec: dict):
         elif kind == "act":
             mods.append(_act_module(layer))
         elif kind == "pool":
-            pools = {"maxpool": lambda: nn.MaxPool2d(2), "avgpool": lambda: nn.AvgPool2d(2),
+            pools = {"maxpool": lambda: nn.MaxPool2d(2, padding=layer.get("pad", 0)), "avgpool": lambda: nn.AvgPool2d(2),
                      "truncavgpool": lambda: qnn.TruncAvgPool2d(2, return_quant_tensor=True)}
             mods.append(pools[layer["pool"]]())
-            shape = [shape[0], shape[1] // 2, shape[2] // 2]
+            shape = _pooled(shape, layer)
         elif kind == "res":
             block, shape = _residual(layer, shape)
             mods.append(block)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fuzz_models import (KNOWN_BUGS, OUTSIDE_VOCABULARY, check_spec, features, spec_from_seed,  # noqa: E402
+from fuzz_models import (KNOWN_BUGS, OUTSIDE_VOCABULARY, check_spec, constructs, features, spec_from_seed,  # noqa: E402
                          specs)
 
 # Few examples (each costs an export, QONNX execution and maybe a compile), the same ones every
@@ -62,6 +62,7 @@ def test_the_generator_covers_the_vocabulary_and_avoids_known_bugs():
     assert {b for sp in drawn for layer in sp["layers"] if "bias" in layer for b in [layer["bias"]]} == \
         {"none", "float", "int32", "int8"}
     assert any(layer.get("bn") for sp in drawn for layer in sp["layers"])
+    assert set().union(*map(constructs, drawn)) == {"gpool", "res", "cat", "depthwise", "padded_pool"}
     assert set().union(*map(features, drawn)) == set(KNOWN_BUGS)
     avoided = [spec_from_seed(s, avoid=KNOWN_BUGS) for s in range(300)]
     standing = {flag for flag, open_bug in KNOWN_BUGS.items() if open_bug}
