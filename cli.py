@@ -21,7 +21,7 @@ from pathlib import Path
 
 def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     # Standard library only (no torch), so `flipq --help` stays fast.
-    from flipq.quant.archs import ARCHS
+    from flipq.quant.archs import all_arch_names
     from flipq.quant.argtypes import nonnegative_int, positive_float, positive_int
     from flipq.quant.data import DATASETS
     from flipq.quant.flipconfig import add_flip_arguments
@@ -34,8 +34,9 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
     if training:
         p.add_argument("--dataset", default=None, choices=DATASETS)
         p.add_argument("--data-path", default=None, help="folder of the data set (CIFAR-10: required)")
-        p.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
-                       help=f"network: {', '.join(ARCHS)}")
+        p.add_argument("--arch", default=None, choices=all_arch_names(), metavar="ARCH",
+                       help=f"network: {', '.join(all_arch_names())} (the last three: MLPerf Tiny's graph "
+                            "networks, residual and depthwise-separable)")
         p.add_argument("--plan", default=None, help="BitPlan TOML to train with")
         p.add_argument("--epochs", type=positive_int, default=None)
         p.add_argument("--batch-size", type=positive_int, default=None)

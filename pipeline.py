@@ -254,12 +254,15 @@ def format_report(report: dict) -> str:
     """The summary table `flipq demo` prints."""
     lines = [f"flipq build: {report['arch']} on {report['dataset']} ({report['test_rows']} test rows)", ""]
     if "layers" in report:
-        lines.append(f"{'layer':<10}{'type':<8}{'W bits':>7}{'A bits':>7}{'params':>9}")
+        width = max([10] + [len(layer["name"]) + 2 for layer in report["layers"]])
+        lines.append(f"{'layer':<{width}}{'type':<8}{'W bits':>7}{'A bits':>7}{'params':>9}")
         for layer in report["layers"]:
             extra = layer.get("groups_with_extra_bit")
             note = "" if extra is None else f"   ({100 * extra:.0f} % of groups use bit {layer['weight_bits']})"
-            lines.append(f"{layer['name']:<10}{layer['type']:<8}{layer['weight_bits']:>7}"
-                         f"{layer['act_bits']:>7}{layer['params']:>9}{note}")
+            # a layer reading a sum or a pool's average reads no quantizer of its own: no A bits
+            act = "-" if layer["act_bits"] is None else layer["act_bits"]
+            lines.append(f"{layer['name']:<{width}}{layer['type']:<8}{layer['weight_bits']:>7}"
+                         f"{act:>7}{layer['params']:>9}{note}")
         lines.append("")
     lines.append(f"{'stage':<10}{'accuracy':>9}{'seconds':>9}")
     for stage in ("torch", "qonnx", "csim", "emulator"):
@@ -287,17 +290,18 @@ def _layer_counts(text: str, flag: str) -> dict[str, int]:
 
 def format_hls_report(report: dict) -> str:
     """Per-layer modeled cycles and resources of ``hls_report.json``."""
+    w = max([10] + [len(layer["name"]) + 2 for layer in report["layers"]])  # module paths run long
     lines = ["modeled: cycles from the bit-serial cost model, resources pre-synthesis estimates "
              "(docs/cost_model.md); nothing here was measured on a board or by Vivado",
-             f"{'layer':<10}{'kernel':<8}{'W':>3}{'A':>3}{'SIMD':>5}{'PE':>4}{'cycles':>10}{'C-sim':>10}"
+             f"{'layer':<{w}}{'kernel':<8}{'W':>3}{'A':>3}{'SIMD':>5}{'PE':>4}{'cycles':>10}{'C-sim':>10}"
              f"{'LUT':>8}{'FF':>8}{'BRAM36':>8}{'DSP':>5}"]
     for layer in report["layers"]:
         counted = layer.get("csim_cycles", "-")
-        lines.append(f"{layer['name']:<10}{layer['kernel']:<8}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
+        lines.append(f"{layer['name']:<{w}}{layer['kernel']:<8}{layer['weight_bits']:>3}{layer['act_bits']:>3}"
                      f"{layer.get('simd', '-'):>5}{layer.get('pe', '-'):>4}{layer['cycles']:>10}{counted:>10}"
                      f"{layer['lut']:>8.0f}{layer['ff']:>8.0f}{layer['bram36']:>8.1f}{layer['dsp']:>5}")
     t = report["totals"]
-    lines.append(f"{'total':<33}{t['cycles']:>10}{'':>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}"
+    lines.append(f"{'total':<{w + 23}}{t['cycles']:>10}{'':>10}{t['lut']:>8.0f}{t['ff']:>8.0f}{t['bram36']:>8.1f}"
                  f"{t['dsp']:>5}")
     if "interval" in t:
         line = (f"interval {t['interval']} cycles (slowest layer): {t.get('fps', 0):.0f} samples/s modeled at "

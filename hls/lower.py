@@ -360,7 +360,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
     st = _State(exp=input_quant.exp, act_bits=input_quant.bits, real=float(np.ravel(in_scale)[0]),
                 exact=in_exp is not None, lo=input_quant.qmin, hi=input_quant.qmax)
     layers: list[IntLayer] = []
-    macs = []  # (layer, weight bits, input act bits)
+    macs = []  # (layer, weight bits, input act bits, torch module path)
     mac_out = None  # output tensor of the MAC layer last lowered, while nothing else followed it
     output_affine = None
     # the graph: ONNX tensor -> (index of the layer that computes it, -1 the input; its state)
@@ -419,7 +419,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
             if is_full_planes(node):
                 layer.attrs["full_planes"] = True
             layers.append(layer)
-            macs.append((layer, wbits, st.act_bits))
+            macs.append((layer, wbits, st.act_bits, torch_module_path(node)))
             w_kn = layer.weight.reshape(-1, layer.weight.shape[-1])
             simple = _simple(model, node, chain, st, w_exp, layer)
             if simple or _passes_on(node, chain, w_scale):
@@ -502,7 +502,7 @@ def lower_qonnx(model: ModelWrapper, plan: BitPlan | None = None) -> IntModel:
         raise UnsupportedNodeError("the graph has no Conv/MatMul layer with quantized weights")
 
     if plan is not None:
-        _apply_plan(plan, macs)
+        plan = _apply_plan(plan, macs)
     if output_affine is None and not st.exact:
         # the last quantizer's float scale: QONNX's float32 product q * scale, exactly
         c = int(layers[-1].attrs["out_shape"][-1])
@@ -874,13 +874,19 @@ def _int_bias(model: ModelWrapper, node, name: str, acc_exp: int) -> np.ndarray:
     return np.round(q).astype(np.int64)
 
 
-def _apply_plan(plan: BitPlan, macs) -> None:
+def _apply_plan(plan: BitPlan, macs) -> BitPlan:
+    """Name the MAC layers after ``plan`` and check their widths; returns the plan in the layers'
+    order. A plan whose names are the layers' torch module paths (a graph network's, where the
+    walk's branch order need not be the plan's) is matched by name, any other in order."""
     macs = [m for m in macs if not m[0].attrs.get("full_planes")]  # average pools: no BitPlan entry
     if len(plan) != len(macs):
         raise BitPlanError(
             f"plan has {len(plan)} layers ({', '.join(plan.names)}) but the model has {len(macs)} "
-            f"Conv/MatMul layers ({', '.join(layer.attrs['onnx_node'] for layer, _, _ in macs)})")
-    for lb, (layer, wbits, in_bits) in zip(plan, macs):
+            f"Conv/MatMul layers ({', '.join(m[0].attrs['onnx_node'] for m in macs)})")
+    paths = [m[3] for m in macs]
+    if sorted(paths) == sorted(plan.names) and len(set(paths)) == len(paths):
+        plan = BitPlan(tuple(plan[p] for p in paths), plan.meta)
+    for lb, (layer, wbits, in_bits, _) in zip(plan, macs):
         if lb.weight_bits != wbits and lb.max_weight_bits != wbits:
             raise BitPlanError(f"layer '{lb.name}': plan says weight_bits={lb.weight_bits}, "
                                f"the model's weights have {wbits} bits")
@@ -893,6 +899,7 @@ def _apply_plan(plan: BitPlan, macs) -> None:
         if lb.group_bits is not None:
             _check_group_bits(lb, layer.weight, wbits)
             layer.attrs["group_bits"] = list(lb.group_bits)
+    return plan
 
 
 def _check_group_bits(lb, weight: np.ndarray, bits: int) -> None:

@@ -72,6 +72,19 @@ ARCHS: dict[str, Arch] = {
                 ("fc", 128), ("fc", None)),
 }
 
+# Graph networks (residual adds, depthwise convs, global pooling): the MLPerf Tiny models, built
+# by ``flipq.quant.mlperf``, not from tokens. Their MAC layers are named by module path (what the
+# export records for each node, so lowering matches a plan to them by name, whatever order the
+# graph walks its branches in).
+GRAPH_ARCHS: dict[str, tuple[str, ...]] = {
+    "resnet8": ("stem", "s1.c1", "s1.c2", "s2.c1", "s2.c2", "s2.proj", "s3.c1", "s3.c2", "s3.proj", "fc"),
+    "ds_cnn": ("stem",) + tuple(f"blocks.{i}.{k}" for i in range(4) for k in ("dw", "pw")) + ("head.fc",),
+    "mobilenet_v1": ("stem",) + tuple(f"blocks.{i}.{k}" for i in range(13) for k in ("dw", "pw")) + ("head.fc",),
+}
+# graph networks with depthwise layers (held as block-diagonal convs: flip allocation's weight
+# groups would not count over the same weights as the hardware's)
+DEPTHWISE_ARCHS = ("ds_cnn", "mobilenet_v1")
+
 # Demo default: mixed precision with at least three distinct widths.
 DEFAULT_PLANS: dict[str, dict[str, tuple[int, int]]] = {
     "digits-cnn": {"conv1": (4, 8), "fc1": (3, 4), "fc2": (6, 3)},
@@ -156,13 +169,29 @@ def mac_names(arch: Arch) -> list[str]:
     return names
 
 
+def all_arch_names() -> list[str]:
+    """Every architecture ``flipq train --arch`` builds: the token families, then the graphs."""
+    return list(ARCHS) + list(GRAPH_ARCHS)
+
+
+def is_graph_arch(name: str) -> bool:
+    return name in GRAPH_ARCHS
+
+
+def arch_layer_names(name: str) -> list[str]:
+    """The MAC layer names of any architecture (the keys of its BitPlan)."""
+    return list(GRAPH_ARCHS[name]) if name in GRAPH_ARCHS else mac_names(get_arch(name))
+
+
 def default_plan(arch_name: str, weight_bits: int = 4, act_bits: int = 4) -> BitPlan:
-    arch = get_arch(arch_name)
     chosen = DEFAULT_PLANS.get(arch_name, {})
-    return BitPlan(tuple(LayerBits(n, *chosen.get(n, (weight_bits, act_bits))) for n in mac_names(arch)))
+    return BitPlan(tuple(LayerBits(n, *chosen.get(n, (weight_bits, act_bits))) for n in arch_layer_names(arch_name)))
 
 
 def get_arch(name: str) -> Arch:
+    if name in GRAPH_ARCHS:
+        raise UnknownArchError(f"architecture '{name}' is a graph network (flipq.quant.mlperf), not a layer-token "
+                               "family; this command takes only: " + ", ".join(ARCHS))
     if name not in ARCHS:
-        raise UnknownArchError(f"unknown architecture '{name}' (known: {', '.join(ARCHS)})")
+        raise UnknownArchError(f"unknown architecture '{name}' (known: {', '.join(all_arch_names())})")
     return ARCHS[name]

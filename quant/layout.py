@@ -47,7 +47,10 @@ def from_kn(matrix: torch.Tensor, shape: torch.Size, chw: tuple[int, int, int] |
 
 def flatten_inputs(model: nn.Module) -> dict[str, tuple[int, int, int] | None]:
     """Per MAC layer: the ``(C, H, W)`` feature map a Linear layer reads through a flatten, else
-    None. Found with one forward pass on zeros."""
+    None. Found with one forward pass on zeros; a network with a ``flatten_inputs()`` of its own
+    (the graph networks, :class:`flipq.quant.mlperf.GraphNet`) says itself."""
+    if hasattr(model, "flatten_inputs"):
+        return model.flatten_inputs()
     traced = trace_shapes(model)
     shapes = {"map": traced[n][0] for n, m in model.body.named_children() if isinstance(m, nn.Flatten)}
     out: dict[str, tuple[int, int, int] | None] = {n: None for n in model.layer_names}

@@ -86,10 +86,10 @@ def stage_train(cfg) -> None:
     """Train the plan's network (optionally from a float twin, optionally with flip-based
     extra-bit allocation); writes config.json, data.npz (the test split), checkpoint.pt (every
     epoch), plan.toml (with per-group widths after flip) and train.json."""
+    from flipq.quant.archs import default_plan
     from flipq.quant.data import load_dataset
     from flipq.quant.layout import layer_shapes
-    from flipq.quant.models import FloatNet, build_model, copy_mac_weights, default_plan, get_arch
-    from flipq.quant.scalerules import check_rule_applies
+    from flipq.quant.networks import build_network, check_trainable_options
     from flipq.quant.train import TrainConfig, load_checkpoint, train
 
     t0 = time.perf_counter()
@@ -97,17 +97,17 @@ def stage_train(cfg) -> None:
     check_resumable(cfg)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        threads=cfg.threads, progress=cfg.progress)  # refuses bad values before any write
-    check_rule_applies(cfg.weight_scale, get_arch(cfg.arch), cfg.arch)
+    check_trainable_options(cfg.arch, flip=cfg.flip is not None, float_epochs=cfg.float_epochs,
+                            weight_scale=cfg.weight_scale)
     flip_cfg = None
     if cfg.flip is not None:
-        from flipq.quant.flipconfig import FlipConfig, check_flip_arch
+        from flipq.quant.flipconfig import FlipConfig
 
-        check_flip_arch(get_arch(cfg.arch), cfg.arch)
         flip_cfg = FlipConfig.from_dict(cfg.flip)
         flip_cfg.allocation_epochs(cfg.epochs)  # an allocation epoch past the run fails here, not after a write
     ds = load_dataset(cfg.dataset, cfg.data_path, seed=cfg.seed)
     plan = BitPlan.load(cfg.plan) if cfg.plan else default_plan(cfg.arch)
-    model = build_model(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input, cfg.weight_scale)
+    model = build_network(cfg.arch, ds.input_shape, plan, ds.num_classes, ds.signed_input, cfg.weight_scale)
     plan.check_shapes(layer_shapes(model))
     _check_trainable(plan, cfg.plan)
     done = 0
@@ -134,6 +134,8 @@ def stage_train(cfg) -> None:
                   "signed_input": ds.signed_input}
     try:
         if cfg.float_epochs and not ckpt.is_file():
+            from flipq.quant.models import FloatNet, copy_mac_weights, get_arch
+
             twin = FloatNet(get_arch(cfg.arch), ds.input_shape, ds.num_classes)
             fh = train(twin, ds, TrainConfig(epochs=cfg.float_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                              seed=cfg.seed, threads=cfg.threads, progress=cfg.progress))
@@ -182,13 +184,13 @@ def trained_model(cfg):
     """The trained network of ``cfg.out`` in eval mode, with its plan (checked against the
     network's layer shapes) and train.json."""
     from flipq.quant.layout import layer_shapes
-    from flipq.quant.models import build_model
+    from flipq.quant.networks import build_network
     from flipq.quant.train import load_checkpoint, load_model_state
 
     info = json.loads(cfg.need("train.json", "train").read_text())
     plan = BitPlan.load(cfg.need("plan.toml", "train"))
-    model = build_model(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
-                        info["signed_input"], cfg.weight_scale)
+    model = build_network(cfg.arch, tuple(info["input_shape"]), plan, info["num_classes"],
+                          info["signed_input"], cfg.weight_scale)
     plan.check_shapes(layer_shapes(model))
     ckpt = cfg.need("checkpoint.pt", "train")
     state = load_checkpoint(ckpt)
