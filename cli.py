@@ -325,7 +325,8 @@ def _search(args) -> int:
         print(f"  or retrain with its plan:  {picked['train_command']}")
         return 0
     from flipq.quant.data import load_dataset
-    from flipq.quant.search import SearchConfig, search
+    from flipq.dse import search
+    from flipq.quant.search import SearchConfig
     from flipq.quant.searchout import bits_text
 
     ds = load_dataset(args.dataset, args.data_path, seed=args.seed, limit_train=args.limit_train)

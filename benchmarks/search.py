@@ -2,7 +2,7 @@
 VGG-style CNN vgg7-fm: modeled energy saving of the chosen design against uniform W8A8 folded
 for the same board, at no accuracy drop (within one standard deviation of W8A8 over seeds).
 
-1. ``flipq.quant.search.search`` on a training subset (a validation split carved from it),
+1. ``flipq.dse.search`` on a training subset (a validation split carved from it),
    NSGA-II over per-layer bits and the folding level, candidates in worker processes, the cache
    under ``--work`` (a stopped run started again continues where it stopped).
 2. Candidates: the Pareto designs whose validation accuracy is at least W8A8's less
@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from flipq.boards import load_board
 from flipq.host.files import write_json
-from flipq.quant.candidate import evaluate_candidate
+from flipq.dse import evaluate_candidate, search
 from flipq.quant.data import Dataset, load_dataset
-from flipq.quant.search import SearchConfig, data_fingerprint, search
+from flipq.quant.search import SearchConfig, data_fingerprint
 from flipq.quant.searchcache import SearchCache
 
 QUICK = {"train_size": 1200, "population": 6, "generations": 2, "qat_epochs": 1, "float_epochs": 1,

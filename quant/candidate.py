@@ -1,13 +1,10 @@
-"""One candidate of the bits-and-folding search: a short QAT from the shared float network, the
-QONNX export, the integer model, and for each folding level the design ``flipq hls`` builds for
-the board (:func:`flipq.hls.folding.fold_for_board`, :func:`flipq.hls.cost.hls_report`) with its
-modeled energy (:mod:`flipq.hls.energy`).
+"""One candidate of the bits-and-folding search, its training half: a short QAT from the shared
+float network and the QONNX export (:func:`train_candidate`, plain data in and out: the QONNX
+file as bytes). Its hardware half, the designs ``flipq hls`` builds for the board, is costed
+above both stages, in :mod:`flipq.dse`.
 
-This is the work a search spreads over processes or Ray tasks: :func:`train_candidate` takes
-everything it needs as arguments and returns plain data (the QONNX file as bytes).
-
->>> rec = hardware_records(onnx_bytes, Hardware("pynq-z2", "io_stream", 16, 3))   # doctest: +SKIP
->>> rec[0]["fps"], rec[0]["energy_uj"], rec[0]["fits"]                             # doctest: +SKIP
+>>> res = train_candidate(data, float_state, Training("digits-cnn", 1, 64, 3e-3, 0, 1), (4,) * 6)  # doctest: +SKIP
+>>> res["val_accuracy"], len(res["onnx"])                                                     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -86,62 +83,6 @@ def _float_net(arch_name: str, data):
     return FloatNet(get_arch(arch_name), data.input_shape, data.num_classes)
 
 
-def lower_onnx(onnx_bytes: bytes):
-    """The integer model of an exported candidate, as ``flipq hls`` lowers it."""
-    from flipq.hls.lower import check_mappable, lower_qonnx
-    from flipq.hls.prepare import load_qonnx, prepare_qonnx
-    from flipq.quant.export import plan_from_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(onnx_bytes)
-        raw = load_qonnx(path)
-    check_mappable(raw)
-    return lower_qonnx(prepare_qonnx(raw), plan_from_onnx(raw))
-
-
-def hardware_records(onnx_bytes: bytes, hw: Hardware, board=None) -> list[dict]:
-    """Per folding level, the folded design on the board: SIMD/PE per layer, interval, fps,
-    resources, whether it fits, stored weight bits and modeled energy (``board``: a
-    :class:`flipq.boards.Board` in place of ``hw.board``'s file, e.g. a smaller one in tests)."""
-    from flipq.boards import load_board
-
-    board = board or load_board(hw.board)
-    intmodel = lower_onnx(onnx_bytes)
-    records = [design_record(intmodel, board, hw, None)]
-    for level in range(1, hw.fold_levels):
-        records.append(design_record(intmodel, board, hw, records[0]["fps"] / 2 ** level))
-    return records
-
-
-def design_record(intmodel, board, hw: Hardware, target_fps: float | None) -> dict:
-    """The design ``flipq hls --board B [--target-fps F]`` builds for ``intmodel``, as figures."""
-    from flipq.hls.cost import RESOURCES, hls_report
-    from flipq.hls.energy import inference_energy, power_constants
-    from flipq.hls.folding import fold_for_board, folded_plan
-
-    fold = fold_for_board(intmodel, board, target_fps, group_size=hw.group_size, io_type=hw.io_type)
-    report = hls_report(intmodel, io_type=hw.io_type, plan=folded_plan(intmodel, fold, hw.group_size),
-                        clock_mhz=fold.clock_mhz)
-    totals = report["totals"]
-    chip = totals["chip"]  # the accelerator and the DMA/interconnect beside it
-    fits = all(chip[r] <= fold.limits[r] for r in RESOURCES if fold.limits[r] or chip[r])
-    energy = inference_energy(report, power_constants(board.part), dma_bits_per_sample(intmodel, board))
-    return {"target_fps": target_fps, "simd": fold.simd, "pe": fold.pe, "interval_cycles": int(totals["interval"]),
-            "latency_cycles": int(totals["cycles"]), "fps": float(totals["fps"]), "clock_mhz": fold.clock_mhz,
-            "fits": bool(fits), "binding": fold.binding,
-            "resources": {r: float(chip[r]) for r in RESOURCES}, "limits": fold.limits,
-            "weight_bits": int(totals["weight_storage_bits"]), "energy_uj": float(energy["energy_uj"]),
-            "energy": energy}
-
-
-def dma_bits_per_sample(intmodel, board) -> int:
-    """Bits one sample moves over the board's DMA: its packed input and output streams."""
-    from flipq.overlays.metadata import stream_bytes_per_sample
-
-    return 8 * sum(stream_bytes_per_sample(intmodel, board))
-
-
 def train_float(data, arch_name: str, epochs: int, batch_size: int, lr: float, seed: int, threads: int) -> dict:
     """The shared float network every candidate's QAT starts from, as a state dict."""
     import torch
@@ -153,11 +94,3 @@ def train_float(data, arch_name: str, epochs: int, batch_size: int, lr: float, s
     train(base, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                                   progress=False))
     return base.state_dict()
-
-
-def evaluate_candidate(data, float_state: dict, training: Training, hardware: Hardware, board, bits: tuple) -> dict:
-    """A candidate's whole evaluation (the unit of work a search sends to a process or Ray
-    task): :func:`train_candidate`, then :func:`hardware_records` of the model it exported."""
-    result = train_candidate(data, float_state, training, bits)
-    result["hardware"] = hardware_records(result["onnx"], hardware, board)
-    return result

@@ -1,5 +1,7 @@
 """Per-layer bits and the folding searched together for a board (NSGA-II), after Klhufek et al.
-(arXiv 2404.05368): quantization and mapping chosen jointly.
+(arXiv 2404.05368): quantization and mapping chosen jointly. This module holds the search's
+settings, genomes and Pareto front; the search itself, which trains here and costs on the hardware
+stage, is :func:`flipq.dse.search`.
 
 A genome is per MAC layer (weight bits, activation bits) in 2..8 and one folding level: level 0
 folds the design for the most throughput that fits the board, level ``k`` for ``1/2**k`` of it
@@ -20,23 +22,21 @@ Evaluations are cached on disk under ``<out>/cache`` (:mod:`flipq.quant.searchca
 restarted search trains nothing it trained before. Candidates run in worker processes
 (``workers``) or as Ray tasks (``ray_address``), :mod:`flipq.quant.searchengine`.
 
->>> res = search(load_dataset("digits"), "digits-cnn", SearchConfig(generations=2, population=8),
-...              out="build/search")                                                # doctest: +SKIP
->>> [(p["genome"], p["energy_uj"]) for p in res.pareto]                              # doctest: +SKIP
+>>> cfg = SearchConfig(generations=2, population=8)
+>>> uniform_genomes(3, cfg.population)[0].tolist()
+[8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 0.0]
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from flipq.host.bitplan import MAX_BITS, MIN_BITS
 from flipq.quant.candidate import Hardware, Training
-from flipq.quant.searchcache import SearchCache
 from flipq.quant.searchout import OBJECTIVES  # re-exported: the search's objectives
 from flipq.quant.train import check_counts
 
@@ -137,138 +137,3 @@ def pareto_front(evaluated: list[dict]) -> list[dict]:
     f = np.array([[e[o] for o in OBJECTIVES] for e in fitting], dtype=float)
     front = NonDominatedSorting().do(f, only_non_dominated_front=True)
     return sorted((fitting[i] for i in front), key=lambda e: (e["energy_uj"], e["error"]))
-
-
-def search(ds, arch_name: str, cfg: SearchConfig, out: str | Path, board=None) -> SearchResult:
-    """NSGA-II over per-layer bits and the folding for ``cfg.board`` (or the given
-    :class:`flipq.boards.Board`), evaluations cached under ``out/cache``; writes the results
-    into ``out`` (:func:`flipq.quant.searchout.write_result`)."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.problem import Problem
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-
-    from flipq.boards import load_board
-    from flipq.hls.energy import power_constants
-    from flipq.quant.models import get_arch, mac_names
-    from flipq.quant.searchengine import Shared, open_engine
-    from flipq.quant.searchout import SearchProgress, write_result
-
-    t0 = time.perf_counter()
-    out = Path(out)
-    board = board or load_board(cfg.board)
-    power_constants(board.part)  # a board without power figures fails here, not after a training
-    if cfg.ray_address:  # so does a cluster that does not answer
-        from flipq.quant.searchengine import check_ray_address
-
-        check_ray_address(cfg.ray_address)
-    names = mac_names(get_arch(arch_name))
-    split = split_validation(ds, cfg.validation_fraction, cfg.seed)
-    cache = SearchCache(out / "cache")
-    training = cfg.training(arch_name)
-    train_key = {"data": data_fingerprint(split), "float_epochs": cfg.float_epochs, **asdict(training)}
-    hw_key = cache.key({**cfg.hardware().to_dict(), "board": asdict(board)})
-    float_state, float_trained = _float_state(cache, split, arch_name, cfg, train_key)
-    shared = Shared(split, float_state, training, cfg.hardware(), board)
-    result = SearchResult([], [], 0.0, names, float_trained=float_trained)
-    progress = SearchProgress(cfg.population * cfg.generations, cfg.progress)
-    records: dict[tuple, dict] = {}  # filled as trainings land
-    order: list[tuple] = []  # genomes in the order NSGA-II asked for them
-
-    def evaluate(genomes: np.ndarray, engine) -> list[dict]:
-        genomes = [tuple(int(v) for v in g) for g in np.round(genomes)]
-        keys = {g: cache.key({"bits": list(g[:-1]), "training": train_key}) for g in genomes}
-        todo = {}
-        for g in genomes:
-            entry = cache.get(keys[g])
-            if entry is not None and hw_key not in entry.get("hardware", {}):
-                entry = _add_hardware(cache, entry, shared, hw_key)  # another board: no retraining
-            if entry is None:
-                todo[keys[g]] = g[:-1]
-            if g not in order:
-                order.append(g)
-
-        def record(g):
-            if g not in records:
-                records[g] = genome_record(names, g, cache.get(keys[g]), hw_key)
-                progress.evaluated(records[g])
-            return records[g]
-
-        for key, res in engine.run(todo):
-            onnx = res.pop("onnx")
-            hardware = res.pop("hardware")
-            cache.put(key, {**res, "bits": list(todo[key]), "training": train_key, "hardware": {hw_key: hardware}},
-                      onnx)
-            result.trained += 1
-            progress.trained()
-            for g in genomes:  # the bar moves as each training lands
-                if keys[g] == key:
-                    record(g)
-        return [record(g) for g in genomes]
-
-    class BitsAndFolding(Problem):
-        def __init__(self, engine):
-            n = len(names)
-            super().__init__(n_var=2 * n + 1, n_obj=len(OBJECTIVES), n_ieq_constr=1,
-                             xl=np.array([MIN_BITS] * 2 * n + [0]), xu=np.array([MAX_BITS] * 2 * n + [cfg.fold_levels - 1]),
-                             vtype=int)
-            self.engine = engine
-
-        def _evaluate(self, x, out, *args, **kwargs):
-            recs = evaluate(x, self.engine)
-            out["F"] = np.array([[r[o] for o in OBJECTIVES] for r in recs], dtype=float)
-            # > 0: over the board; the most-used resource's overshoot, so near misses rank first
-            out["G"] = np.array([[max(r["resources"][k] / max(r["limits"][k], 1) for k in r["limits"]) - 1.0
-                                  if not r["fits"] else -1.0] for r in recs])
-
-    rng = np.random.default_rng(cfg.seed)
-    n_var = 2 * len(names) + 1
-    first = uniform_genomes(len(names), cfg.population)
-    rest = np.column_stack([rng.integers(MIN_BITS, MAX_BITS + 1, size=(cfg.population - len(first), n_var - 1)),
-                            rng.integers(0, cfg.fold_levels, size=cfg.population - len(first))])
-    sampling = np.vstack([first, rest]) if len(rest) else first
-    with open_engine(shared, cfg.workers, cfg.ray_address) as engine:
-        algo = NSGA2(pop_size=cfg.population, sampling=sampling,
-                     crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-                     mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
-        problem = BitsAndFolding(engine)
-        algo.setup(problem, termination=("n_gen", cfg.generations), seed=cfg.seed, verbose=False)
-        with np.errstate(invalid="ignore", divide="ignore"):  # crowding distance of tied points
-            while algo.has_next():
-                algo.next()
-    progress.close()
-    result.evaluated = [records[g] for g in order]
-    result.pareto = pareto_front(result.evaluated)
-    result.seconds = time.perf_counter() - t0
-    write_result(result, cfg, arch_name, out)
-    return result
-
-
-def _float_state(cache: SearchCache, split, arch_name: str, cfg: SearchConfig, train_key: dict):
-    """The shared float network: from the cache, or trained once and cached."""
-    import torch
-
-    from flipq.quant.candidate import train_float
-
-    path = cache.float_path(cache.key({"float": train_key}))
-    if path.is_file():
-        return torch.load(path, weights_only=True), False
-    state = train_float(split, arch_name, cfg.float_epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.threads)
-    from flipq.host.files import replacing
-
-    with replacing(path) as tmp:
-        torch.save(state, tmp)
-    return state, True
-
-
-def _add_hardware(cache: SearchCache, entry: dict, shared, hw_key: str) -> dict:
-    from flipq.quant.candidate import hardware_records
-
-    onnx = cache.onnx_path(entry["key"])
-    if not onnx.is_file():
-        return None
-    entry["hardware"][hw_key] = hardware_records(onnx.read_bytes(), shared.hardware, shared.board)
-    cache.put(entry["key"], entry)
-    return entry
-

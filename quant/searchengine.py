@@ -1,7 +1,8 @@
 """Where a search's candidates run: in the search's own process, in local worker processes
 (``--workers N``) or as Ray tasks (``--ray-address ADDR|auto``). Each engine takes the shared
-inputs once (data, float network, settings) and runs :func:`flipq.quant.candidate.evaluate_candidate`
-per bit configuration, yielding results as they finish.
+inputs once (data, float network, settings) and runs the candidate evaluation
+per bit configuration (the ``evaluate_fn`` the search hands in, :func:`flipq.dse.evaluate_candidate`),
+yielding results as they finish.
 
 >>> with open_engine(shared, workers=2) as engine:            # doctest: +SKIP
 ...     for key, result in engine.run({"k1": (4, 4, 4, 4)}):
@@ -17,7 +18,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from flipq.quant.candidate import Hardware, Training, evaluate_candidate
+from collections.abc import Callable
+
+from flipq.quant.candidate import Hardware, Training
 
 
 class RayUnavailableError(RuntimeError):
@@ -85,9 +88,13 @@ class Shared:
     training: Training
     hardware: Hardware
     board: object  # flipq.boards.Board
+    # (data, float_state, training, hardware, board, bits) -> the candidate's record: the search
+    # (flipq.dse.evaluate_candidate) hands it in, so the engines stay below the hardware stage; a
+    # module-level function, which worker processes and Ray tasks import by name
+    evaluate_fn: Callable
 
     def evaluate(self, bits: tuple) -> dict:
-        return evaluate_candidate(self.data, self.float_state, self.training, self.hardware, self.board, bits)
+        return self.evaluate_fn(self.data, self.float_state, self.training, self.hardware, self.board, bits)
 
 
 class InlineEngine:

@@ -88,3 +88,21 @@ def test_no_stage_imports_the_pipeline():
     mods = _modules()
     for name in ("flipq.quant.stage", "flipq.hls.stage", "flipq.overlays.flow"):
         assert "flipq.pipeline" not in _imports(mods[name], mods), name
+
+
+# The quantization stage stays below the hardware stages: the bits-and-folding search, which
+# costs hardware, sits above both (flipq.dse). One import up remains, named here: the export
+# stage runs its QONNX file through the hardware stage's preparation to execute it channels-last.
+QUANT_UP = {"flipq.quant.stage": {"flipq.hls.prepare"}}
+
+
+def test_the_quantization_stage_does_not_reach_up_into_the_hardware_stages():
+    mods = _modules()
+    up = ("flipq.hls", "flipq.overlays", "flipq.boards", "flipq.dse", "flipq.pipeline", "flipq.cli")
+    for name, path in mods.items():
+        if not name.startswith("flipq.quant"):
+            continue
+        reached = {m for m in _imports(path, mods) if m.startswith(up)} - QUANT_UP.get(name, set())
+        assert not reached, f"{name} imports {sorted(reached)}"
+    assert "flipq.quant.search" in mods and "flipq.dse" in mods
+    assert "flipq.dse" not in {m for name, p in mods.items() if name.startswith("flipq.quant") for m in _imports(p, mods)}

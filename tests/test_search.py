@@ -12,7 +12,8 @@ from flipq.boards import load_board
 from flipq.cli import main
 from flipq.host.bitplan import BitPlan
 from flipq.quant.data import load_dataset
-from flipq.quant.search import OBJECTIVES, SearchConfig, pareto_front, search
+from flipq.dse import search
+from flipq.quant.search import OBJECTIVES, SearchConfig, pareto_front
 
 ARGS = ["--arch", "digits-cnn", "--generations", "2", "--population", "6", "--qat-epochs", "1", "--float-epochs", "2",
         "--limit-train", "300", "--no-progress"]
@@ -83,7 +84,7 @@ def test_restarted_search_reuses_every_cached_evaluation(searched):
 
 def test_board_constraint_removes_designs_that_do_not_fit(searched, tmp_path):
     from flipq.hls.folding import fold_for_board
-    from flipq.quant.candidate import lower_onnx
+    from flipq.dse import lower_onnx
 
     out, _, res = searched
     by = {tuple(e["genome"]): e for e in res["evaluated"]}
@@ -112,7 +113,7 @@ def test_board_constraint_removes_designs_that_do_not_fit(searched, tmp_path):
 def test_pick_writes_plan_and_folding_that_build_to_the_searched_figures(searched, capsys):
     from flipq.hls.cost import hls_report
     from flipq.hls.hwplan import plan_hardware
-    from flipq.quant.candidate import lower_onnx
+    from flipq.dse import lower_onnx
 
     out, _, res = searched
     assert main(["search", "--out", str(out), "--pick", "0"]) == 0
