@@ -306,6 +306,7 @@ COEF = {
     "pack": {"cnt": 1.3212, "const": 3.2828, "word": 1.076},
     "eltwise": {"const": 3.0, "lane": 1.0},
     "poolmax": {"const": 31.5885, "lane": 0.8611},
+    "fork": {"const": 1.0, "out": 2.0},  # modeled, not fitted: a flag's next state and the ready AND
     "axi_top": {"carry4": 19.0, "ff": 155.0, "lut": 520.0},
 }
 
@@ -458,14 +459,17 @@ def _features_other(module: str, p: dict) -> tuple[str, dict, dict]:
         return "eltwise", {"const": 1.0, "lane": p["N"] * (p["IW"] + p["OW"]) if active else 0.0}, {
             "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["IW"] / 4) if p.get("SHIFT", 0) > 0 else 0,
             "bram36": 0, "lutram": 0}
+    if module == "flipq_fork":
+        # a done flag an output and the AND of what they owe (not fitted on Yosys: modeled)
+        return "fork", {"const": 1.0, "out": p["NO"]}, {"ff": p["NO"], "carry4": 0, "bram36": 0, "lutram": 0}
     if module == "flipq_add":
         # a residual add, N lanes of an OW-bit adder (the operands' alignment shift is wiring):
-        # no RTL module yet, so not fitted on Yosys -- priced as an element-wise stage of the
-        # adder's width, with a carry chain a lane (modeled)
+        # not fitted on Yosys -- priced as an element-wise stage of the adder's width, with a
+        # carry chain a lane (modeled)
         return "eltwise", {"const": 1.0, "lane": p["N"] * (p["AW"] + p["BW"] + p["OW"])}, {
             "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["OW"] / 4), "bram36": 0, "lutram": 0}
     if module == "flipq_concat":
-        # joined beats are wiring into the output register (no RTL module yet: modeled)
+        # joined beats are wiring into the output register (not fitted on Yosys: modeled)
         return "eltwise", {"const": 1.0}, {"ff": p["N"] * p["OW"] + 1, "carry4": 0, "bram36": 0, "lutram": 0}
     if module == "flipq_poolmax":
         return "poolmax", {"const": 1.0, "lane": p["N"] * p["AW"]}, {
@@ -558,9 +562,24 @@ def top_stages(rp, fifo_depth: int = 8) -> list:
     word = rp.in_pack.word_bits
     out = [Stage("flipq_unpack", {"WORD": word, "EW": rp.in_pack.bits, "N": rp.n_in, "LANES": rp.in_lanes}, word,
                  rp.in_lanes * rp.in_pack.bits)]
-    for k, lay in enumerate(rp.layers[:-1]):
-        w = lay.out_stream["ew"] * lay.out_stream["lanes"]
-        out.append(Stage("flipq_fifo", {"W": w, "DEPTH": fifo_depth}, w, w))
+    # a FIFO on every stream into a layer but the unpacked input's (unless it is forked), a fork
+    # where a stream has several readers (the graph top, flipq.hls.rtltwin._graph_top; a chain
+    # has one FIFO between consecutive layers)
+    width = {-1: rp.in_lanes * rp.in_pack.bits}
+    width.update({lay.index: lay.out_stream["ew"] * lay.out_stream["lanes"] for lay in rp.layers})
+    readers: dict = {}
+    for lay in rp.layers:
+        for s in (lay.sources or [lay.index - 1]):
+            readers[s] = readers.get(s, 0) + 1
+    if rp.layers:
+        readers[rp.layers[-1].index] = readers.get(rp.layers[-1].index, 0) + 1  # the output
+    for s, n in readers.items():
+        if n > 1:
+            out.append(Stage("flipq_fork", {"W": width[s], "NO": n}, width[s], n * width[s]))
+    for lay in rp.layers:
+        for s in (lay.sources or [lay.index - 1]):
+            if s >= 0 or readers[s] > 1:
+                out.append(Stage("flipq_fifo", {"W": width[s], "DEPTH": fifo_depth}, width[s], width[s]))
     cur = rp.last
     if cur.ew != rp.out_pack.bits:
         out.append(_eltwise(cur, rp.out_pack.bits))

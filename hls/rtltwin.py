@@ -84,10 +84,14 @@ class RtlLayer:
     in_stream: dict = field(default_factory=dict)
     out_stream: dict = field(default_factory=dict)
     beats_out: int = 0  # output beats per sample
-    stages: list = field(default_factory=list, repr=False)  # the chain inside the wrapper
+    stages: list = field(default_factory=list, repr=False)  # the chain inside the wrapper (all of a join's)
+    sources: list = field(default_factory=list)  # the RTL layers it reads (-1: the input), in port order
+    in_ports: list = field(default_factory=list)  # a join's input streams, in port order
+    # a join (add, concat): per input port the stages in front of the join, which is stages[-1]
+    branches: list = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if k != "stages"}
+        return {k: v for k, v in vars(self).items() if k not in ("stages", "branches")}
 
 
 @dataclass
@@ -241,6 +245,7 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
     mac_index = {hw.name: hw for hw in plan.layers}
     readers = intmodel.readers()
     outs = {-1: (cur, exp)}  # per integer-model layer: the stream its output leaves on, its exponent
+    src = {-1: -1}  # per integer-model layer: the RTL layer whose output stream carries it
 
     def fusable(j: int) -> bool:  # layer j reads layer j - 1 only, and nothing else reads j - 1
         return j < len(layers_in) and intmodel.inputs_of(j) == [j - 1] and readers.get(j - 1, 0) == 1
@@ -251,6 +256,9 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
         a = layer.attrs
         cur, exp = outs[intmodel.inputs_of(i)[0]]
         start = cur
+        sources = [src[j] for j in intmodel.inputs_of(i)]
+        branches: list = []
+        in_ports: list = []
         stages: list[Stage] = []
         fused: list[str] = []
         kind = layer.op
@@ -331,44 +339,51 @@ def plan_rtl(intmodel: IntModel, plan: HardwarePlan | None = None, *, word_bits:
         elif layer.op == "flatten":
             cur = StreamShape(cur.ew, cur.signed, cur.lanes, (cur.size,))
             outs[i] = (cur, exp)
+            src[i] = sources[0]
             i += 1
             continue  # the stream order is already the flattened order
-        elif layer.op == "add":
-            # priced, not generated (generate_rtl refuses graphs): the skip operand waits in a
-            # FIFO as deep as its whole map (hls4ml's depth for the same stream: the fork never
-            # stalls the branch), both operands meet at one pixel (C lanes) a beat, then the
-            # sum on the finer grid
-            skip, skip_exp = outs[intmodel.inputs_of(i)[1]]
-            c = int(cur.shape[-1])
-            depth = skip.size // skip.lanes
-            stages.append(Stage("flipq_fifo", {"W": skip.width, "DEPTH": depth}, skip.width, skip.width))
-            stages += _dwc(skip.ew, skip.lanes, c) + _dwc(cur.ew, cur.lanes, c)
-            e = min(exp, skip_exp)
-            ow = max(cur.ew + exp - e + int(not cur.signed), skip.ew + skip_exp - e + int(not skip.signed)) + 1
-            stages.append(Stage("flipq_add", {"N": c, "AW": cur.ew, "BW": skip.ew, "OW": ow}, cur.ew * c, ow * c))
-            cur, exp = StreamShape(ow, True, c, cur.shape), e
-        elif layer.op == "concat":
-            # priced, not generated: every operand but the first waits in a FIFO of its whole
-            # map, one pixel of each joins a beat (wiring, and the output register)
+        elif layer.op in ("add", "concat"):
+            # a join: the operand computed last (the branch: the highest source layer) comes
+            # straight in, every other (the skip, forked off earlier) waits in a FIFO as deep as
+            # its whole map (hls4ml's depth for the same stream): whatever the branch holds back
+            # before its first beat, the fork feeding both never stalls. Each operand is widened
+            # to one pixel (its channels) a beat, and one pixel of each joins a beat on the finer grid
             parts = [outs[j] for j in intmodel.inputs_of(i)]
+            if len(parts) != 2:
+                raise RtlError(f"{layer.op} layer '{layer.name}' joins {len(parts)} tensors; the RTL join takes two "
+                               "(preparation splits wider concatenations)")
             e = min(pe for _, pe in parts)
-            ow = max(ps.ew + pe - e + int(not ps.signed and any(q.signed for q, _ in parts)) for ps, pe in parts)
-            for ps, _ in parts[1:]:
-                stages.append(Stage("flipq_fifo", {"W": ps.width, "DEPTH": ps.size // ps.lanes}, ps.width, ps.width))
-            c_out = sum(int(ps.shape[-1]) for ps, _ in parts)
-            for ps, _ in parts:
-                stages += _dwc(ps.ew, ps.lanes, int(ps.shape[-1]))
-            stages.append(Stage("flipq_concat", {"N": c_out, "OW": ow}, sum(ps.ew * int(ps.shape[-1]) for ps, _ in parts),
-                                ow * c_out))
-            cur = StreamShape(ow, any(ps.signed for ps, _ in parts), c_out, tuple(cur.shape[:-1]) + (c_out,))
+            latest = max(range(len(sources)), key=lambda k: sources[k])
+            for k, (ps, _) in enumerate(parts):
+                fifo = [Stage("flipq_fifo", {"W": ps.width, "DEPTH": ps.size // ps.lanes}, ps.width, ps.width)] \
+                    if k != latest else []
+                branches.append(fifo + _dwc(ps.ew, ps.lanes, int(ps.shape[-1])))
+            (pa, ea), (pb, eb) = parts
+            ops = {"AW": pa.ew, "A_SIGNED": int(pa.signed), "SA": ea - e, "BW": pb.ew, "B_SIGNED": int(pb.signed),
+                   "SB": eb - e}
+            if layer.op == "add":
+                c = int(pa.shape[-1])
+                ow = max(pa.ew + ea - e + int(not pa.signed), pb.ew + eb - e + int(not pb.signed)) + 1
+                join = Stage("flipq_add", {"N": c, **ops, "OW": ow}, pa.ew * c, ow * c)
+                cur = StreamShape(ow, True, c, pa.shape)
+            else:
+                ow = max(ps.ew + pe - e + int(not ps.signed and any(q.signed for q, _ in parts)) for ps, pe in parts)
+                na, nb = int(pa.shape[-1]), int(pb.shape[-1])
+                join = Stage("flipq_concat", {"N": na + nb, "OW": ow, "NA": na, "NB": nb, **ops},
+                             pa.ew * na + pb.ew * nb, ow * (na + nb))
+                cur = StreamShape(ow, pa.signed or pb.signed, na + nb, tuple(pa.shape[:-1]) + (na + nb,))
+            stages = [st for b in branches for st in b] + [join]
+            in_ports = [vars(ps).copy() for ps, _ in parts]
             exp = e
         else:
             raise RtlError(f"layer '{layer.name}': the RTL twin has no '{layer.op}' stage")
         index = len(rtl_layers)
         rtl_layers.append(RtlLayer(index=index, name=layer.name, kind=kind, module=f"flipq_L{index}_{kind}",
                                    mac=mac, fused=fused, in_stream=vars(start).copy(), out_stream=vars(cur).copy(),
-                                   beats_out=cur.size // cur.lanes, stages=stages))
+                                   beats_out=cur.size // cur.lanes, stages=stages, sources=sources,
+                                   branches=branches, in_ports=in_ports))
         outs[i] = (cur, exp)
+        src[i] = index
         i += 1
     cur = outs[len(layers_in) - 1][0]
     n_out = cur.size
@@ -396,11 +411,17 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
                 st.params = mvau_instance(st.hw, out_dir, f"L{lay.index}", requant=st.requant,
                                           out_bits=lay.out_stream["ew"])
         path = out_dir / f"{lay.module}.v"
-        path.write_text(_HEADER + _chain_module(lay.module, lay.stages, lay.in_stream["ew"] * lay.in_stream["lanes"],
-                                                lay.out_stream["ew"] * lay.out_stream["lanes"]))
+        if lay.branches:
+            path.write_text(_HEADER + _join_module(lay))
+        else:
+            path.write_text(_HEADER + _chain_module(lay.module, lay.stages, lay.in_stream["ew"] * lay.in_stream["lanes"],
+                                                    lay.out_stream["ew"] * lay.out_stream["lanes"]))
         files.append(path.name)
     in_pack, out_pack, n_in, n_out, rtl_layers = rp.in_pack, rp.out_pack, rp.n_in, rp.n_out, rp.layers
-    top = _top_module(rtl_layers, in_pack, out_pack, n_in, n_out, rp.last, fifo_depth)
+    if all(lay.sources == [lay.index - 1] for lay in rtl_layers):
+        top = _top_module(rtl_layers, in_pack, out_pack, n_in, n_out, rp.last, fifo_depth)
+    else:
+        top = _graph_top(rtl_layers, in_pack, out_pack, n_in, n_out, rp.last, fifo_depth)
     (out_dir / f"{TOP}.v").write_text(_HEADER + top)
     files.append(f"{TOP}.v")
     design = RtlDesign(folder=out_dir, top=TOP, files=files, layers=rtl_layers, in_pack=in_pack, out_pack=out_pack,
@@ -411,17 +432,135 @@ def generate_rtl(intmodel: IntModel, plan: HardwarePlan | None, out_dir: Path, *
 
 
 def check_rtl_chain(intmodel: IntModel) -> None:
-    """The RTL twin stitches a chain: a model with branches (a residual add) is refused, naming
-    the layer, before anything is written."""
-    if intmodel.is_chain:
-        return
-    join = next((lay for lay in intmodel.layers if lay.op in ("add", "concat")), None)
-    kind = {"add": "a residual add", "concat": "a concatenation"}.get(join.op if join else "", "")
-    what = (f"layer '{join.name}' ({kind}, ONNX node '{join.attrs.get('onnx_node')}')" if join is not None
-            else "a layer that reads an earlier layer's output")
-    raise RtlError(f"the RTL twin builds chains of layers; {what} has no RTL module yet, so the rtl backend, "
-                   "`flipq verify --rtl` and `flipq overlay build --kernel rtl` refuse this model (the HLS path "
-                   "builds it: C-sim, `--kernel hls`)")
+    """What the RTL twin cannot stitch, refused naming the layer before anything is written: a
+    join of more than two tensors (preparation splits wider concatenations, so only a hand-made
+    integer model has one). Chains and graphs of two-way joins (residual adds, concatenations,
+    tensors read by several layers: a fork) are built."""
+    for lay in intmodel.layers:
+        if lay.op in ("add", "concat") and len(lay.attrs.get("inputs", [])) > 2:
+            raise RtlError(f"{lay.op} layer '{lay.name}' joins {len(lay.attrs['inputs'])} tensors; the RTL join "
+                           "takes two, so the rtl backend, `flipq verify --rtl` and `flipq overlay build --kernel rtl` "
+                           "refuse this model (the HLS path builds it: C-sim, `--kernel hls`)")
+
+
+def _join_module(lay: RtlLayer) -> str:
+    """A join layer's wrapper: per input port its chain (FIFO, width converter) as a module of
+    its own, then the join; ports ``in_*`` (the first operand), ``in1_*``, ``out_*``."""
+    join = lay.stages[-1]
+    text = []
+    ports = ["    input  wire clk,", "    input  wire rst,", "    input  wire [3:0] planes,"]
+    body = []
+    for p, (chain, stream) in enumerate(zip(lay.branches, lay.in_ports)):
+        w_in = stream["ew"] * stream["lanes"]
+        w_out = chain[-1].out_width if chain else w_in
+        sub = f"{lay.module}_p{p}"
+        text.append(_chain_module(sub, chain, w_in, w_out))
+        pin = "in" if p == 0 else f"in{p}"
+        op = "ab"[p]
+        ports += [f"    input  wire [{w_in - 1}:0] {pin}_data,", f"    input  wire {pin}_valid,",
+                  f"    output wire {pin}_ready,"]
+        body += [f"    wire [{w_out - 1}:0] {op}_data;", f"    wire {op}_valid, {op}_ready;",
+                 f"    {sub} u_p{p} (.clk(clk), .rst(rst), .planes(planes), .in_data({pin}_data), "
+                 f".in_valid({pin}_valid), .in_ready({pin}_ready), .out_data({op}_data), .out_valid({op}_valid), "
+                 f".out_ready({op}_ready));"]
+    ports += [f"    output wire [{join.out_width - 1}:0] out_data,", "    output wire out_valid,",
+              "    input  wire out_ready"]
+    params = ",\n".join(f"        .{key}({_lit(v)})" for key, v in join.params.items())
+    body.append(f"    {join.module} #(\n{params}\n    ) u_join (.clk(clk), .rst(rst), .a_data(a_data), "
+                ".a_valid(a_valid), .a_ready(a_ready), .b_data(b_data), .b_valid(b_valid), .b_ready(b_ready), "
+                ".out_data(out_data), .out_valid(out_valid), .out_ready(out_ready));")
+    text.append("\n".join([f"module {lay.module} ("] + ports + [");"] + body + ["endmodule"]) + "\n")
+    return "\n".join(text)
+
+
+def _graph_top(layers: list[RtlLayer], in_pack: PackingSpec, out_pack: PackingSpec, n_in: int, n_out: int,
+               last: StreamShape, fifo_depth: int) -> str:
+    """The top of a graph: unpack, then each layer fed by the streams it reads (``sources``); a
+    stream read by several layers goes through a flipq_fork, and every stream into a layer
+    through a flipq_fifo of ``fifo_depth`` (a join's deeper skip FIFO is inside its wrapper);
+    the last layer's stream to pack as in a chain."""
+    word = in_pack.word_bits
+    in_lanes = math.gcd(in_pack.per_word, n_in)
+    width = {-1: in_lanes * in_pack.bits}
+    for lay in layers:
+        width[lay.index] = lay.out_stream["ew"] * lay.out_stream["lanes"]
+    readers: dict[int, list] = {}
+    for lay in layers:
+        for p, s in enumerate(lay.sources):
+            readers.setdefault(s, []).append((lay.index, p))
+    final = layers[-1].index
+    readers.setdefault(final, []).append(("out", 0))
+    lines = [f"module {TOP} (", "    input  wire clk,", "    input  wire rst,", "    input  wire [3:0] planes,",
+             f"    input  wire [{word - 1}:0] s_data,", "    input  wire s_valid,", "    output wire s_ready,",
+             f"    output wire [{word - 1}:0] m_data,", "    output wire m_valid,", "    input  wire m_ready", ");"]
+
+    def wires(name: str, w: int) -> None:
+        lines.append(f"    wire [{w - 1}:0] {name}_data;")
+        lines.append(f"    wire {name}_valid, {name}_ready;")
+
+    def inst(module: str, params: dict, name: str, ports: list) -> None:
+        head = (f"    {module} #(\n" + ",\n".join(f"        .{k}({_lit(v)})" for k, v in params.items()) + "\n    )"
+                if params else f"    {module}")
+        lines.append(f"{head} {name} (" + ", ".join([".clk(clk)", ".rst(rst)"] + ports) + ");")
+
+    def stream_ports(side: str, name: str) -> list:
+        return [f".{side}_data({name}_data)", f".{side}_valid({name}_valid)", f".{side}_ready({name}_ready)"]
+
+    def tname(s: int) -> str:
+        return "t_in" if s < 0 else f"t{s}"
+
+    wires("t_in", width[-1])
+    inst("flipq_unpack", {"WORD": word, "EW": in_pack.bits, "N": n_in, "LANES": in_lanes}, "u_unpack",
+         [".in_data(s_data)", ".in_valid(s_valid)", ".in_ready(s_ready)"] + stream_ports("out", "t_in"))
+    for lay in layers:
+        wires(f"t{lay.index}", width[lay.index])
+    # per stream: its readers' edges, through a fork where it has several
+    edge = {}
+    for s, rs in readers.items():
+        w = width[s]
+        if len(rs) == 1:
+            edge[rs[0]] = tname(s)
+            continue
+        n = len(rs)
+        lines += [f"    wire [{n * w - 1}:0] f{tname(s)}_data;", f"    wire [{n - 1}:0] f{tname(s)}_valid, "
+                  f"f{tname(s)}_ready;"]
+        inst("flipq_fork", {"W": w, "NO": n}, f"u_fork_{tname(s)}", stream_ports("in", tname(s)) + [
+            f".out_data(f{tname(s)}_data)", f".out_valid(f{tname(s)}_valid)", f".out_ready(f{tname(s)}_ready)"])
+        for k, r in enumerate(rs):
+            name = f"{tname(s)}_r{k}"
+            wires(name, w)
+            lines += [f"    assign {name}_data = f{tname(s)}_data[{k * w} +: {w}];",
+                      f"    assign {name}_valid = f{tname(s)}_valid[{k}];",
+                      f"    assign f{tname(s)}_ready[{k}] = {name}_ready;"]
+            edge[r] = name
+    for lay in layers:
+        ports = [".planes(planes)"]
+        for p, s in enumerate(lay.sources):
+            feed = edge[(lay.index, p)]
+            if s >= 0 or len(readers[s]) > 1:  # a FIFO on every stream between stages
+                w = width[s]
+                buf = f"q{lay.index}_{p}"
+                wires(buf, w)
+                inst("flipq_fifo", {"W": w, "DEPTH": fifo_depth}, f"u_{buf}",
+                     stream_ports("in", feed) + stream_ports("out", buf))
+                feed = buf
+            ports += stream_ports("in" if p == 0 else f"in{p}", feed)
+        inst(lay.module, {}, f"u_L{lay.index}", ports + stream_ports("out", f"t{lay.index}"))
+    # the output: widen to the packed field, width-convert, pack (as a chain's top)
+    stages: list[Stage] = []
+    cur = last
+    if cur.ew != out_pack.bits:
+        stages.append(_eltwise(cur, out_pack.bits))
+        cur = StreamShape(out_pack.bits, cur.signed, cur.lanes, cur.shape)
+    out_lanes = math.gcd(out_pack.per_word, n_out)
+    stages += _dwc(cur.ew, cur.lanes, out_lanes)
+    stages.append(Stage("flipq_pack", {"WORD": word, "EW": out_pack.bits, "N": n_out, "LANES": out_lanes},
+                        out_lanes * out_pack.bits, word))
+    lines.append(f"    {TOP}_tail u_tail (.clk(clk), .rst(rst), .planes(planes), "
+                 + ", ".join(stream_ports("in", edge[("out", 0)])) + ", .out_data(m_data), .out_valid(m_valid), "
+                 ".out_ready(m_ready));")
+    lines.append("endmodule")
+    return _chain_module(f"{TOP}_tail", stages, width[final], word) + "\n" + "\n".join(lines) + "\n"
 
 
 _HEADER = ("// Generated by flipq.hls.rtltwin from the hardware plan; do not edit.\n"

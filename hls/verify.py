@@ -284,15 +284,15 @@ def verify_model(raw, work_dir: Path, rows: int = 64, seed: int = 0, x: np.ndarr
         stages.add("qonnx=emulator", got, real[:nq], bound=bound)
         if csim:
             _check_csim(stages, intmodel, prepared, plan, q, full, work_dir, io_type, csim_backend)
-        if rtl and not intmodel.is_chain:
+        if rtl:
             from flipq.hls.rtltwin import RtlError, check_rtl_chain
 
             try:
                 check_rtl_chain(intmodel)
             except RtlError as e:
                 notes.append(f"rtl not run: {e}")
-        elif rtl:
-            check_rtl(stages, intmodel, plan, q, full, Path(work_dir) / "rtl")
+            else:
+                check_rtl(stages, intmodel, plan, q, full, Path(work_dir) / "rtl")
     except Exception as e:  # noqa: BLE001
         crash = _crash(e, "comparison", stages)
         if stages.first_bad is None:

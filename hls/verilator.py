@@ -55,7 +55,7 @@ def available() -> bool:
 # flipq's RTL library, one module a file (docs/rtl.md); the board wrapper flipq_axi_top.v sits
 # beside them but wraps the generated top, so only the overlay build takes it.
 RTL_MODULES = ("flipq_fifo", "flipq_dwc", "flipq_unpack", "flipq_pack", "flipq_eltwise", "flipq_swg",
-               "flipq_poolmax", "flipq_mvau")
+               "flipq_poolmax", "flipq_mvau", "flipq_fork", "flipq_add", "flipq_concat")
 
 
 def rtl_sources() -> list[Path]:

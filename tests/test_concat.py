@@ -120,11 +120,13 @@ def test_concatenations_are_exact_through_every_stage(name, io_type, tmp_path):
     assert len(cats) == (2 if name == "grids" else 1)  # hls4ml joins two tensors a layer: a chain of two
     if name == "grids":
         assert len({e for cat in cats for e in cat.attrs["exps"]}) > 1
-    verdict = verify_model(raw, tmp_path / "work", rows=24, qonnx_rows=24, io_type=io_type,
+    rtl = name in ("fire", "grids")  # the RTL twin's fork and flipq_concat join, under back-pressure
+    verdict = verify_model(raw, tmp_path / "work", rows=24, qonnx_rows=24, io_type=io_type, rtl=rtl,
                            reference=lambda im, q: torch_outputs(net, im, q))
     assert verdict.status == "exact", (verdict.reason, verdict.message, verdict.first_bad)
     assert any(k.startswith("torch=emulator") for k in verdict.stages)
     assert sum(k.startswith("csim=emulator") for k in verdict.stages) == intmodel.max_planes()
+    assert sum(k.startswith("rtl=emulator") for k in verdict.stages) == (intmodel.max_planes() if rtl else 0)
 
 
 def test_a_join_on_another_axis_is_refused_naming_it(tmp_path):

@@ -181,17 +181,38 @@ def test_a_float_scaled_quantizer_after_the_add_is_refused_naming_that_quantizer
     assert "(op type Quant)" in text and "power of two" in text and "s1.add_q" in text
 
 
-def test_the_rtl_twin_refuses_a_graph_by_its_add_and_verify_says_so(tmp_path):
-    from flipq.hls.rtltwin import RtlError, generate_rtl
+@pytest.mark.parametrize("net", ["identity", "projection"])
+def test_the_rtl_twin_runs_a_residual_graph_exactly_under_back_pressure(net, tmp_path):
+    """The twin's graph (a fork for the block input, the skip FIFO as deep as the map, the
+    flipq_add join) simulated by Verilator with random input gaps and output stalls equals the
+    emulator at every planes: the fork never deadlocks and the add aligns the two grids."""
+    from flipq.hls.rtltwin import generate_rtl
     from flipq.hls.verify import lower_model, verify_model
 
-    raw = _export(Residual(float_scale=False), (3, 8, 8), tmp_path / "m.onnx")
+    torch.manual_seed(3)
+    model = Residual(float_scale=False) if net == "identity" else Projection()
+    raw = _export(model, (3, 8, 8), tmp_path / "m.onnx")
     intmodel, _, plan = lower_model(raw)
-    with pytest.raises(RtlError, match=r"layer 'Add_\d+' \(a residual add"):
-        generate_rtl(intmodel, plan, tmp_path / "rtl")
-    assert not (tmp_path / "rtl").exists()
-    verdict = verify_model(raw, tmp_path / "work", rows=4, qonnx_rows=4, csim=False, rtl=True)
-    assert verdict.status == "exact" and any(n.startswith("rtl not run: ") for n in verdict.notes)
+    design = generate_rtl(intmodel, plan, tmp_path / "rtl")
+    top = (tmp_path / "rtl" / "flipq_accel.v").read_text()
+    assert "flipq_fork" in top and any(lay.kind == "add" for lay in design.layers)
+    add = next(lay for lay in design.layers if lay.kind == "add")
+    assert len(add.sources) == 2 and "flipq_add" in (tmp_path / "rtl" / f"{add.module}.v").read_text()
+    verdict = verify_model(raw, tmp_path / "work", rows=12, qonnx_rows=4, csim=False, rtl=True)
+    assert verdict.status == "exact", (verdict.reason, verdict.message, verdict.first_bad)
+    assert sum(k.startswith("rtl=emulator") for k in verdict.stages) == intmodel.max_planes()
+    assert not verdict.notes
+
+
+def test_the_rtl_twin_refuses_a_join_of_three_by_name():
+    from flipq.hls.rtltwin import RtlError, check_rtl_chain
+    from flipq.host.intmodel import IntLayer
+
+    class Model:  # the one thing the check reads
+        layers = [IntLayer("concat", "cat3", {"inputs": [0, 1, 2]})]
+
+    with pytest.raises(RtlError, match="concat layer 'cat3' joins 3 tensors; the RTL join takes two"):
+        check_rtl_chain(Model())
 
 
 def test_the_cost_model_prices_the_add_and_a_skip_fifo_as_deep_as_the_map(tmp_path):
