@@ -190,3 +190,27 @@ def test_flipq_fifo_synthesizes(tmp_path):
     assert r["lut_total"] > 0 and r["ff"] > 0
     assert r["bram36"] == 0 and r["dsp"] == 0
     assert 1 <= r["lut_levels"] <= 10
+
+
+@needs_yosys
+@pytest.mark.parametrize("params", [
+    {"N": 16, "AW": 4, "A_SIGNED": 0, "SA": 0, "BW": 5, "B_SIGNED": 1, "SB": 1, "OW": 7},
+    {"N": 8, "AW": 8, "A_SIGNED": 1, "SA": 0, "BW": 8, "B_SIGNED": 1, "SB": 0, "OW": 9},
+    {"N": 32, "AW": 4, "A_SIGNED": 0, "SA": 2, "BW": 4, "B_SIGNED": 0, "SB": 0, "OW": 8},
+])
+def test_the_residual_add_model_follows_yosys(params, tmp_path_factory):
+    """The graph's join modules priced as Yosys maps them: the add's LUTs (one a bit where both
+    operands are live) within 20 %, its carry chains exactly; the fork's LUTs."""
+    from flipq.hls.rtlresources import stage_resources
+    from flipq.hls.rtltwin import Stage
+    from flipq.hls.verilator import RTL_DIR
+
+    def synth(name, p):
+        return yosys.synthesize([RTL_DIR / f"{name}.v"], name, tmp_path_factory.mktemp(name), params=p, timeout_s=300)
+
+    got = synth("flipq_add", params)
+    model = stage_resources(Stage("flipq_add", params, 0, 0))
+    assert abs(model["lut"] - got["lut_total"]) <= 0.2 * got["lut_total"], (model, got["lut_total"])
+    assert model["carry4"] == got["carry4"]
+    fork = synth("flipq_fork", {"W": 32, "NO": 2})
+    assert stage_resources(Stage("flipq_fork", {"W": 32, "NO": 2}, 0, 0))["lut"] == pytest.approx(fork["lut_total"])
