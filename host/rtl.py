@@ -28,12 +28,14 @@ import numpy as np
 from flipq.host.files import confined
 from flipq.host.packing import PackingSpec, pack, unpack
 
-ABI_VERSION = 1
+ABI_VERSION = 2  # 2: the harness's max_cycles bounds cycles with no word moving
 RTL_FORMAT = 1
 LABEL = "RTL-simulated (Verilator, cycle by cycle)"
-# Cycles allowed per output word before a run counts as stalled: far above any real layer's
-# per-word work, so only a deadlock or a design that drops words reaches it.
-MAX_CYCLES_PER_SAMPLE = 50_000_000
+# Cycles in a row with no word moving in or out before a run counts as stalled: far above any
+# real design's longest quiet spell (a slow layer's work on one beat with the FIFOs before it
+# full, or the drain after the last input word: a sample's latency), so only a deadlock or a
+# design that drops words reaches it -- and it does in seconds, whatever the run's length.
+MAX_IDLE_CYCLES = 20_000_000
 
 
 class RtlError(RuntimeError):
@@ -55,8 +57,9 @@ class RtlBackend:
     measured = False  # simulated cycles, host seconds
 
     def __init__(self, folder: Path, meta: dict | None = None, *, stall_pct: int = 0, gap_pct: int = 0,
-                 seed: int = 1, fclk_mhz: float = 100.0):
+                 seed: int = 1, fclk_mhz: float = 100.0, idle_cycles: int = MAX_IDLE_CYCLES):
         self.folder = Path(folder)
+        self.idle_cycles = int(idle_cycles)  # quiet cycles before a run counts as stalled
         path = self.folder / "rtl.json"
         try:
             self.meta = meta if meta is not None else json.loads(path.read_text())
@@ -142,11 +145,11 @@ class RtlBackend:
         t1 = time.perf_counter()
         cycles = lib.flipq_rtl_run(words_in.ctypes.data, len(words_in), words_out.ctypes.data, len(words_out),
                                    planes, self.seed, self.gap_pct, self.stall_pct,
-                                   MAX_CYCLES_PER_SAMPLE * max(n, 1), in_cycle.ctypes.data, out_cycle.ctypes.data)
+                                   self.idle_cycles, in_cycle.ctypes.data, out_cycle.ctypes.data)
         t2 = time.perf_counter()
         if cycles == -1:
-            raise RtlError(f"{self.lib_path}: the design stopped moving words (deadlock or dropped data) with "
-                           f"{n} samples at planes={planes}")
+            raise RtlError(f"{self.lib_path}: the design stopped moving words (deadlock or dropped data): "
+                           f"{self.idle_cycles:,} cycles with no word in or out, {n} samples at planes={planes}")
         if cycles < 0:
             raise RtlError(f"{self.lib_path}: flipq_rtl_run refused the call ({cycles})")
         spec_words = words_out.astype(self.out_pack.word_dtype).reshape(n, w_out)

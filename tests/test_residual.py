@@ -204,6 +204,30 @@ def test_the_rtl_twin_runs_a_residual_graph_exactly_under_back_pressure(net, tmp
     assert not verdict.notes
 
 
+def test_a_deadlocked_graph_is_reported_in_bounded_time(tmp_path):
+    """The skip FIFO cut to two beats (the bug the first graph run had): the fork stalls, nothing
+    moves, and the run says so after the idle bound instead of simulating on."""
+    import re
+
+    from flipq.hls.rtltwin import build_rtl_library, generate_rtl
+    from flipq.hls.verify import lower_model
+    from flipq.host.rtl import RtlBackend, RtlError
+
+    torch.manual_seed(3)
+    intmodel, _, plan = lower_model(_export(Residual(float_scale=False), (3, 8, 8), tmp_path / "m.onnx"))
+    design = generate_rtl(intmodel, plan, tmp_path / "rtl")
+    add = next(lay for lay in design.layers if lay.kind == "add")
+    path = tmp_path / "rtl" / f"{add.module}.v"
+    text, n = re.subn(r"\.DEPTH\(\d+\)", ".DEPTH(2)", path.read_text())
+    assert n == 1  # the skip operand's FIFO, the only one in the wrapper
+    path.write_text(text)
+    build_rtl_library(design, quick=True)
+    backend = RtlBackend(tmp_path / "rtl", idle_cycles=20_000)
+    q = np.zeros((2, *intmodel.input_shape), dtype=np.int64)
+    with pytest.raises(RtlError, match="stopped moving words .*20,000 cycles with no word in or out"):
+        backend.run(q, None)
+
+
 def test_the_rtl_twin_refuses_a_join_of_three_by_name():
     from flipq.hls.rtltwin import RtlError, check_rtl_chain
     from flipq.host.intmodel import IntLayer

@@ -14,7 +14,7 @@
 #endif
 
 namespace {
-const int kAbiVersion = 1;
+const int kAbiVersion = 2;  // 2: max_cycles bounds the cycles in which no word moves
 const int kResetCycles = 4;
 
 // xorshift32: a reproducible stream of gap/stall decisions from the caller's seed
@@ -43,8 +43,9 @@ extern "C" int flipq_rtl_word_bits() { return FLIPQ_WORD; }
 
 // Push n_in words through a fresh instance of the design at run-time `planes` and collect n_out
 // words. in_cycle[i] / out_cycle[j] (may be null) receive the cycle each word moved. Returns the
-// cycles run, or -1 when max_cycles passed before the last output word (a deadlock or a design
-// that drops data), -2 for bad arguments.
+// cycles run, or -1 when max_cycles cycles in a row passed with no word moving in or out before the
+// last output word (a deadlock or a design that drops data: found in that many cycles, however
+// many samples the run holds), -2 for bad arguments.
 extern "C" long long flipq_rtl_run(const uint64_t *in, long long n_in, uint64_t *out, long long n_out, int planes,
                                    uint32_t seed, int gap_pct, int stall_pct, long long max_cycles,
                                    long long *in_cycle, long long *out_cycle) {
@@ -65,10 +66,10 @@ extern "C" long long flipq_rtl_run(const uint64_t *in, long long n_in, uint64_t 
     top.rst = 0;
     top.eval();
     Xorshift rnd(seed);
-    long long ni = 0, no = 0, cycle = 0;
+    long long ni = 0, no = 0, cycle = 0, idle = 0;
     bool offered = false;
     while (no < n_out) {
-        if (cycle >= max_cycles) {
+        if (idle >= max_cycles) {
             top.final();
             return -1;
         }
@@ -82,6 +83,7 @@ extern "C" long long flipq_rtl_run(const uint64_t *in, long long n_in, uint64_t 
         const bool out_moves = top.m_valid && top.m_ready;
         const uint64_t word = (uint64_t)top.m_data;
         tick(top);
+        idle = (in_moves || out_moves) ? 0 : idle + 1;
         if (in_moves) {
             if (in_cycle)
                 in_cycle[ni] = cycle;
