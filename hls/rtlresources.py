@@ -564,7 +564,7 @@ def layer_resources(lay, cache: dict | None = None) -> dict:
 def top_stages(rp, fifo_depth: int = 8) -> list:
     """The top's glue around the layer wrappers, as ``flipq.hls.rtltwin`` builds ``flipq_accel``:
     unpack, a FIFO between consecutive layers, the output widening, width converter and pack."""
-    from flipq.hls.rtltwin import Stage, StreamShape, _dwc, _eltwise
+    from flipq.hls.rtltwin import Stage, StreamShape, _dwc, _eltwise, stream_readers
 
     word = rp.in_pack.word_bits
     out = [Stage("flipq_unpack", {"WORD": word, "EW": rp.in_pack.bits, "N": rp.n_in, "LANES": rp.in_lanes}, word,
@@ -574,18 +574,12 @@ def top_stages(rp, fifo_depth: int = 8) -> list:
     # has one FIFO between consecutive layers)
     width = {-1: rp.in_lanes * rp.in_pack.bits}
     width.update({lay.index: lay.out_stream["ew"] * lay.out_stream["lanes"] for lay in rp.layers})
-    readers: dict = {}
-    for lay in rp.layers:
-        for s in (lay.sources or [lay.index - 1]):
-            readers[s] = readers.get(s, 0) + 1
-    if rp.layers:
-        readers[rp.layers[-1].index] = readers.get(rp.layers[-1].index, 0) + 1  # the output
-    for s, n in readers.items():
-        if n > 1:
-            out.append(Stage("flipq_fork", {"W": width[s], "NO": n}, width[s], n * width[s]))
-    for lay in rp.layers:
-        for s in (lay.sources or [lay.index - 1]):
-            if s >= 0 or readers[s] > 1:
+    readers = stream_readers(rp.layers)
+    for s, rs in readers.items():
+        if len(rs) > 1:
+            out.append(Stage("flipq_fork", {"W": width[s], "NO": len(rs)}, width[s], len(rs) * width[s]))
+        for r in rs:
+            if r[0] != "out" and (s >= 0 or len(rs) > 1):
                 out.append(Stage("flipq_fifo", {"W": width[s], "DEPTH": fifo_depth}, width[s], width[s]))
     cur = rp.last
     if cur.ew != rp.out_pack.bits:

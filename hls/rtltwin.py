@@ -473,6 +473,19 @@ def _join_module(lay: RtlLayer) -> str:
     return "\n".join(text)
 
 
+def stream_readers(layers: list[RtlLayer]) -> dict[int, list]:
+    """Per stream (the RTL layer that makes it, -1 the unpacked input) its readers in order:
+    ``(layer index, input port)``, and ``("out", 0)`` for the last layer's (the top's output). A
+    stream with several readers goes through a fork; every reader but the output gets a FIFO."""
+    readers: dict[int, list] = {}
+    for lay in layers:
+        for p, s in enumerate(lay.sources or [lay.index - 1]):
+            readers.setdefault(s, []).append((lay.index, p))
+    if layers:
+        readers.setdefault(layers[-1].index, []).append(("out", 0))
+    return readers
+
+
 def _graph_top(layers: list[RtlLayer], in_pack: PackingSpec, out_pack: PackingSpec, n_in: int, n_out: int,
                last: StreamShape, fifo_depth: int) -> str:
     """The top of a graph: unpack, then each layer fed by the streams it reads (``sources``); a
@@ -484,12 +497,8 @@ def _graph_top(layers: list[RtlLayer], in_pack: PackingSpec, out_pack: PackingSp
     width = {-1: in_lanes * in_pack.bits}
     for lay in layers:
         width[lay.index] = lay.out_stream["ew"] * lay.out_stream["lanes"]
-    readers: dict[int, list] = {}
-    for lay in layers:
-        for p, s in enumerate(lay.sources):
-            readers.setdefault(s, []).append((lay.index, p))
+    readers = stream_readers(layers)
     final = layers[-1].index
-    readers.setdefault(final, []).append(("out", 0))
     lines = [f"module {TOP} (", "    input  wire clk,", "    input  wire rst,", "    input  wire [3:0] planes,",
              f"    input  wire [{word - 1}:0] s_data,", "    input  wire s_valid,", "    output wire s_ready,",
              f"    output wire [{word - 1}:0] m_data,", "    output wire m_valid,", "    input  wire m_ready", ");"]
