@@ -130,9 +130,9 @@ def write_doc(result: dict, path: Path) -> None:
              "`flipq.quant.mlperf` with **seeded random weights** (no data set of theirs is on this machine, so no",
              "accuracy is claimed), exported with `export_qonnx` as users export. Exactness is measured (every stage",
              "pair on every row); fps and resources are **modeled** (flipq's cost model, calibrated on Verilator",
-             "and Yosys for the layers its RTL twin has; the residual add, the skip FIFOs and the depthwise",
-             "convs' block-diagonal weights are priced as the HLS design holds them, unchecked by a tool); nothing",
-             "was measured on a board.", "",
+             "and Yosys for the layers its RTL twin has, the residual add and the fork fitted on Yosys, the",
+             "depthwise convs' block-diagonal weights priced as the design holds them); nothing was measured",
+             "on a board.", "",
              "| network | task | W/A | integer layers | torch = QONNX = emulator = C-sim | pynq (simulated device) = emulator | "
              "fps (modeled, 100 MHz) | LUT / BRAM36 (chip, modeled) | binds | peer on the PYNQ-Z2 (measured) |",
              "|---|---|---|---:|---|---|---:|---|---|---|"]
@@ -170,7 +170,11 @@ def write_doc(result: dict, path: Path) -> None:
               "- hls4ml's RN07 figure is a different network (its own trained ResNet, its own quantization and",
               "  folding) measured on the board; flipq's ResNet-8 figure is modeled. They sit side by side as",
               "  orders of magnitude, not as a controlled comparison.", ""]
-    path.write_text("\n".join(lines))
+    # the trained networks' section (benchmarks/mlperf_train.py) and what follows it stay as they are
+    old = path.read_text() if path.is_file() else ""
+    marker = "<!-- mlperf_train: begin -->"
+    kept = old[old.index(marker):] if marker in old else ""
+    path.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
 def main(argv=None) -> int:
