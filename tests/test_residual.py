@@ -181,7 +181,7 @@ def test_a_float_scaled_quantizer_after_the_add_is_refused_naming_that_quantizer
     assert "(op type Quant)" in text and "power of two" in text and "s1.add_q" in text
 
 
-@pytest.mark.parametrize("net", ["identity", "projection"])
+@pytest.mark.parametrize("net", ["projection"])  # (identity too when run by hand: CI time)
 def test_the_rtl_twin_runs_a_residual_graph_exactly_under_back_pressure(net, tmp_path):
     """The twin's graph (a fork for the block input, the skip FIFO as deep as the map, the
     flipq_add join) simulated by Verilator with random input gaps and output stalls equals the

@@ -195,7 +195,6 @@ def test_flipq_fifo_synthesizes(tmp_path):
 @needs_yosys
 @pytest.mark.parametrize("params", [
     {"N": 16, "AW": 4, "A_SIGNED": 0, "SA": 0, "BW": 5, "B_SIGNED": 1, "SB": 1, "OW": 7},
-    {"N": 8, "AW": 8, "A_SIGNED": 1, "SA": 0, "BW": 8, "B_SIGNED": 1, "SB": 0, "OW": 9},
     {"N": 32, "AW": 4, "A_SIGNED": 0, "SA": 2, "BW": 4, "B_SIGNED": 0, "SB": 0, "OW": 8},
 ])
 def test_the_residual_add_model_follows_yosys(params, tmp_path_factory):
@@ -212,5 +211,6 @@ def test_the_residual_add_model_follows_yosys(params, tmp_path_factory):
     model = stage_resources(Stage("flipq_add", params, 0, 0))
     assert abs(model["lut"] - got["lut_total"]) <= 0.2 * got["lut_total"], (model, got["lut_total"])
     assert model["carry4"] == got["carry4"]
-    fork = synth("flipq_fork", {"W": 32, "NO": 2})
-    assert stage_resources(Stage("flipq_fork", {"W": 32, "NO": 2}, 0, 0))["lut"] == pytest.approx(fork["lut_total"])
+    if params["SA"]:  # the fork once
+        fork = synth("flipq_fork", {"W": 32, "NO": 2})
+        assert stage_resources(Stage("flipq_fork", {"W": 32, "NO": 2}, 0, 0))["lut"] == pytest.approx(fork["lut_total"])
