@@ -253,6 +253,9 @@ def _config_params(node) -> dict:
     rom = np.concatenate([rom, np.zeros((rom.shape[0], depth - rom.shape[1]), dtype=np.uint64)], axis=1)
     hex_word = lambda v: f"0x{int(v):x}ULL"  # noqa: E731
     pe, row_bits = f["pe"], f["row_bits"]
+    depthwise = bool(f.get("depthwise"))
+    if depthwise:  # PE p's ROM holds only its own lane's bit: one bit a word (docs/datapath.md)
+        rom = (rom >> np.arange(pe, dtype=np.uint64)[:, None]) & np.uint64(1)
     params = {
         "index": node.index, "layer": f["name"], "layer_id": f["layer_id"], "n_in": f["fan_in"],
         "n_out": f["n_out"], "n_pix": f["n_pix"], "simd": f["simd"], "pe": pe, "n_rows": f["n_rows"],
@@ -260,6 +263,7 @@ def _config_params(node) -> dict:
         "max_iterations": f["max_iterations"], "mvau_depth": f["mvau_depth"],
         "group_size": f["group_size"], "n_planes": f["weight_bits"], "sign_plane": f["weight_bits"] - 1,
         "full_planes": "true" if f.get("full_planes") else "false",
+        "depthwise": "true" if depthwise else "false", "rom_bits": 1 if depthwise else f["simd"],
         "act_raw_t": f"ap_{'int' if f['act_signed'] else 'uint'}<{f['act_width']}>",
         "psum_t": f"ap_int<{f['psum_width']}>", "accum_t": f"ap_int<{f['acc_width']}>",
         "rom": _c_rows(rom, hex_word), "steps": ",".join(f"0x{int(v):x}" for v in steps.reshape(-1)),

@@ -124,6 +124,11 @@ def fold_layer(mask: np.ndarray, bits: int, fan_in: int, group_size: int, simd: 
     k = fan_in
     n = mask.shape[0]
     g = k if group_size <= 0 or group_size > k else group_size
+    if g < simd:  # groups narrower than a step (a depthwise layer's per-weight masks): a step's OR
+        if simd % g or k % simd:
+            raise FoldingError(f"groups of {g} rows do not tile steps of SIMD={simd} over a fan-in of {k}")
+        m0 = np.asarray(mask, dtype=np.uint8).reshape(n, k // simd, simd // g)
+        mask, g = np.bitwise_or.reduce(m0, axis=2), simd
     n_rows, sf, nb = k // simd, g // simd, n // pe
     n_groups = -(-k // g)
     m = np.asarray(mask, dtype=np.uint8).T  # groups, N

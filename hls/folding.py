@@ -60,8 +60,10 @@ class FoldResult:
                 "steps": self.steps, "fits": self.fits}
 
 
-def _next_step(hw: LayerHw) -> tuple[int, int] | None:
+def _next_step(hw) -> tuple[int, int] | None:
     simds = list(hw.simd_choices)
+    if hw.depthwise:  # a vector-vector unit: SIMD = PE, one lane a channel
+        return (simds[simds.index(hw.pe) + 1],) * 2 if hw.pe < simds[-1] else None
     if hw.simd < simds[-1]:
         return simds[simds.index(hw.simd) + 1], hw.pe
     pes = pe_options(hw.n_out)
@@ -78,7 +80,7 @@ def _later_steps(hw: LayerHw) -> list[tuple[int, int]]:
         if nxt is None:
             return out
         out.append(nxt)
-        cur = _Step(cur.simd_choices, cur.n_out, *nxt)
+        cur = _Step(cur.simd_choices, cur.n_out, *nxt, depthwise=cur.depthwise)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class _Step:
     n_out: int
     simd: int
     pe: int
+    depthwise: bool = False
 
 
 # LUT weights of the cheapest-option score (block RAM the rest; FF a tenth as much)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from flipq.hls.fold import ConvGeometry, FoldedLayer, FoldingError, check_folding, fold_layer, simd_options
+from flipq.hls.fold import (MAX_SIMD, ConvGeometry, FoldedLayer, FoldingError, check_folding, divisors, fold_layer,
+                             simd_options)
 from flipq.hls.planes import PackedLayer, check_group_bits, pack_layer
 
 
@@ -109,6 +110,10 @@ class LayerHw:
     out_quant: dict | None = None  # ... and the QuantSpec dict of the values it produces
     full_planes: bool = False  # run-time ``planes`` does not apply (an average pool's ones)
     simd_choices: tuple = ()  # the SIMD values this layer can take (flipq.hls.fold.simd_options)
+    # a depthwise conv (groups = channels) as a vector-vector unit: PE channels a step, SIMD = PE
+    # lanes a word (one channel each), one kernel position a step; ``mask`` is then per weight
+    # (N, K) and the schedule runs only the rows of a block's own channels (docs/datapath.md)
+    depthwise: bool = False
 
     @property
     def lanes(self) -> int:
@@ -119,7 +124,7 @@ class LayerHw:
         """Pipeline depth of the layer's MVAU loop: ROM read, AND and adder tree over SIMD lanes,
         shift-accumulate, the output step (threshold comparators and their popcount), write."""
         thr = 1 + math.ceil(math.log2(max(self.n_thresholds, 2))) if self.thresholds is not None else 0
-        return 3 + math.ceil(math.log2(max(self.simd, 2))) + thr
+        return 3 + (1 if self.depthwise else math.ceil(math.log2(max(self.simd, 2)))) + thr
 
     @property
     def exp_in(self) -> int:
@@ -143,7 +148,7 @@ class LayerHw:
     def to_dict(self) -> dict:
         """The scalar facts (what the hls4ml pass and ``csim_meta.json`` carry)."""
         keys = ("name", "onnx_node", "kernel", "fan_in", "n_out", "n_pix", "weight_bits", "w_exp", "group_size",
-                "n_groups", "simd", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi")
+                "n_groups", "simd", "pe", "act_bits", "psum_bits", "acc_bits", "out_lo", "out_hi", "depthwise")
         return {**{k: getattr(self, k) for k in keys}, "exp_in": self.exp_in, "act_max": self.act_max,
                 "in_lo": self.inp.lo, "in_hi": self.inp.hi, "n_thresholds": self.n_thresholds,
                 "thr_bits": self.thr_bits if self.thresholds is not None else 0, "full_planes": self.full_planes,
@@ -156,24 +161,32 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
              w_exp: int = 0, onnx_node: str | None = None, w_kn: np.ndarray | None = None,
              bias: np.ndarray | None = None, out_range: tuple[int, int] | None = None,
              geometry: ConvGeometry | None = None, threshold=None, full_planes: bool = False,
-             in_beat: int | None = None) -> LayerHw:
+             in_beat: int | None = None, depthwise: bool = False) -> LayerHw:
     """The derived widths and folding of one layer (the only place they are worked out);
     ``simd`` None takes the widest the layer allows (at most 64); ``w_kn`` the (K, N) integer
     weights when the schedule and ROMs are wanted (a cost estimate from a mask alone works
     without); ``threshold``: the IntModel ``threshold`` layer right after this one, if any;
     ``in_beat``: a dense layer's input elements per stream beat (a flattened conv output streams
-    a pixel's channels a beat), which SIMD must divide like a conv's input channels."""
+    a pixel's channels a beat), which SIMD must divide like a conv's input channels;
+    ``depthwise``: a depthwise conv (``mask`` per weight, :func:`depthwise_options`)."""
     g = fan_in if group_size <= 0 or group_size > fan_in else group_size
     cin = geometry.cin if geometry is not None else in_beat
     kw = geometry.kw if geometry is not None else None
-    choices = tuple(simd_options(fan_in, g, cin, kw))
-    if simd is None:
-        simd = choices[-1]
-    check_folding(name, simd, pe, fan_in, n_out, g, cin, kw)
+    reach = fan_in  # the products one output sums
+    if depthwise:
+        g, choices = 1, depthwise_options(n_out)
+        simd = pe if simd is None else simd
+        check_depthwise_folding(name, simd, pe, n_out)
+        reach = geometry.kh * geometry.kw
+    else:
+        choices = tuple(simd_options(fan_in, g, cin, kw))
+        if simd is None:
+            simd = choices[-1]
+        check_folding(name, simd, pe, fan_in, n_out, g, cin, kw)
     amax = inp.amax
     bias_max = 0 if bias is None else int(np.abs(bias).max(initial=0))
     wmax = 2 ** (weight_bits - 1)
-    acc_bound = fan_in * amax * wmax + bias_max
+    acc_bound = reach * amax * wmax + bias_max
     lo, hi = out_range if out_range is not None else (-acc_bound, acc_bound)
     acc_bits = signed_bits(acc_bound)
     thresholds = signs = out_quant = None
@@ -184,10 +197,39 @@ def layer_hw(*, name: str, kernel: str, fan_in: int, n_out: int, weight_bits: in
     return LayerHw(
         name=name, onnx_node=onnx_node or name, kernel=kernel, fan_in=fan_in, n_out=n_out, n_pix=n_pix,
         weight_bits=weight_bits, w_exp=w_exp, group_size=g, n_groups=-(-fan_in // g), simd=int(simd),
-        pe=int(pe), inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=step_psum_bits(simd, amax),
+        pe=int(pe), inp=inp, act_bits=bits_for(inp.lo, inp.hi), psum_bits=step_psum_bits(1 if depthwise else simd, amax),
         acc_bits=acc_bits, out_lo=lo, out_hi=hi, geometry=geometry, mask=mask, fold=fold,
         bias=bias, thresholds=thresholds, thr_signs=signs, out_quant=out_quant, full_planes=full_planes,
-        simd_choices=choices)
+        simd_choices=choices, depthwise=depthwise)
+
+
+def depthwise_options(channels: int) -> tuple:
+    """PE (= SIMD) values a depthwise layer can take: divisors of its channels, at most 64."""
+    return tuple(d for d in divisors(channels) if d <= MAX_SIMD)
+
+
+def check_depthwise_folding(name: str, simd, pe, channels: int) -> None:
+    ok = depthwise_options(channels)
+    for key, value in (("pe", pe), ("simd", simd)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in ok:
+            raise FoldingError(f"depthwise layer '{name}': {key}={value!r} must divide its {channels} channels "
+                               f"and be at most {MAX_SIMD} ({key} options: {', '.join(map(str, ok))})")
+    if int(simd) != int(pe):
+        raise FoldingError(f"depthwise layer '{name}': simd={simd} must equal pe={pe} (a vector-vector unit: "
+                           "PE channels a step, one lane each)")
+
+
+def layer_is_depthwise(layer) -> bool:
+    """An integer-model conv with groups = input channels = output channels."""
+    if layer.op != "conv" or int(layer.attrs.get("groups", 1) or 1) <= 1:
+        return False
+    _kh, _kw, cin, cout = layer.weight.shape
+    return int(layer.attrs["groups"]) == cin == cout
+
+
+def weight_plane_mask(w_kn: np.ndarray, bits: int) -> np.ndarray:
+    """(N, K) uint8: per weight, its nonzero planes (its two's-complement bit pattern)."""
+    return (np.asarray(w_kn, dtype=np.int64).T & ((1 << bits) - 1)).astype(np.uint8)
 
 
 def step_psum_bits(simd: int, act_max: int) -> int:
@@ -199,8 +241,11 @@ def refold(hw: LayerHw, simd: int, pe: int, w_kn: np.ndarray | None = None) -> L
     """``hw`` with another SIMD/PE: its schedule and step width redone, and its ROMs when the
     (K, N) integer weights ``w_kn`` are given (the resource model reads which ROM bits vary);
     :func:`plan_hardware` builds the full plan of the folding chosen."""
+    if hw.depthwise:
+        check_depthwise_folding(hw.name, simd, pe, hw.n_out)
     fold = fold_layer(hw.mask, hw.weight_bits, hw.fan_in, hw.group_size, simd, pe, w_kn)
-    return replace(hw, simd=simd, pe=pe, psum_bits=step_psum_bits(simd, hw.inp.amax), fold=fold)
+    return replace(hw, simd=simd, pe=pe, psum_bits=step_psum_bits(1 if hw.depthwise else simd, hw.inp.amax),
+                   fold=fold)
 
 
 def threshold_step(layer, n_out: int, acc_bits: int, mac_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -343,11 +388,13 @@ def _mac_layer(layer, inp: ValueRange, in_shape: tuple, beat: int, n_pe, n_simd,
                                 pad_bottom=int(pads[2]), pad_right=int(pads[3]),
                                 out_h=int(out_shape[0]), out_w=int(out_shape[1]))
     w_kn = np.asarray(layer.weight, dtype=np.int64).reshape(-1, layer.weight.shape[-1])
+    depthwise = layer_is_depthwise(layer)
+    mask, gsize = (weight_plane_mask(w_kn, bits), 1) if depthwise else (packed.mask, packed.group_size)
     try:
         return layer_hw(
             name=layer.name, onnx_node=a.get("onnx_node", layer.name), kernel=layer.op, fan_in=packed.fan_in,
-            n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]),
-            group_size=packed.group_size, mask=packed.mask, w_kn=w_kn, inp=inp, pe=n_pe, simd=n_simd,
+            n_out=packed.n_out, n_pix=n_pix, weight_bits=bits, w_exp=int(a["w_exp"]), depthwise=depthwise,
+            group_size=gsize, mask=mask, w_kn=w_kn, inp=inp, pe=n_pe, simd=n_simd,
             bias=bias, out_range=truncation_range(w_kn, bits, inp.lo, inp.hi, bias), geometry=geometry,
             threshold=threshold, full_planes=bool(a.get("full_planes", False)),
             in_beat=beat if layer.op == "dense" else None)

@@ -187,5 +187,5 @@ def mvau_instance(hw: LayerHw, out_dir: Path, prefix: str, *, requant: dict | No
 
     return {"SIMD": simd, "PE": pe, "R": n_rows, "NB": nb, "B": bits, "T0": t0, "AW": aw, "A_SIGNED": a_signed,
             "PSUM_W": psum_w, "ACC_W": acc_w, "OUT_W": out_w, "FULL_PLANES": int(bool(hw.full_planes)),
-            "MODE": mode, "RQ_RELU": relu, "RQ_SHIFT": shift, "RQ_MIN": qmin, "RQ_MAX": qmax,
+            "DW": int(bool(getattr(hw, "depthwise", False))), "MODE": mode, "RQ_RELU": relu, "RQ_SHIFT": shift, "RQ_MIN": qmin, "RQ_MAX": qmax,
             "NTHR": nthr, "THR_W": thr_w, **files}

@@ -272,7 +272,8 @@ def _mvau_params_from_plan(stage, out_w):
     bits = int(hw.weight_bits)
     p = {"SIMD": int(f.simd), "PE": int(f.pe), "R": int(f.n_rows), "NB": int(f.n_blocks), "B": bits,
          "T0": max(int(f.rom_depth), 1), "AW": int(hw.inp.bits), "A_SIGNED": int(bool(hw.inp.signed)),
-         "PSUM_W": int(hw.psum_bits), "ACC_W": int(hw.acc_bits), "MODE": 0, "NTHR": 1, "RQ_SHIFT": 0}
+         "PSUM_W": int(hw.psum_bits), "ACC_W": int(hw.acc_bits), "MODE": 0, "NTHR": 1, "RQ_SHIFT": 0,
+         "DW": int(bool(hw.depthwise))}
     p["THR_W"] = p["ACC_W"] + 1
     if hw.thresholds is not None:
         p["MODE"] = 2
@@ -323,7 +324,8 @@ def _features_mvau(p: dict) -> tuple[dict, dict]:
     pw = max(1, _clog2(b))
     bw = _clog2(t0 + 1)
     nbw = max(1, _clog2(nb))
-    lv = _clog2(simd)
+    dw = bool(p.get("DW", 0))  # a vector-vector unit: one lane a PE, no adder tree
+    lv = 0 if dw else _clog2(simd)
     sp = 1 << lv
     tl = max(lv, 1)
     cw = 7 + pw + nbw
@@ -351,12 +353,13 @@ def _features_mvau(p: dict) -> tuple[dict, dict]:
     # sums 2**l lanes of AW bits, so it is min(PSUM_W, AW + l) bits wide; nodes fed only by the
     # zero lanes that pad SIMD to a power of two vanish.
     tree_bits = sum(-(-simd // (1 << l)) * min(psum, aw + l) for l in range(1, lv + 1))
-    lane_bits = simd * min(psum, aw)
+    lanes = 1 if dw else simd
+    lane_bits = lanes * min(psum, aw)
     rq_w = (acc - as_ + 2) if p.get("RQ_SHIFT", 0) > 0 else (acc + as_ + 1)
     f = {
         "const": 1.0,
         "tree": pe * tree_bits,                    # registered adder tree, lane ANDs folded in
-        "lane": pe * simd * aw,                    # the lane ANDs themselves
+        "lane": pe * lanes * aw,                   # the lane ANDs themselves
         "acc": pe * acc,                           # add/sub and the bias/acc select
         "shift": pe * acc * pw,                    # << plane: a PW-level barrel shifter
         "out_rq": pe * rq_w if mode == 1 else 0.0,  # rounding, clamp compares, saturating mux
@@ -377,7 +380,7 @@ def _features_mvau(p: dict) -> tuple[dict, dict]:
     # (CW bits a stage, the plane field only from S2 on), counters; each memory's read register
     # is in its own figure (absorbed where it is a block RAM)
     ff = (pe * (tree_bits if lv else lane_bits)
-          + pe * simd
+          + pe * lanes
           + pe * acc
           + (pe * rq_w + pe * outw if mode == 1 else pe * nthr + pe * outw if mode == 2 else 2 * pe * outw)
           + (tl + 1) * (cw - 1) + 2

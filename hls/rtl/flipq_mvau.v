@@ -30,6 +30,8 @@ module flipq_mvau #(
     parameter integer ACC_W = 16,
     parameter integer OUT_W = 16,
     parameter integer FULL_PLANES = 0,
+    parameter integer DW = 0,          // 1: a depthwise layer's vector-vector unit (SIMD = PE): PE p
+                                       // takes lane p alone, where its weight bit is; no adder tree
     parameter integer MODE = 0,        // 0 raw accumulator, 1 requantize, 2 thresholds
     parameter integer RQ_RELU = 0,
     parameter integer RQ_SHIFT = 0,    // > 0: right shift (round half to even), <= 0: left shift
@@ -63,7 +65,7 @@ module flipq_mvau #(
     localparam integer BLK_W = BW + B * LW;
     localparam integer NBW = (NB > 1) ? $clog2(NB) : 1;
     localparam integer RBW = $clog2(3 * R);                   // row buffer address (three slots)
-    localparam integer LV = $clog2(SIMD);                     // adder-tree levels
+    localparam integer LV = (DW != 0) ? 0 : $clog2(SIMD);     // adder-tree levels
     localparam integer SP = 1 << LV;                          // lanes padded to a power of two
     localparam integer NN = (SP > 1) ? SP - 1 : 1;            // registered tree nodes a PE
     localparam integer TL = (LV > 0) ? LV : 1;                // tree latency
@@ -235,7 +237,8 @@ module flipq_mvau #(
         for (gp = 0; gp < PE; gp = gp + 1) begin : g_pe
             for (gi = 0; gi < SP; gi = gi + 1) begin : g_lane
                 if (gi < SIMD) begin : g_on
-                    wire [AW-1:0]     a = a2[gi * AW +: AW];
+                    localparam integer LI = (DW != 0) ? gp : gi;  // the lane this input takes
+                    wire [AW-1:0]     a = a2[LI * AW +: AW];
                     wire [PSUM_W-1:0] ext;
                     if (A_SIGNED != 0) begin : g_s
                         wire signed [AW-1:0] as = a;
@@ -244,7 +247,7 @@ module flipq_mvau #(
                         assign ext = a;
                     end
                     assign tv[(gp * HN + SP - 1 + gi) * PSUM_W +: PSUM_W] =
-                        w2[gp * SIMD + gi] ? ext : {PSUM_W{1'b0}};
+                        w2[gp * SIMD + LI] ? ext : {PSUM_W{1'b0}};
                 end else begin : g_off
                     assign tv[(gp * HN + SP - 1 + gi) * PSUM_W +: PSUM_W] = {PSUM_W{1'b0}};
                 end

@@ -1,5 +1,5 @@
 // ${layer}: ${n_planes}-bit weights as bit-planes, groups of ${group_size}, folded ${pe} PE x ${simd} SIMD
-static const flipq::table_word<${simd}, false>::type fq_rom${index}[${pe}][${rom_depth}] = {${rom}};
+static const flipq::table_word<${rom_bits}, false>::type fq_rom${index}[${pe}][${rom_depth}] = {${rom}};
 static const flipq::table_word<${step_bits}, false>::type fq_steps${index}[${rom_depth}] = {${steps}};
 static const unsigned fq_blk${index}[${n_blocks}][${n_planes} + 1] = {${blk}};
 static const ${accum_t} fq_bias${index}[${n_blocks}][${pe}] = {${bias}};
@@ -17,13 +17,14 @@ struct config${index} : ${base} {
     static const unsigned rom_depth = ${rom_depth};
     static const unsigned row_bits = ${row_bits};
     typedef ap_uint<${step_bits}> step_t;
-    typedef flipq::table_word<${simd}, false>::type rom_word_t;
+    typedef flipq::table_word<${rom_bits}, false>::type rom_word_t;
     typedef flipq::table_word<${step_bits}, false>::type step_word_t;
     static const unsigned max_iterations = ${max_iterations};
     static const unsigned mvau_depth = ${mvau_depth};
     static const unsigned n_planes = ${n_planes};
     static const unsigned sign_plane = ${sign_plane};
     static const bool full_planes = ${full_planes};
+    static const bool depthwise = ${depthwise};
 ${geometry}
     typedef ${act_raw_t} act_raw_t;
     typedef ${psum_t} psum_t;

@@ -65,6 +65,9 @@ struct bitserial_config {
     static const unsigned n_planes = 2;   // B, the layer's stored weight bits
     static const unsigned sign_plane = 1; // the plane with weight -2**sign_plane (B - 1)
     static const bool full_planes = false; // the run-time planes do not apply (average pools)
+    // A vector-vector unit (a depthwise conv): PE p reads only lane p (its own channel) and its
+    // ROM word is that lane's one weight bit; SIMD = PE (flipq.hls.hwplan.check_depthwise_folding).
+    static const bool depthwise = false;
     // A quantizer hls4ml merged into this layer's result (see layer_output); off by default.
     static const bool requant = false;
     static const int rq_shift = 0; // accumulator raw grid -> quantizer grid: >0 right, <0 left
@@ -380,7 +383,8 @@ MvauLoop:
                 for (unsigned p = 0; p < CONFIG_T::pe; p++) {
                     int64_t a = first ? bias[block][p].to_int64() : acc64[p];
                     if (any) {
-                        const int64_t shifted = slices.psum64(half, row, word_bits(rom[p][j])) * (int64_t(1) << plane);
+                        const uint64_t w = CONFIG_T::depthwise ? (word_bits(rom[p][j]) & 1) << p : word_bits(rom[p][j]);
+                        const int64_t shifted = slices.psum64(half, row, w) * (int64_t(1) << plane);
                         a = plane == CONFIG_T::sign_plane ? a - shifted : a + shifted;
                     }
                     acc64[p] = a;
@@ -398,13 +402,18 @@ MvauLoop:
 #pragma HLS UNROLL
                     accum_t a = first ? bias[block][p] : acc[p];
                     if (any) {
+                        typename CONFIG_T::psum_t psum;
+                        if (CONFIG_T::depthwise) {
+                            // one lane, a static index into the partitioned buffer: an AND, no tree
+                            psum = ap_uint<1>(rom[p][j]) ? typename CONFIG_T::psum_t(buf[half][row][p]) : typename CONFIG_T::psum_t(0);
+                        } else {
 #if !defined(__SYNTHESIS__) && !defined(FLIPQ_CSIM_LANES)
-                        const typename CONFIG_T::psum_t psum = slices.used
-                            ? slices.psum(half, row, word_bits(rom[p][j]))
-                            : lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
+                            psum = slices.used ? slices.psum(half, row, word_bits(rom[p][j]))
+                                               : lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
 #else
-                        const typename CONFIG_T::psum_t psum = lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
+                            psum = lane_psum<CONFIG_T>(buf[half][row], ap_uint<CONFIG_T::simd>(rom[p][j]));
 #endif
+                        }
                         const accum_t shifted = accum_t(psum) << plane;
                         a = plane == CONFIG_T::sign_plane ? accum_t(a - shifted) : accum_t(a + shifted);
                     }

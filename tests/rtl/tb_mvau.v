@@ -10,7 +10,7 @@ module tb_mvau #(
     parameter integer SIMD = 4, parameter integer PE = 1, parameter integer R = 1,
     parameter integer NB = 1, parameter integer B = 2, parameter integer T0 = 1,
     parameter integer AW = 4, parameter integer A_SIGNED = 0, parameter integer PSUM_W = 8,
-    parameter integer ACC_W = 16, parameter integer OUT_W = 16, parameter integer FULL_PLANES = 0,
+    parameter integer ACC_W = 16, parameter integer OUT_W = 16, parameter integer FULL_PLANES = 0, parameter integer DW = 0,
     parameter integer MODE = 0, parameter integer RQ_RELU = 0, parameter integer RQ_SHIFT = 0,
     parameter integer RQ_MIN = 0, parameter integer RQ_MAX = 0, parameter integer NTHR = 1,
     parameter integer THR_W = 17,
@@ -41,7 +41,7 @@ module tb_mvau #(
 
     flipq_mvau #(
         .SIMD(SIMD), .PE(PE), .R(R), .NB(NB), .B(B), .T0(T0), .AW(AW), .A_SIGNED(A_SIGNED),
-        .PSUM_W(PSUM_W), .ACC_W(ACC_W), .OUT_W(OUT_W), .FULL_PLANES(FULL_PLANES), .MODE(MODE),
+        .PSUM_W(PSUM_W), .ACC_W(ACC_W), .OUT_W(OUT_W), .FULL_PLANES(FULL_PLANES), .DW(DW), .MODE(MODE),
         .RQ_RELU(RQ_RELU), .RQ_SHIFT(RQ_SHIFT), .RQ_MIN(RQ_MIN), .RQ_MAX(RQ_MAX), .NTHR(NTHR),
         .THR_W(THR_W), .W_FILE(W_FILE), .S_FILE(S_FILE), .BLK_FILE(BLK_FILE), .BIAS_FILE(BIAS_FILE),
         .THR_FILE(THR_FILE), .DESC_FILE(DESC_FILE)
