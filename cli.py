@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--batch", type=positive_int, default=256)
             p.add_argument("--json", default=None, help="write the figures to this JSON file")
-    from flipq.quant.archs import ARCHS
+    from flipq.quant.archs import all_arch_names
     from flipq.quant.argtypes import int_at_least, nonnegative_int, positive_int
     from flipq.quant.data import DATASETS
 
@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "into --out/pick_N instead of searching")
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-path", default=None)
-    p.add_argument("--arch", default="digits-cnn", choices=list(ARCHS), metavar="ARCH",
-                   help=f"network: {', '.join(ARCHS)}")
+    p.add_argument("--arch", default="digits-cnn", choices=all_arch_names(), metavar="ARCH",
+                   help=f"network: {', '.join(all_arch_names())} (a graph network's shared base is itself at W8A8)")
     p.add_argument("--board", default="pynq-z2", help="board the designs are folded for and must fit")
     p.add_argument("--io-type", default="io_stream", choices=["io_parallel", "io_stream"])
     p.add_argument("--fold-levels", type=positive_int, default=3,

@@ -103,7 +103,7 @@ def search(ds, arch_name: str, cfg, out: str | Path, board=None):
 
     from flipq.boards import load_board
     from flipq.hls.energy import power_constants
-    from flipq.quant.models import get_arch, mac_names
+    from flipq.quant.archs import arch_layer_names
     from flipq.quant.search import SearchResult, data_fingerprint, genome_record, pareto_front, split_validation, \
         uniform_genomes
     from flipq.quant.searchcache import SearchCache
@@ -118,7 +118,7 @@ def search(ds, arch_name: str, cfg, out: str | Path, board=None):
         from flipq.quant.searchengine import check_ray_address
 
         check_ray_address(cfg.ray_address)
-    names = mac_names(get_arch(arch_name))
+    names = arch_layer_names(arch_name)
     split = split_validation(ds, cfg.validation_fraction, cfg.seed)
     cache = SearchCache(out / "cache")
     training = cfg.training(arch_name)

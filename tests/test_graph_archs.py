@@ -97,3 +97,39 @@ def test_the_benchmark_builder_keeps_its_8_bit_input_and_uniform_widths():
     assert int(net.inq.act_quant.bit_width()) == 8
     assert {int(m.quant_weight().bit_width) for m in net.mac_layers().values()} == {3}
     assert np.isfinite(net(torch.randn(2, 1, 16, 8)).detach().numpy()).all()
+
+
+def test_search_runs_on_a_graph_network(tmp_path, capsys):
+    """`flipq search --arch resnet8` (item 7): per-module-path bits and folding drawn for the
+    residual graph, candidates started from the graph itself trained at W8A8 (its weights and
+    BatchNorm, not its 8-bit quantizers' scales), costed on the board; `--pick` writes a plan the
+    graph trains with."""
+    import torch
+
+    from flipq.quant.archs import arch_layer_names
+    from flipq.quant.candidate import _float_net, copy_graph_weights
+    from flipq.quant.data import load_dataset
+
+    out = tmp_path / "s"
+    rc = main(["search", "--out", str(out), "--arch", "resnet8", "--generations", "1", "--population", "3",
+               "--qat-epochs", "1", "--float-epochs", "1", "--limit-train", "200", "--workers", "1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "search.json").read_text())
+    names = arch_layer_names("resnet8")
+    assert res["layers"] == names and len(res["evaluated"]) == 3
+    assert all(len(e["genome"]) == 2 * len(names) + 1 and 0 < e["val_accuracy"] <= 1 for e in res["evaluated"])
+    assert all(set(names) <= set(e["pe"]) for e in res["evaluated"])  # (and the global pool's conv of ones)
+    assert main(["search", "--out", str(out), "--pick", "0"]) == 0
+    assert "--arch resnet8 --plan" in capsys.readouterr().out
+    # the base's weights reach a candidate; a quantizer's scale does not
+    ds = load_dataset("digits", seed=0, limit_train=50)
+    base = _float_net("resnet8", ds)
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in base.state_dict().items()}
+    cand = _float_net("resnet8", ds)
+    before = cand.state_dict()
+    n = copy_graph_weights(state, cand)
+    after = cand.state_dict()
+    assert n > 0 and all(torch.equal(after[k], state[k]) for k in state if "quant" not in k)
+    assert all(torch.equal(after[k], before[k]) for k in state if "quant" in k)
+    with pytest.raises(ValueError, match="does not match"):
+        copy_graph_weights({"s1.c1.weight": torch.zeros(1)}, cand)
