@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/flipq demo --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf build
