@@ -894,12 +894,32 @@ def _apply_plan(plan: BitPlan, macs) -> BitPlan:
             raise BitPlanError(f"layer '{lb.name}': plan says act_bits={lb.act_bits}, "
                                f"the model feeds it {in_bits}-bit activations")
         layer.name = lb.name
+        if int(layer.attrs.get("groups", 1) or 1) > 1 and (lb.group_size or lb.group_bits is not None):
+            lb = _grouped_conv_widths(lb, layer.weight.shape[-1])
         if lb.group_size:
             layer.attrs["group_size"] = lb.group_size
         if lb.group_bits is not None:
             _check_group_bits(lb, layer.weight, wbits)
             layer.attrs["group_bits"] = list(lb.group_bits)
     return plan
+
+
+def _grouped_conv_widths(lb, n_out: int):
+    """A grouped (depthwise) conv's plan entry on the integer model's block-diagonal weights.
+
+    The plan's weight groups cut a column's own fan-in (``kh * kw * cin / groups``, torch's layer);
+    in the block-diagonal matrix those weights are not contiguous, so the column becomes one group
+    as wide as its widest (a flip-widened column is stored ``b + 1`` bits, its other weights' low
+    plane zero: valid, and the depthwise unit skips zero planes per weight anyway)."""
+    from dataclasses import replace
+
+    if lb.group_bits is None:
+        return replace(lb, group_size=0)
+    gb = np.asarray(lb.group_bits, dtype=np.int64).reshape(-1)
+    if gb.size % n_out:
+        raise BitPlanError(f"layer '{lb.name}': group_bits has {gb.size} entries, not a whole number per output "
+                           f"column ({n_out} columns)")
+    return replace(lb, group_size=0, group_bits=tuple(int(v) for v in gb.reshape(n_out, -1).max(axis=1)))
 
 
 def _check_group_bits(lb, weight: np.ndarray, bits: int) -> None:

@@ -81,9 +81,6 @@ GRAPH_ARCHS: dict[str, tuple[str, ...]] = {
     "ds_cnn": ("stem",) + tuple(f"blocks.{i}.{k}" for i in range(4) for k in ("dw", "pw")) + ("head.fc",),
     "mobilenet_v1": ("stem",) + tuple(f"blocks.{i}.{k}" for i in range(13) for k in ("dw", "pw")) + ("head.fc",),
 }
-# graph networks with depthwise layers (held as block-diagonal convs: flip allocation's weight
-# groups would not count over the same weights as the hardware's)
-DEPTHWISE_ARCHS = ("ds_cnn", "mobilenet_v1")
 
 # Demo default: mixed precision with at least three distinct widths.
 DEFAULT_PLANS: dict[str, dict[str, tuple[int, int]]] = {

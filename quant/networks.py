@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from flipq.host.bitplan import BitPlan
-from flipq.quant.archs import DEPTHWISE_ARCHS, is_graph_arch
+from flipq.quant.archs import is_graph_arch
 
 
 def build_network(arch_name: str, input_shape, plan: BitPlan, num_classes: int, signed_input: bool = False,
@@ -38,9 +38,3 @@ def check_trainable_options(arch_name: str, *, flip: bool, float_epochs: int, we
     if float_epochs:
         raise ValueError(f"architecture '{arch_name}': --float-epochs trains a float twin built from layer tokens; "
                          "a graph network trains quantized from the start (drop --float-epochs)")
-    if flip and arch_name in DEPTHWISE_ARCHS:
-        from flipq.quant.flipconfig import FlipError
-
-        raise FlipError(f"architecture '{arch_name}': --flip counts weight groups over a layer's own weights, but its "
-                        "depthwise layers run as block-diagonal convolutions whose groups differ; train it "
-                        "without --flip (resnet8 takes --flip)")

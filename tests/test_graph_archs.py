@@ -38,8 +38,29 @@ def test_resnet8_trains_with_flip_and_every_stage_agrees(tmp_path, capsys):
     assert "s2.proj" in printed and "MISMATCH" not in printed
 
 
+def test_ds_cnn_trains_with_flip_on_its_depthwise_layers_and_every_stage_agrees(tmp_path, capsys):
+    """--flip on a depthwise-separable graph: the flip groups cut a depthwise column's own nine
+    weights (torch's layer); the integer model's block-diagonal column takes its widest group's
+    width (flipq.hls.lower._grouped_conv_widths), and every stage still agrees."""
+    out = tmp_path / "ds"
+    common = ["--out", str(out), "--no-progress", "--check-rows", "60"]
+    assert main(["train", *common, "--arch", "ds_cnn", "--dataset", "digits", "--epochs", "2", "--flip",
+                 "--flip-allocate-epochs", "1", "--flip-group-size", "4", "--threads", "2"]) == 0
+    for stage in ("export", "hls", "emulate", "report"):
+        assert main([stage, *common]) == 0
+    report = json.loads((out / "report.json").read_text())
+    dw = [layer for layer in report["layers"] if layer["name"].endswith(".dw")]
+    assert len(dw) == 4 and any(0 < layer.get("groups_with_extra_bit", 0) for layer in dw)
+    plan = (out / "plan.toml").read_text()
+    assert "blocks.0.dw" in plan and "group_bits" in plan
+    for pair in ("torch~qonnx", "qonnx~csim", "csim~emulator"):  # (within the global pool's output bound)
+        agree = report["agreement"][pair]
+        assert (agree["equal"], agree["total"]) == (60, 60), pair
+    assert report["agreement"]["csim~emulator"] == {"equal": 60, "total": 60}  # the same integers
+    assert "MISMATCH" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("flag, message", [
-    (["--flip"], "architecture 'ds_cnn': --flip counts weight groups"),
     (["--float-epochs", "1"], "architecture 'ds_cnn': --float-epochs trains a float twin"),
 ])
 def test_what_a_graph_network_cannot_train_with_is_refused_before_any_write(flag, message, tmp_path, capsys):
