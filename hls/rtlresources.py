@@ -479,8 +479,10 @@ def _features_other(module: str, p: dict) -> tuple[str, dict, dict]:
         return "add", {"overlap": p["N"] * overlap}, {
             "ff": p["N"] * p["OW"] + 1, "carry4": p["N"] * math.ceil(p["OW"] / 4), "bram36": 0, "lutram": 0}
     if module == "flipq_concat":
-        # joined beats are wiring into the output register (Yosys: a LUT or two)
-        return "eltwise", {"const": 1.0}, {"ff": p["N"] * p["OW"] + 1, "carry4": 0, "bram36": 0, "lutram": 0}
+        # joined beats are wiring into the output register (Yosys: a LUT or two); of its bits Yosys
+        # keeps each operand's own (a shift's zeros are constant, a sign extension's copies one FF)
+        return "eltwise", {"const": 1.0}, {"ff": p["NA"] * p["AW"] + p["NB"] * p["BW"] + 1, "carry4": 0,
+                                           "bram36": 0, "lutram": 0}
     if module == "flipq_poolmax":
         return "poolmax", {"const": 1.0, "lane": p["N"] * p["AW"]}, {
             "ff": 2 * p["N"] * p["AW"] + max(1, _clog2(p["KK"])) + 1, "carry4": p["N"] * math.ceil(p["AW"] / 4),

@@ -103,9 +103,12 @@ def lower_model(raw, pe: int | dict = 1, group_size: int = 0):
     prepared = prepare_qonnx(raw)
     intmodel = lower_qonnx(prepared, plan)
     if not isinstance(pe, dict):  # one count for every layer: the largest each layer can take up to it
-        from flipq.hls.fold import pe_at_most
+        from flipq.hls.fold import MAX_SIMD, pe_at_most
+        from flipq.hls.hwplan import layer_is_depthwise
 
-        pe = {layer.name: pe_at_most(layer.weight.shape[-1], pe) for layer in intmodel.mac_layers}
+        # (a depthwise layer's PE is its SIMD too: at most MAX_SIMD)
+        pe = {layer.name: pe_at_most(layer.weight.shape[-1], min(pe, MAX_SIMD) if layer_is_depthwise(layer) else pe)
+              for layer in intmodel.mac_layers}
     return intmodel, prepared, plan_hardware(intmodel, pe, group_size)
 
 

@@ -214,3 +214,21 @@ def test_the_residual_add_model_follows_yosys(params, tmp_path_factory):
     if params["SA"]:  # the fork once
         fork = synth("flipq_fork", {"W": 32, "NO": 2})
         assert stage_resources(Stage("flipq_fork", {"W": 32, "NO": 2}, 0, 0))["lut"] == pytest.approx(fork["lut_total"])
+
+
+@needs_yosys
+@pytest.mark.parametrize("params", [
+    {"N": 16, "OW": 6, "NA": 8, "AW": 4, "A_SIGNED": 0, "SA": 2, "NB": 8, "BW": 6, "B_SIGNED": 1, "SB": 0},
+    {"N": 24, "OW": 8, "NA": 16, "AW": 8, "A_SIGNED": 1, "SA": 0, "NB": 8, "BW": 5, "B_SIGNED": 0, "SB": 3},
+])
+def test_the_concat_model_follows_yosys(params, tmp_path):
+    """flipq_concat priced as Yosys maps it: wiring into the output register (a few LUTs) whose
+    flip-flops are the operands' own bits (a shift's zeros and a sign's copies are no FFs)."""
+    from flipq.hls.rtlresources import stage_resources
+    from flipq.hls.rtltwin import Stage
+    from flipq.hls.verilator import RTL_DIR
+
+    got = yosys.synthesize([RTL_DIR / "flipq_concat.v"], "flipq_concat", tmp_path, params=params, timeout_s=300)
+    model = stage_resources(Stage("flipq_concat", params, 0, 0))
+    assert model["ff"] == got["ff"] and model["carry4"] == got["carry4"] == 0
+    assert abs(model["lut"] - got["lut_total"]) <= 2, (model["lut"], got["lut_total"])
