@@ -209,7 +209,9 @@ def stage_report(cfg: BuildConfig) -> dict:
         report["layers"] = []
         for layer in intmodel.mac_layers:
             entry = {"name": layer.name, "type": layer.op, "weight_bits": layer.attrs["weight_bits"],
-                     "act_bits": layer.attrs["act_bits"], "params": int(layer.weight.size)}
+                     "act_bits": layer.attrs["act_bits"],
+                     # a grouped conv's own weights (the integer model holds them block-diagonal)
+                     "params": int(layer.weight.size) // int(layer.attrs.get("groups", 1) or 1)}
             groups = layer.attrs.get("group_bits")
             if groups:  # flip allocation: stored at weight_bits, most groups one bit narrower
                 entry["groups_with_extra_bit"] = round(

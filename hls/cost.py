@@ -83,7 +83,8 @@ def hw_cost(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> di
     if hw.geometry is not None:
         geo = hw.geometry
         line_bits = geo.kh * (geo.in_w + geo.pad_left + geo.pad_right) * geo.cin * hw.act_bits
-    weight_mem = int(fold.rom_depth * hw.simd * hw.pe)
+    rom_w = 1 if hw.depthwise else hw.simd  # a vector-vector unit's PE holds its own lane's bit
+    weight_mem = int(fold.rom_depth * rom_w * hw.pe)
     kept = active_planes(hw.mask, hw.weight_bits, planes if not hw.full_planes else None)
     thr_bits = hw.n_out * hw.n_thresholds * hw.thr_bits if hw.thresholds is not None else 0
     return {
@@ -99,7 +100,7 @@ def hw_cost(hw: LayerHw, planes: int | None, io_type: str = "io_parallel") -> di
         "lut": int(round(res["lut"])), "ff": int(round(res["ff"])), "bram36": float(res["bram36"]), "dsp": 0,
         "carry4": int(round(res["carry4"])),
         "weight_storage_bits": weight_mem, "line_buffer_bits": int(line_bits), "threshold_storage_bits": thr_bits,
-        "memories": {"weight_rom": [hw.pe, fold.rom_depth, hw.simd],
+        "memories": {"weight_rom": [hw.pe, fold.rom_depth, rom_w],
                      "row_buffer": [3 * fold.n_rows, hw.simd * hw.act_bits], "schedule_entries": fold.n_entries},
     }
 

@@ -121,6 +121,7 @@ def test_depthwise_schedule_runs_only_its_own_channels(tmp_path):
     rows of other channels are zero and absent): channels/PE x 9 x planes steps a pixel at most,
     against the block-diagonal MVAU's channels/PE x (9 x channels / SIMD) x planes; PE's ROM word
     is its own lane's bit; SIMD must equal PE."""
+    from flipq.hls.cost import hw_cost
     from flipq.hls.fold import fold_layer
     from flipq.hls.hwplan import HardwarePlanError, plan_hardware
     from flipq.hls.planes import pack_layer
@@ -132,6 +133,9 @@ def test_depthwise_schedule_runs_only_its_own_channels(tmp_path):
     for pe in (1, 2, 4, 8):
         hw = plan_hardware(intmodel, pe={layer.name: pe}).layer(layer.name)
         assert hw.depthwise and hw.simd == pe and hw.fold.n_rows == 9 * 8 // pe
+        cost = hw_cost(hw, None)
+        assert cost["weight_storage_bits"] == hw.fold.rom_depth * pe  # one bit a PE a step
+        assert cost["memories"]["weight_rom"] == [pe, hw.fold.rom_depth, 1]
         f = hw.fold
         for b in range(8 // pe):
             entries = range(f.blk_start[b], f.blk_start[b] + f.blk_len[b][0])
