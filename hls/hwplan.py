@@ -220,11 +220,24 @@ def check_depthwise_folding(name: str, simd, pe, channels: int) -> None:
 
 
 def layer_is_depthwise(layer) -> bool:
-    """An integer-model conv with groups = input channels = output channels."""
-    if layer.op != "conv" or int(layer.attrs.get("groups", 1) or 1) <= 1:
+    """An integer-model conv with groups = input channels = output channels. Its weights must be
+    the block-diagonal matrix lowering writes (the unit reads only a channel's own lane): anything
+    else, e.g. an edited intmodel.json, is refused naming the layer."""
+    groups = layer.attrs.get("groups", 1) or 1
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise HardwarePlanError(f"layer '{layer.name}': groups={groups!r} must be an int >= 1")
+    if layer.op != "conv" or groups == 1:
         return False
     _kh, _kw, cin, cout = layer.weight.shape
-    return int(layer.attrs["groups"]) == cin == cout
+    if not int(groups) == cin == cout:
+        return False
+    off = np.asarray(layer.weight) * (1 - np.eye(cin, dtype=np.int64))
+    if np.any(off):
+        kh, kw, i, o = (int(v[0]) for v in np.nonzero(off))
+        raise HardwarePlanError(f"depthwise layer '{layer.name}' (groups={groups}) has weight {int(off[kh, kw, i, o])} "
+                                f"at kernel ({kh}, {kw}) from input channel {i} to output channel {o}: a depthwise "
+                                "conv's channel reads only its own input channel")
+    return True
 
 
 def weight_plane_mask(w_kn: np.ndarray, bits: int) -> np.ndarray:

@@ -155,6 +155,15 @@ def test_depthwise_schedule_runs_only_its_own_channels(tmp_path):
         plan_hardware(intmodel, pe={layer.name: 2}, simd={layer.name: 4})
     with pytest.raises(HardwarePlanError, match="pe=3 must divide its 8 channels"):
         plan_hardware(intmodel, pe={layer.name: 3})
+    # an edited integer model: a weight off the diagonal would be read by no PE -- refused
+    layer.weight[0, 1, 2, 5] = 1
+    with pytest.raises(HardwarePlanError, match=f"depthwise layer '{layer.name}' .groups=8. has weight 1 at kernel "
+                                                r"\(0, 1\) from input channel 2 to output channel 5"):
+        plan_hardware(intmodel)
+    layer.weight[0, 1, 2, 5] = 0
+    layer.attrs["groups"] = "8"
+    with pytest.raises(HardwarePlanError, match="groups='8' must be an int"):
+        plan_hardware(intmodel)
 
 
 def test_depthwise_lane_loop_build_equals_the_popcount_build(tmp_path):
