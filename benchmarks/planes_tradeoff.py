@@ -7,12 +7,15 @@ the RTL twin in Verilator (equal per layer at every planes, tests/test_rtl_twin.
 
     python benchmarks/planes_tradeoff.py [--build build/demo]          # the demo model
     python benchmarks/planes_tradeoff.py --fashion-w8                  # W8A8 VGG on Fashion-MNIST
+    python benchmarks/planes_tradeoff.py --fashion-w8 --planes-aware 4 # the same, trained planes-aware
 
 ``--fashion-w8`` trains (QAT, Brevitas) the VGG-style CNN ``vgg7-fm`` with 8-bit weights and
 activations on Fashion-MNIST (all 60,000 rows, ``--epochs``), folds it for the PYNQ-Z2 at
 full precision, and keeps that folding while ``planes`` drops: the modeled interval falls with
 the planes each layer's schedule keeps (PrecisionBatching's claim: 1.5-2x over 8-bit at equal
 error). It reports the largest saving whose accuracy stays within 1 point of full precision.
+``--planes-aware K`` trains it with ``flipq train --planes-aware K`` (each step at a planes drawn
+from K..8, flipq.quant.planesaware) into its own build folder and page (``..._pa<K>``).
 
 Writes docs/benchmarks/planes_tradeoff[_fashion_w8].{json,md,png}.
 """
@@ -28,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fashion_w8_build(folder: Path, epochs: int, seed: int) -> Path:
+def fashion_w8_build(folder: Path, epochs: int, seed: int, planes_aware: int = 0) -> Path:
     """Train vgg7-fm at W8A8 on Fashion-MNIST (all 60,000 rows) and build its C-sim, folded for
     the PYNQ-Z2 (resumable: training checkpoints each epoch, a finished build is reused)."""
     from flipq import pipeline
@@ -41,7 +44,8 @@ def fashion_w8_build(folder: Path, epochs: int, seed: int) -> Path:
     plan_file = folder / "plan_w8a8.toml"
     BitPlan.uniform(mac_names(get_arch("vgg7-fm")), 8, 8).save(plan_file)
     cfg = pipeline.BuildConfig(out=str(folder), dataset="fashion-mnist", arch="vgg7-fm", plan=str(plan_file),
-                               epochs=epochs, seed=seed, io_type="io_stream", fold=True, check_rows=200)
+                               epochs=epochs, seed=seed, io_type="io_stream", fold=True, check_rows=200,
+                               planes_aware=planes_aware)
     # a finished training (train.json) is kept: only export and hls run again
     pipeline.run(cfg, "export" if (folder / "train.json").is_file() else "train", "hls")
     return folder
@@ -74,6 +78,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fashion-w8", action="store_true", help="the W8A8 Fashion-MNIST VGG instead of the demo")
     ap.add_argument("--epochs", type=int, default=4, help="--fashion-w8: QAT epochs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--planes-aware", type=int, default=0, metavar="K", help="--fashion-w8: train planes-aware from K")
     ap.add_argument("--csim-rows", type=int, default=200, help="rows the C-sim is checked on at every planes")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args(argv)
@@ -87,8 +92,13 @@ def main(argv=None) -> dict:
     from flipq.host import Accelerator
 
     if args.fashion_w8:
-        build = fashion_w8_build(Path(args.build or ROOT / "build" / "planes_fm8"), args.epochs, args.seed)
-        stem, title = "planes_tradeoff_fashion_w8", "vgg7-fm W8A8 on Fashion-MNIST, folded for the PYNQ-Z2"
+        pa = f"_pa{args.planes_aware}" if args.planes_aware else ""
+        seed = f"_s{args.seed}" if args.seed else ""
+        build = fashion_w8_build(Path(args.build or ROOT / "build" / f"planes_fm8{pa}{seed}"), args.epochs, args.seed,
+                                 args.planes_aware)
+        stem = f"planes_tradeoff_fashion_w8{pa}{seed}"
+        title = ("vgg7-fm W8A8 on Fashion-MNIST" + (f", trained planes-aware from {args.planes_aware}" if pa else "")
+                 + (f", seed {args.seed}" if seed else "") + ", folded for the PYNQ-Z2")
     else:
         build = Path(args.build or ROOT / "build" / "demo")
         if not (build / "hls" / "csim.json").is_file():

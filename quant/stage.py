@@ -24,7 +24,7 @@ from flipq.host.files import replacing, write_json
 
 # Fields that change what a checkpoint means; the others (progress, io_type) do not.
 TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs",
-                   "weight_scale")
+                   "weight_scale", "planes_aware")
 
 
 class StaleBuildError(ValueError):
@@ -97,6 +97,9 @@ def stage_train(cfg) -> None:
     check_resumable(cfg)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                        threads=cfg.threads, progress=cfg.progress)  # refuses bad values before any write
+    if cfg.planes_aware and cfg.flip is not None:
+        raise ValueError("--planes-aware and --flip together are not supported: flip allocation changes layer widths "
+                         "during training; train with one of them")
     check_trainable_options(cfg.arch, flip=cfg.flip is not None, float_epochs=cfg.float_epochs,
                             weight_scale=cfg.weight_scale)
     flip_cfg = None
@@ -151,6 +154,16 @@ def stage_train(cfg) -> None:
             with replacing(cfg.folder / "flip_allocation.png") as tmp:
                 plot_allocation(plan, tmp, {n: f["weights"] for n, f in fractions.items()} or None)
             info["stored_weight_bits"] = stored_weight_bits(plan, model)
+        elif cfg.planes_aware:
+            from flipq.quant.planesaware import PlanesAware
+
+            hook = PlanesAware(model, cfg.planes_aware, seed=cfg.seed)
+            try:
+                history = train(model, ds, tcfg, checkpoint=ckpt, hooks=(hook,))
+            finally:
+                hook.close()
+            history["planes_drawn"] = {str(k): v for k, v in sorted(hook.drawn.items())}
+            info["planes_aware"] = {"lowest": cfg.planes_aware, "highest": hook.top}
         else:
             history = train(model, ds, tcfg, checkpoint=ckpt)
     except KeyboardInterrupt:

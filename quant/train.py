@@ -1,7 +1,8 @@
 """Quantization-aware training with per-epoch checkpoints and resume.
 
-Training hooks (used by flip-based allocation) are objects with any of
-``after_backward(model)``, ``after_step(model, step)``, ``on_epoch_end(model, epoch)`` and
+Training hooks (used by flip-based allocation and planes-aware training) are objects with any of
+``before_step(model, step)``, ``after_backward(model)``, ``after_step(model, step)``,
+``on_epoch_end(model, epoch)`` and
 ``state_dict()`` / ``load_state_dict(d)`` so an interrupted run resumes with their state.
 """
 
@@ -99,6 +100,9 @@ def train(model: torch.nn.Module, ds, cfg: TrainConfig, checkpoint: str | Path |
         total = 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            for hook in hooks:
+                if hasattr(hook, "before_step"):
+                    hook.before_step(model, epoch * steps_per_epoch + b)
             opt.zero_grad()
             loss = F.cross_entropy(as_tensor(model(x_tr[idx])), y_tr[idx])
             loss.backward()
