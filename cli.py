@@ -50,6 +50,8 @@ def _add_build_options(p: argparse.ArgumentParser, training: bool) -> None:
         p.add_argument("--planes-aware", type=positive_int, default=None, metavar="LOWEST",
                        help="planes-aware training: each step through the weights the hardware accumulates at a "
                             "run-time planes drawn from LOWEST .. the widest weights' bits (e.g. 4 for W8)")
+        p.add_argument("--planes-full-share", type=float, default=None, metavar="P",
+                       help="with --planes-aware: the share of steps at full precision (default: every planes alike)")
 
         p.add_argument("--weight-scale", default=None, choices=WEIGHT_SCALE_RULES,
                        help="power-of-two weight scale: least-squares choice (mse, default) or Brevitas' absmax rule")
@@ -301,7 +303,7 @@ def _config(args, fresh: bool):
     overrides = {k: getattr(args, k, None) for k in
                  ("dataset", "data_path", "arch", "plan", "epochs", "batch_size", "lr", "seed", "io_type",
                   "kernel", "group_size", "pe", "simd", "float_epochs", "board", "threads", "weight_scale",
-                  "check_rows", "target_fps", "rtl", "yosys", "planes_aware")}
+                  "check_rows", "target_fps", "rtl", "yosys", "planes_aware", "planes_full_share")}
     # naming a board (or a throughput) asks hls to fold for it, unless the folding is given by hand
     if (args.board or getattr(args, "target_fps", None)) and not (getattr(args, "pe", None) or getattr(args, "simd", None)):
         overrides["fold"] = True

@@ -52,6 +52,7 @@ class BuildConfig:
     # planes-aware training (flipq.quant.planesaware): each step at a run-time planes drawn from
     # planes_aware .. the widest weights' bits; 0: off
     planes_aware: int = 0
+    planes_full_share: float | None = None  # its share of full-precision steps (None: all planes alike)
     weight_scale: str = "mse"  # power-of-two weight-scale rule (flipq.quant.scaling): "mse" or "absmax"
     # torch threads: small nets train fastest on one, and two threads spin badly against any
     # other busy process on a 2-core machine (seen here: 7x slower)
@@ -75,7 +76,7 @@ class BuildConfig:
     # What a saved config.json that lacks a field meant: builds from before the weight-scale rule
     # was a field were trained with absmax scales, and rebuilding their networks with another rule
     # would quantize the weights differently.
-    LEGACY_DEFAULTS: ClassVar[dict] = {"weight_scale": "absmax", "planes_aware": 0}
+    LEGACY_DEFAULTS: ClassVar[dict] = {"weight_scale": "absmax", "planes_aware": 0, "planes_full_share": None}
 
     @property
     def folder(self) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fashion_w8_build(folder: Path, epochs: int, seed: int, planes_aware: int = 0) -> Path:
+def fashion_w8_build(folder: Path, epochs: int, seed: int, planes_aware: int = 0, full_share=None) -> Path:
     """Train vgg7-fm at W8A8 on Fashion-MNIST (all 60,000 rows) and build its C-sim, folded for
     the PYNQ-Z2 (resumable: training checkpoints each epoch, a finished build is reused)."""
     from flipq import pipeline
@@ -45,7 +45,7 @@ def fashion_w8_build(folder: Path, epochs: int, seed: int, planes_aware: int = 0
     BitPlan.uniform(mac_names(get_arch("vgg7-fm")), 8, 8).save(plan_file)
     cfg = pipeline.BuildConfig(out=str(folder), dataset="fashion-mnist", arch="vgg7-fm", plan=str(plan_file),
                                epochs=epochs, seed=seed, io_type="io_stream", fold=True, check_rows=200,
-                               planes_aware=planes_aware)
+                               planes_aware=planes_aware, planes_full_share=full_share)
     # a finished training (train.json) is kept: only export and hls run again
     pipeline.run(cfg, "export" if (folder / "train.json").is_file() else "train", "hls")
     return folder
@@ -79,6 +79,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=4, help="--fashion-w8: QAT epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--planes-aware", type=int, default=0, metavar="K", help="--fashion-w8: train planes-aware from K")
+    ap.add_argument("--planes-full-share", type=float, default=None, metavar="P",
+                    help="--planes-aware: share of full-precision steps")
     ap.add_argument("--csim-rows", type=int, default=200, help="rows the C-sim is checked on at every planes")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = ap.parse_args(argv)
@@ -93,11 +95,15 @@ def main(argv=None) -> dict:
 
     if args.fashion_w8:
         pa = f"_pa{args.planes_aware}" if args.planes_aware else ""
+        if args.planes_aware and args.planes_full_share is not None:
+            pa += f"_full{round(100 * args.planes_full_share)}"
         seed = f"_s{args.seed}" if args.seed else ""
         build = fashion_w8_build(Path(args.build or ROOT / "build" / f"planes_fm8{pa}{seed}"), args.epochs, args.seed,
-                                 args.planes_aware)
+                                 args.planes_aware, args.planes_full_share)
         stem = f"planes_tradeoff_fashion_w8{pa}{seed}"
         title = ("vgg7-fm W8A8 on Fashion-MNIST" + (f", trained planes-aware from {args.planes_aware}" if pa else "")
+                 + (f" ({args.planes_full_share:g} of the steps at full precision)"
+                    if args.planes_aware and args.planes_full_share is not None else "")
                  + (f", seed {args.seed}" if seed else "") + ", folded for the PYNQ-Z2")
     else:
         build = Path(args.build or ROOT / "build" / "demo")

@@ -83,22 +83,30 @@ def at_planes(model: nn.Module, planes: int | None):
 
 class PlanesAware:
     """A training hook (:func:`flipq.quant.train.train`): before each step draws ``planes``
-    uniformly from ``lowest .. B`` (``B`` the widest layer's bits: full precision is one of the
-    draws), after it returns to full precision, so the per-epoch evaluation and the checkpoint
-    see the network whole. Its generator's state is checkpointed with the run."""
+    from ``lowest .. B`` (``B`` the widest layer's bits), after it returns to full precision, so
+    the per-epoch evaluation and the checkpoint see the network whole. ``full_share``: the share
+    of steps at full precision (``B``), the rest uniform over ``lowest .. B - 1``; None: every
+    value of ``lowest .. B`` alike. Its generator's state is checkpointed with the run."""
 
-    def __init__(self, model: nn.Module, lowest: int, seed: int = 0):
+    def __init__(self, model: nn.Module, lowest: int, seed: int = 0, full_share: float | None = None):
         self.top = weight_bits(model)
         if isinstance(lowest, bool) or not isinstance(lowest, int) or not 1 <= lowest <= self.top:
             raise ValueError(f"planes-aware lowest planes {lowest!r} must be an int in 1..{self.top} "
                              f"(the network's widest weights have {self.top} bits)")
-        self.lowest = lowest
+        if full_share is not None and not (isinstance(full_share, (int, float)) and 0 <= full_share <= 1):
+            raise ValueError(f"planes-aware full-precision share {full_share!r} must be a number in 0..1")
+        self.lowest, self.full_share = lowest, full_share
         self.rng = np.random.default_rng(seed)
         self.truncation = _Truncation(model)
         self.drawn: dict[int, int] = {}
 
     def before_step(self, model, step: int) -> None:
-        k = int(self.rng.integers(self.lowest, self.top + 1))
+        if self.full_share is None or self.lowest == self.top:
+            k = int(self.rng.integers(self.lowest, self.top + 1))
+        elif self.rng.random() < self.full_share:
+            k = self.top
+        else:
+            k = int(self.rng.integers(self.lowest, self.top))
         self.drawn[k] = self.drawn.get(k, 0) + 1
         self.truncation.set(k)
 

@@ -24,7 +24,7 @@ from flipq.host.files import replacing, write_json
 
 # Fields that change what a checkpoint means; the others (progress, io_type) do not.
 TRAINING_FIELDS = ("dataset", "data_path", "arch", "plan", "batch_size", "lr", "seed", "flip", "float_epochs",
-                   "weight_scale", "planes_aware")
+                   "weight_scale", "planes_aware", "planes_full_share")
 
 
 class StaleBuildError(ValueError):
@@ -157,13 +157,13 @@ def stage_train(cfg) -> None:
         elif cfg.planes_aware:
             from flipq.quant.planesaware import PlanesAware
 
-            hook = PlanesAware(model, cfg.planes_aware, seed=cfg.seed)
+            hook = PlanesAware(model, cfg.planes_aware, seed=cfg.seed, full_share=cfg.planes_full_share)
             try:
                 history = train(model, ds, tcfg, checkpoint=ckpt, hooks=(hook,))
             finally:
                 hook.close()
             history["planes_drawn"] = {str(k): v for k, v in sorted(hook.drawn.items())}
-            info["planes_aware"] = {"lowest": cfg.planes_aware, "highest": hook.top}
+            info["planes_aware"] = {"lowest": cfg.planes_aware, "highest": hook.top, "full_share": cfg.planes_full_share}
         else:
             history = train(model, ds, tcfg, checkpoint=ckpt)
     except KeyboardInterrupt:

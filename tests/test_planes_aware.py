@@ -83,6 +83,13 @@ def test_the_hook_draws_deployable_planes_and_resumes():
         assert hook.truncation.state["planes"] is None  # full precision between steps
         hook.close()
     assert draws[0] == draws[1]
+    c = PlanesAware(model, lowest=4, seed=5, full_share=0.5)
+    for step in range(400):
+        c.before_step(model, step)
+    c.close()
+    assert set(c.drawn) == {4, 5, 6} and 160 < c.drawn[6] < 240 and abs(c.drawn[4] - c.drawn[5]) < 60
+    with pytest.raises(ValueError, match="full-precision share 1.5 must be a number in 0..1"):
+        PlanesAware(model, lowest=4, full_share=1.5)
 
 
 def test_train_planes_aware_through_every_stage(tmp_path, capsys):
@@ -93,7 +100,7 @@ def test_train_planes_aware_through_every_stage(tmp_path, capsys):
     assert main(["train", *common, "--arch", "digits-cnn", "--dataset", "digits", "--epochs", "1",
                  "--planes-aware", "3"]) == 0
     info = json.loads((out / "train.json").read_text())
-    assert info["planes_aware"] == {"lowest": 3, "highest": 6}
+    assert info["planes_aware"] == {"lowest": 3, "highest": 6, "full_share": None}
     assert set(info["history"]["planes_drawn"]) <= {"3", "4", "5", "6"}
     for stage in ("export", "hls", "emulate", "report"):
         assert main([stage, *common]) == 0
